@@ -1,0 +1,149 @@
+"""A lease: exclusive use of one worker by one client thread.
+
+While a lease is held its worker's sockets belong to the holder; nobody else
+touches them. The holder runs code with :meth:`Lease.execute` (blocking in
+*its* thread) and gives the worker back with :meth:`Lease.release` or by
+leaving the ``with`` block. A lease ends *dirty* when an execution did not
+finish cleanly; the coordinator then replaces the worker instead of handing
+it on.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from .errors import ExecutionTimeout, LeaseReleased, PoolClosed, WorkerDied
+from .protocol import Execution, OutputHook, StdinHandler
+from .result import ExecutionResult
+
+if TYPE_CHECKING:
+    from .coordinator import Coordinator, Worker
+
+
+class Lease:
+    """Exclusive use of one worker; valid until released.
+
+    Attributes
+    ----------
+    worker_id : str
+    session : str
+        The session this lease serves (its state lives on this worker).
+    generation : int
+        How many times this session's state was lost before this lease.
+    session_reset : str or None
+        Why the session's earlier state is gone, if it is; reported once, on
+        the first execution of this lease.
+    """
+
+    def __init__(
+        self,
+        coordinator: "Coordinator",
+        worker: "Worker",
+        session: str,
+        *,
+        generation: int,
+        session_reset: str | None,
+        interrupt_grace: float,
+    ) -> None:
+        self._coordinator = coordinator
+        self.worker = worker
+        self.worker_id = worker.id
+        self.session = session
+        self.generation = generation
+        self.session_reset = session_reset
+        self._grace = interrupt_grace
+        self.executions = 0
+        self.dirty: str | None = None
+        self.released = False
+        self.holder: threading.Thread | None = None
+
+    def execute(
+        self,
+        code: str,
+        timeout: float | None = None,
+        *,
+        on_output: OutputHook | None = None,
+        stdin: StdinHandler | None = None,
+    ) -> ExecutionResult:
+        """Run ``code`` on the leased worker and wait for it (in this thread).
+
+        Parameters
+        ----------
+        code : str
+        timeout : float, optional
+            Exec timeout in seconds; on expiry the worker is interrupted.
+        on_output : callable, optional
+            Called with each output dict as it arrives (live streaming).
+        stdin : callable, optional
+            ``stdin(prompt, password) -> str`` answers ``input()`` on the
+            worker; without it ``input()`` raises there at once.
+
+        Raises
+        ------
+        ExecutionTimeout, WorkerDied, LeaseReleased, PoolClosed
+        """
+        if not isinstance(code, str):
+            raise TypeError(f"code must be a str, not {type(code).__name__}")
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if self.released:
+            raise LeaseReleased(
+                f"this lease of worker {self.worker_id} was released; "
+                "take a new one with pool.lease(...)"
+            )
+        if self.dirty:
+            raise WorkerDied(f"worker {self.worker_id} is unusable: {self.dirty}")
+        self._check_alive()
+        execution = Execution(
+            self.worker.kernel.channels,
+            check_alive=self._check_alive,
+            interrupt=self.interrupt,
+            interrupt_grace=self._grace,
+        )
+        self.worker.busy = True
+        try:
+            result = execution.run(code, timeout=timeout, on_output=on_output, stdin=stdin)
+        except ExecutionTimeout as exc:
+            self._coordinator.note("timed out", self.worker, str(exc), "timeouts")
+            raise
+        finally:
+            self.worker.busy = False
+            self.executions += 1
+            if not execution.finished:
+                self.dirty = self.dirty or "an execution was abandoned before it finished"
+        result.worker_id, result.session = self.worker_id, self.session
+        result.session_reset, self.session_reset = self.session_reset, None
+        return result
+
+    def _check_alive(self) -> None:
+        death = self.worker.death
+        if death is None:
+            return
+        if self._coordinator.closed:
+            raise PoolClosed(f"the pool was shut down while session {self.session!r} ran")
+        raise WorkerDied(
+            f"worker {self.worker_id} {death} while running session {self.session!r}; "
+            "the session's state is lost and a fresh worker is starting"
+        )
+
+    def interrupt(self) -> None:
+        """Interrupt whatever the worker is running (any thread may call this)."""
+        if self.worker.death is None:
+            self.worker.kernel.interrupt()
+
+    def release(self) -> None:
+        """Give the worker back; idempotent."""
+        if not self.released:
+            self.released = True
+            self._coordinator.release(self)
+
+    def __enter__(self) -> "Lease":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        state = "released" if self.released else ("dirty" if self.dirty else "held")
+        return f"<Lease {state} worker={self.worker_id} session={self.session!r}>"

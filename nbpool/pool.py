@@ -1,0 +1,365 @@
+"""The public entry point: :class:`Pool`.
+
+``Pool`` is a traitlets ``Configurable``: every constructor argument is also a
+config trait (``c.Pool.size = 8`` in ``ipython_config.py``). It validates its
+settings, owns a :class:`~nbpool.provisioning.Launcher` (where kernels come
+from) and a :class:`~nbpool.coordinator.Coordinator` (who holds which), and
+offers the blocking, background and lease-based ways to run code.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextvars
+import weakref
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+
+from traitlets import Bool, CaselessStrEnum, Float, Int, List, TraitError, Unicode
+from traitlets.config import LoggingConfigurable
+
+from .coordinator import Coordinator, Settings, Waiter
+from .errors import InvalidConfig, PoolClosed
+from .lease import Lease
+from .protocol import OutputHook, StdinHandler
+from .provisioning import Launcher, check_kernel_name
+from .result import ExecutionResult
+from .sessions import DEFAULT_SESSION
+from .status import PoolStatus
+
+
+class Pool(LoggingConfigurable):
+    """A pool of pre-started worker kernels with session affinity.
+
+    Examples
+    --------
+    >>> with nbpool.Pool(size=2) as pool:
+    ...     pool.execute("x = 21", session="etl")
+    ...     pool.execute("x * 2", session="etl").result
+    '42'
+    """
+
+    size = Int(2, help="Workers started by start() and kept warm.").tag(config=True)
+    min_size = Int(
+        None, allow_none=True, help="Fewest workers kept when idle ones are culled (default: size)."
+    ).tag(config=True)
+    max_size = Int(
+        None, allow_none=True, help="Most workers the pool grows to for new sessions (default: size)."
+    ).tag(config=True)
+    kernel_name = Unicode("python3", help="Kernelspec of the workers.").tag(config=True)
+    lease_timeout = Float(30.0, help="Seconds to wait for a free worker.").tag(config=True)
+    exec_timeout = Float(
+        None, allow_none=True, help="Default seconds one execution may run (None: no limit)."
+    ).tag(config=True)
+    start_timeout = Float(60.0, help="Seconds a kernel may take to become ready.").tag(config=True)
+    interrupt_grace = Float(
+        5.0, help="Seconds an interrupted execution may take to stop before a restart."
+    ).tag(config=True)
+    heartbeat_interval = Float(1.0, help="Seconds between heartbeat pings.").tag(config=True)
+    heartbeat_timeout = Float(
+        3.0, help="Seconds without a heartbeat answer before a worker counts as dead."
+    ).tag(config=True)
+    max_executions = Int(0, help="Recycle a worker after this many executions (0: never).").tag(
+        config=True
+    )
+    idle_timeout = Float(0.0, help="Recycle a worker idle this many seconds (0: never).").tag(
+        config=True
+    )
+    evict_idle_sessions = Bool(
+        False, help="When full, end the least recently used idle session for a new one."
+    ).tag(config=True)
+    transport = CaselessStrEnum(["tcp", "ipc"], "tcp", help="ZMQ transport of local workers.").tag(
+        config=True
+    )
+    transport_encryption = CaselessStrEnum(
+        ["auto", "required", "disabled"],
+        "auto",
+        help="CurveZMQ encryption (jupyter_client): auto encrypts kernels that support it.",
+    ).tag(config=True)
+    ipykernel_args = List(
+        Unicode(),
+        ["--HistoryManager.enabled=False"],
+        help="Extra arguments for ipykernel workers (the history database costs ~0.7 ms a run).",
+    ).tag(config=True)
+
+    def __init__(self, size: int | None = None, kernel_name: str | None = None, **kwargs) -> None:
+        if size is not None:
+            kwargs["size"] = size
+        if kernel_name is not None:
+            kwargs["kernel_name"] = kernel_name
+        try:
+            super().__init__(**kwargs)
+        except TraitError as exc:
+            raise InvalidConfig(f"invalid Pool setting: {_first_line(exc)}") from None
+        self._settings = self._validated()
+        check_kernel_name(self.kernel_name)
+        self._launcher = Launcher(
+            transport=self.transport,
+            transport_encryption=self.transport_encryption,
+            ipykernel_args=self.ipykernel_args,
+        )
+        self._coordinator = Coordinator(self._settings, self._launcher.start)
+        self._jobs = ThreadPoolExecutor(thread_name_prefix="nbpool-job")
+        self._started = False
+        self._shutdown = False
+        ref = weakref.ref(self)
+        self._atexit = lambda: (p := ref()) is not None and p.shutdown()
+        atexit.register(self._atexit)
+
+    def _validated(self) -> Settings:
+        s = self
+        min_size = s.size if s.min_size is None else s.min_size
+        max_size = s.size if s.max_size is None else s.max_size
+        checks = [
+            (s.size >= 0, f"size must be >= 0, got {s.size}"),
+            (0 <= min_size <= s.size, f"min_size must be between 0 and size ({s.size}), got {min_size}"),
+            (max_size >= max(s.size, 1), f"max_size must be >= size and >= 1, got {max_size}"),
+            (s.lease_timeout > 0, f"lease_timeout must be > 0 seconds, got {s.lease_timeout}"),
+            (s.exec_timeout is None or s.exec_timeout > 0, f"exec_timeout must be > 0 seconds or None, got {s.exec_timeout}"),
+            (s.start_timeout > 0, f"start_timeout must be > 0 seconds, got {s.start_timeout}"),
+            (s.interrupt_grace > 0, f"interrupt_grace must be > 0 seconds, got {s.interrupt_grace}"),
+            (s.heartbeat_interval > 0, f"heartbeat_interval must be > 0 seconds, got {s.heartbeat_interval}"),
+            (s.heartbeat_timeout > s.heartbeat_interval, f"heartbeat_timeout must exceed heartbeat_interval ({s.heartbeat_interval}), got {s.heartbeat_timeout}"),
+            (s.max_executions >= 0, f"max_executions must be >= 0, got {s.max_executions}"),
+            (s.idle_timeout >= 0, f"idle_timeout must be >= 0 seconds, got {s.idle_timeout}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InvalidConfig(message)
+        return Settings(
+            size=s.size,
+            min_size=min_size,
+            max_size=max_size,
+            kernel_name=s.kernel_name,
+            start_timeout=s.start_timeout,
+            interrupt_grace=s.interrupt_grace,
+            heartbeat_interval=s.heartbeat_interval,
+            heartbeat_timeout=s.heartbeat_timeout,
+            max_executions=s.max_executions,
+            idle_timeout=s.idle_timeout,
+            evict_idle_sessions=s.evict_idle_sessions,
+        )
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self, wait: bool = True) -> "Pool":
+        """Start ``size`` workers; with ``wait``, block until they are ready.
+
+        Raises
+        ------
+        WorkerStartFailed
+            A worker failed to start (the pool keeps retrying in the background).
+        """
+        self._check_open()
+        if not self._started:
+            self._started = True
+            self._initial = self._coordinator.start(self.size)
+        if wait:
+            self._coordinator.wait_started(self._initial, self.start_timeout + 5)
+        return self
+
+    def shutdown(self) -> None:
+        """Stop every worker and remove the pool's files; idempotent."""
+        if self._shutdown:
+            return
+        self._shutdown = True
+        atexit.unregister(self._atexit)
+        self._launcher.closing.set()
+        self._coordinator.close()
+        self._jobs.shutdown(wait=False, cancel_futures=True)
+        self._launcher.close()
+
+    def __enter__(self) -> "Pool":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.shutdown()
+
+    # -- running code ------------------------------------------------------
+
+    def lease(
+        self, session: str | None = None, timeout: float | None = None, *, kernel: str | None = None
+    ) -> Lease:
+        """Take a worker for ``session`` (blocking up to ``timeout``, the lease timeout).
+
+        Use it as a context manager; the lease is released on every path.
+
+        Raises
+        ------
+        LeaseTimeout, WorkerStartFailed, PoolClosed
+        """
+        session, kernel = self._request_args(session, kernel, timeout)
+        waiter = self._coordinator.request(session, kernel)
+        return self._coordinator.wait(waiter, self.lease_timeout if timeout is None else timeout)
+
+    def execute(
+        self,
+        code: str,
+        session: str | None = None,
+        timeout: float | None = None,
+        *,
+        lease_timeout: float | None = None,
+        kernel: str | None = None,
+        on_output: OutputHook | None = None,
+        stdin: StdinHandler | None = None,
+    ) -> ExecutionResult:
+        """Run ``code`` in ``session`` and wait for the result.
+
+        ``timeout`` is the exec timeout (default ``exec_timeout``);
+        ``lease_timeout`` covers only the wait for a worker.
+        """
+        _check_code(code)
+        with self.lease(session, lease_timeout, kernel=kernel) as lease:
+            return lease.execute(
+                code, self._exec_timeout(timeout), on_output=on_output, stdin=stdin
+            )
+
+    def submit(
+        self,
+        code: str,
+        session: str | None = None,
+        timeout: float | None = None,
+        *,
+        lease_timeout: float | None = None,
+        kernel: str | None = None,
+        on_output: OutputHook | None = None,
+    ) -> "ExecutionFuture":
+        """Queue ``code`` for ``session`` and return a Future of its result.
+
+        The request takes its place in the session's queue now, so futures of
+        one session run in submission order. No thread blocks while it
+        queues; it runs (in a copy of the caller's context, so output routing
+        by context variables keeps working) once a worker is granted.
+        ``lease_timeout`` (default: the pool's) bounds only the wait of a
+        session that has no worker yet; queueing behind earlier work of the
+        same session is never cut short.
+        """
+        _check_code(code)
+        session, kernel = self._request_args(session, kernel, lease_timeout)
+        future = ExecutionFuture()
+        context = contextvars.copy_context()
+        timeout = self._exec_timeout(timeout)
+
+        def run(lease: Lease) -> None:
+            future._lease = lease
+            with lease:
+                if future._cancel_requested:
+                    future.set_exception(CancelledError())
+                    return
+                try:
+                    res = lease.execute(code, timeout, on_output=on_output)
+                except BaseException as exc:  # delivered through the future
+                    future.set_exception(exc)
+                    return
+            if future._cancel_requested:
+                future.set_exception(CancelledError())
+            else:
+                future.set_result(res)
+
+        def settled(waiter: Waiter) -> None:
+            if future.cancelled():
+                if waiter.lease is not None:
+                    waiter.lease.release()
+            elif waiter.error is not None:
+                future.set_exception(waiter.error)
+            elif not future.set_running_or_notify_cancel():
+                waiter.lease.release()
+            else:
+                self._jobs.submit(context.run, run, waiter.lease)
+
+        future._waiter = self._coordinator.request(
+            session,
+            kernel,
+            on_settled=settled,
+            timeout=self.lease_timeout if lease_timeout is None else lease_timeout,
+        )
+        future._coordinator = self._coordinator
+        return future
+
+    def end_session(self, session: str | None) -> bool:
+        """Unbind ``session``; its worker is replaced, never reused dirty.
+
+        Returns False when no such session exists.
+        """
+        self._check_open()
+        return self._coordinator.end_session(DEFAULT_SESSION if session is None else session)
+
+    def interrupt(self, worker_id: str) -> None:
+        """Interrupt what worker ``worker_id`` is running (e.g. from a UI)."""
+        w = self._coordinator.worker(worker_id)
+        if w.lease is not None:
+            w.lease.interrupt()
+
+    # -- reporting ---------------------------------------------------------
+
+    def status(self) -> PoolStatus:
+        """A snapshot of workers, sessions, queue and counters (no secrets)."""
+        snap = self._coordinator.snapshot()
+        snap.update(
+            size=self.size,
+            min_size=self._settings.min_size,
+            max_size=self._settings.max_size,
+            kernel_name=self.kernel_name,
+        )
+        return PoolStatus.from_snapshot(snap)
+
+    def __repr__(self) -> str:
+        if self._shutdown:
+            return "<nbpool.Pool closed>"
+        return f"<nbpool.Pool {self.status().summary()}>"
+
+    # -- helpers -----------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._shutdown:
+            raise PoolClosed("the pool was shut down; create a new nbpool.Pool to run more code")
+
+    def _request_args(self, session, kernel, timeout) -> tuple[str, str]:
+        self._check_open()
+        if session is not None and (not isinstance(session, str) or not session.strip()):
+            raise ValueError(f"session must be a non-empty string or None, got {session!r}")
+        if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+            raise ValueError(f"lease timeout must be a positive number of seconds, got {timeout!r}")
+        if kernel is not None:
+            check_kernel_name(kernel)
+        if not self._started:
+            self.start(wait=False)
+        return (DEFAULT_SESSION if session is None else session), (kernel or self.kernel_name)
+
+    def _exec_timeout(self, timeout: float | None) -> float | None:
+        timeout = self.exec_timeout if timeout is None else timeout
+        if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        return timeout
+
+
+class ExecutionFuture(Future):
+    """A :class:`~concurrent.futures.Future` of an :class:`ExecutionResult`.
+
+    ``cancel()`` works while queued (the request leaves the queue) *and*
+    while running (the worker is interrupted; ``result()`` then raises
+    :class:`~concurrent.futures.CancelledError`).
+    """
+
+    _lease: Lease | None = None
+    _cancel_requested = False
+
+    def cancel(self) -> bool:
+        if self.done():
+            return False
+        self._cancel_requested = True
+        if super().cancel():  # still queued: the settle callback sees it
+            self._coordinator.withdraw(self._waiter, CancelledError())
+            return True
+        lease = self._lease
+        if lease is not None and not lease.released:
+            lease.interrupt()
+        return True
+
+
+def _check_code(code: object) -> None:
+    if not isinstance(code, str):
+        raise TypeError(f"code must be a str, not {type(code).__name__}")
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0]

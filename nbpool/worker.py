@@ -1,0 +1,199 @@
+"""One worker kernel: its process, its sockets, its readiness and its end.
+
+A :class:`Kernel` wraps one jupyter_client :class:`~jupyter_client.KernelManager`
+(or, for an attached kernel, only its connection info). It is created and
+made ready on a starter thread, then handed to the coordinator. Its
+:class:`~nbpool.protocol.Channels` belong to whoever holds the lease; its
+heartbeat socket belongs to the coordinator thread, which creates it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import zmq
+from jupyter_client.manager import KernelManager
+from jupyter_client.session import Session
+
+from .errors import WorkerStartFailed
+from .protocol import Channels
+
+#: How long to wait for iopub traffic before nudging with another kernel_info.
+NUDGE_INTERVAL = 0.2
+#: Bytes of a kernel's own stderr log quoted in a start failure.
+STDERR_TAIL = 2000
+
+
+class Kernel:
+    """A started worker kernel owned by nbpool."""
+
+    attached = False
+
+    def __init__(self, launcher, worker_id: str, km: KernelManager, log_path: str) -> None:
+        self.worker_id = worker_id
+        self.km = km
+        self.kernel_name = km.kernel_name
+        self._launcher = launcher
+        self._log_path = log_path
+        self._interrupt_lock = threading.Lock()
+        process = getattr(km.provisioner, "process", None)
+        self.pid: int | None = process.pid if process is not None else None
+        self._process = process
+        self.encrypted = km.curve_publickey is not None
+        session = Session(key=km.session.key, signature_scheme=km.session.signature_scheme)
+        ident = session.bsession
+        self.channels = Channels(
+            session=session,
+            shell=km.connect_shell(identity=ident),
+            iopub=km.connect_iopub(),
+            stdin=km.connect_stdin(identity=ident),
+        )
+        if self.pid is not None:
+            launcher.reaper.watch(self.pid)
+
+    @classmethod
+    def launch(cls, launcher, worker_id: str, kernel_name: str) -> "Kernel":
+        """Start the kernel process (not yet ready); raises WorkerStartFailed."""
+        conn = os.path.join(launcher.runtime_dir, f"kernel-{worker_id}.json")
+        log_path = os.path.join(launcher.runtime_dir, f"kernel-{worker_id}.log")
+        km = KernelManager(
+            kernel_name=kernel_name,
+            context=launcher.context,
+            connection_file=conn,
+            transport=launcher.transport,
+            ip="127.0.0.1" if launcher.transport == "tcp" else conn[:-5] + "-ipc",
+            transport_encryption=launcher.transport_encryption,
+        )
+        extra = launcher.extra_arguments(km.kernel_spec.argv)
+        with open(log_path, "ab") as log:
+            try:
+                km.start_kernel(stdout=log, stderr=log, extra_arguments=extra)
+            except Exception as exc:  # a bad argv, a provisioner that refused
+                raise WorkerStartFailed(
+                    f"kernel {kernel_name!r} could not be launched: {exc}", _tail(log_path)
+                ) from None
+        return cls(launcher, worker_id, km, log_path)
+
+    # -- readiness ---------------------------------------------------------
+
+    def wait_ready(self, timeout: float) -> None:
+        """Block until a kernel_info_reply arrived *and* iopub carries traffic.
+
+        The second condition proves our iopub subscription is live (ZMQ's
+        slow joiner), so the first execution's first output is not lost.
+        """
+        ch = self.channels
+        poller = zmq.Poller()
+        poller.register(ch.shell, zmq.POLLIN)
+        poller.register(ch.iopub, zmq.POLLIN)
+        deadline = time.monotonic() + timeout
+        replied = iopub_seen = False
+        next_nudge = 0.0
+        while not (replied and iopub_seen):
+            now = time.monotonic()
+            if self._launcher.closing.is_set():
+                raise WorkerStartFailed("the pool was shut down while this kernel started")
+            reason = self.poll()
+            if reason:
+                raise self._start_failure(f"kernel {self.kernel_name!r} {reason} while starting")
+            if now >= deadline:
+                raise self._start_failure(
+                    f"kernel {self.kernel_name!r} was not ready within {timeout:g} s "
+                    "(raise start_timeout if it is just slow)"
+                )
+            if now >= next_nudge and not iopub_seen:
+                ch.session.send(ch.shell, "kernel_info_request", {})
+                next_nudge = now + NUDGE_INTERVAL
+            for sock in dict(poller.poll(50)):
+                while True:
+                    _, msg = ch.session.recv(sock, mode=zmq.NOBLOCK)
+                    if msg is None:
+                        break
+                    if sock is ch.shell:
+                        replied = replied or msg["msg_type"] == "kernel_info_reply"
+                    else:
+                        iopub_seen = True
+        self._drain_iopub()
+
+    def _drain_iopub(self) -> None:
+        """Drop the readiness chatter so the first lease starts clean."""
+        ch = self.channels
+        while ch.iopub.poll(20):
+            ch.session.recv(ch.iopub, mode=zmq.NOBLOCK)
+        while ch.shell.poll(0):
+            ch.session.recv(ch.shell, mode=zmq.NOBLOCK)
+
+    def _start_failure(self, message: str) -> WorkerStartFailed:
+        tail = _tail(self._log_path)
+        detail = f"; its stderr ends with: {_last_line(tail)}" if tail.strip() else ""
+        return WorkerStartFailed(message + detail, tail)
+
+    # -- health ------------------------------------------------------------
+
+    def poll(self) -> str | None:
+        """Why the kernel process is gone (``"exited with code 1"``), or None."""
+        if self._process is None:
+            return None
+        code = self._process.poll()
+        if code is None:
+            return None
+        if code < 0:
+            return f"was killed by signal {-code}"
+        return f"exited with code {code}"
+
+    def connect_hb(self) -> zmq.Socket:
+        """A heartbeat socket for the coordinator thread (call it there)."""
+        sock = self.km.connect_hb()
+        sock.setsockopt(zmq.REQ_RELAXED, 1)
+        sock.setsockopt(zmq.REQ_CORRELATE, 1)
+        return sock
+
+    def stderr_tail(self) -> str:
+        return _tail(self._log_path)
+
+    # -- control -----------------------------------------------------------
+
+    def interrupt(self) -> None:
+        """Interrupt the running code (signal or control message per kernelspec)."""
+        with self._interrupt_lock:
+            if self.poll() is None:
+                self.km.interrupt_kernel()
+
+    def shutdown(self, now: bool = False, close_channels: bool = True) -> None:
+        """Stop the kernel and its process group; close our sockets; blocking."""
+        if close_channels:
+            self.channels.close()
+        try:
+            if self.poll() is None:
+                self.km.shutdown_kernel(now=now)
+            else:
+                self.km.cleanup_resources()
+        except Exception:  # the kernel is going away either way; make sure of it
+            pass
+        if self.pid is not None:
+            from .provisioning import kill_group
+
+            kill_group(self.pid)
+            self._launcher.reaper.forget(self.pid)
+        for path in (self.km.connection_file, self._log_path):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+
+def _tail(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - STDERR_TAIL))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
