@@ -242,7 +242,11 @@ class Execution:
             if deadline is not None and now >= deadline:
                 raise _Deadline
             if now >= next_check:
-                self._check_alive()
+                try:
+                    self._check_alive()
+                except WorkerDied:
+                    self._drain(ch.iopub, self._on_iopub)  # keep what it sent before dying
+                    raise
                 next_check = now + SLICE
             wait = SLICE if deadline is None else min(SLICE, deadline - now)
             ready = dict(poller.poll(max(wait, 0) * 1000))
