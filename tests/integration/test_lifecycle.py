@@ -1,0 +1,187 @@
+"""Pool lifecycle with real kernels: security of files and transport, no orphans,
+bad input, other kernels."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import nbpool
+
+from ..conftest import wait_for
+from .test_faults import _gone
+
+
+def test_connection_files_are_private_loopback_and_unique(tmp_path):
+    """Connection files: 0600 in a 0700 dir, bound to 127.0.0.1, a key per worker."""
+    with nbpool.Pool(size=2) as pool:
+        runtime = pool._launcher.runtime_dir
+        assert stat.S_IMODE(os.stat(runtime).st_mode) & 0o777 == 0o700
+        files = sorted(p for p in os.listdir(runtime) if p.endswith(".json"))
+        assert len(files) == 2
+        infos = []
+        for name in files:
+            path = os.path.join(runtime, name)
+            assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+            infos.append(json.load(open(path)))
+        assert all(info["ip"] == "127.0.0.1" for info in infos)
+        assert infos[0]["key"] != infos[1]["key"]
+        assert infos[0]["curve_publickey"] != infos[1]["curve_publickey"]
+    assert not os.path.exists(runtime), "the runtime dir is removed at shutdown"
+
+
+def test_transport_is_encrypted_where_the_kernel_supports_it():
+    """ipykernel workers run over CurveZMQ by default; status says so."""
+    with nbpool.Pool(size=1) as pool:
+        assert pool.status()["workers"][0]["encrypted"] is True
+        assert pool.execute("1 + 1").result == "2"
+    with nbpool.Pool(size=1, transport_encryption="disabled") as pool:
+        assert pool.status()["workers"][0]["encrypted"] is False
+
+
+def test_status_and_repr_carry_no_secrets():
+    """Nothing secret (HMAC keys, Curve keys, connection-file paths) is in status or repr."""
+    with nbpool.Pool(size=1) as pool:
+        pool.execute("1", session="s")
+        info = json.load(open(pool._coordinator._workers["w1"].kernel.km.connection_file))
+        text = json.dumps(pool.status()) + repr(pool) + repr(pool.status()) + pool.status()._repr_html_()
+        for secret in (info["key"], info["curve_secretkey"], info["curve_publickey"], pool._launcher.runtime_dir):
+            assert secret not in text
+
+
+def test_ipc_transport_works(tmp_path):
+    """Local workers can use the ipc transport (no ports at all)."""
+    with nbpool.Pool(size=1, transport="ipc") as pool:
+        assert pool.execute("print('over ipc')").stdout == "over ipc\n"
+
+
+def test_shutdown_is_idempotent_and_stops_every_kernel():
+    """shutdown() twice is harmless; afterwards no worker process remains."""
+    pool = nbpool.Pool(size=2).start()
+    pids = [w["pid"] for w in pool.status()["workers"]]
+    pool.shutdown()
+    pool.shutdown()
+    assert all(_gone(pid) for pid in pids)
+    with pytest.raises(nbpool.PoolClosed):
+        pool.execute("1")
+    assert repr(pool) == "<nbpool.Pool closed>"
+
+
+HOST = textwrap.dedent(
+    """
+    import os, sys, nbpool
+    pool = nbpool.Pool(size=2).start()
+    print(" ".join(str(w["pid"]) for w in pool.status()["workers"]), flush=True)
+    if sys.argv[1] == "exit":
+        sys.exit(0)          # no shutdown(): atexit must do it
+    sys.stdin.read()         # wait to be SIGKILLed
+    """
+)
+
+
+@pytest.mark.parametrize("how", ["exit", "sigkill"])
+def test_no_worker_outlives_its_host_process(how):
+    """Workers go away when the host exits without shutdown() or is SIGKILLed (<= 10 s)."""
+    host = subprocess.Popen(
+        [sys.executable, "-c", HOST, how], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        pids = [int(p) for p in host.stdout.readline().split()]
+        assert len(pids) == 2 and not any(_gone(p) for p in pids)
+        if how == "sigkill":
+            host.send_signal(signal.SIGKILL)
+        host.wait(30)
+        wait_for(lambda: all(_gone(p) for p in pids), timeout=10, what="orphaned workers to exit")
+    finally:
+        if host.poll() is None:
+            host.kill()
+            host.wait()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"size": -1}, "size must be >= 0"),
+        ({"size": 2, "max_size": 1}, "max_size must be >= size"),
+        ({"lease_timeout": 0}, "lease_timeout must be > 0"),
+        ({"exec_timeout": -5}, "exec_timeout must be > 0"),
+        ({"heartbeat_timeout": 0.5}, "heartbeat_timeout must exceed"),
+        ({"size": "four"}, "invalid Pool setting"),
+        ({"transport": "udp"}, "invalid Pool setting"),
+    ],
+)
+def test_bad_settings_raise_value_error_naming_the_value(kwargs, message):
+    """A bad constructor value raises ValueError (InvalidConfig) naming it, at once."""
+    with pytest.raises(ValueError, match=message) as info:
+        nbpool.Pool(**kwargs)
+    assert isinstance(info.value, nbpool.NbpoolError)
+
+
+def test_unknown_kernelspec_lists_the_available_ones():
+    """An unknown kernel name is refused with the installed kernelspecs listed."""
+    with pytest.raises(nbpool.UnknownKernel, match="no kernelspec named 'nope'; available: .*python3"):
+        nbpool.Pool(kernel_name="nope")
+
+
+def test_bad_execute_arguments(shared_pool):
+    """Non-string code is a TypeError; bad timeouts and sessions are ValueErrors."""
+    with pytest.raises(TypeError, match="code must be a str"):
+        shared_pool.execute(42)
+    with pytest.raises(ValueError, match="timeout must be a positive"):
+        shared_pool.execute("1", timeout=0)
+    with pytest.raises(ValueError, match="session must be a non-empty string"):
+        shared_pool.execute("1", session="  ")
+    with pytest.raises(nbpool.UnknownKernel):
+        shared_pool.execute("1", kernel="nope")
+
+
+def test_config_through_traitlets():
+    """Pool reads traitlets config (c.Pool.size = ...), like ipython_config.py."""
+    from traitlets.config import Config
+
+    config = Config()
+    config.Pool.size = 0
+    config.Pool.max_size = 5
+    config.Pool.lease_timeout = 7.5
+    pool = nbpool.Pool(config=config)
+    try:
+        status = pool.status()
+        assert (status["size"], status["max_size"], pool.lease_timeout) == (0, 5, 7.5)
+    finally:
+        pool.shutdown()
+
+
+def test_end_session_gives_a_fresh_kernel(shared_pool):
+    """end_session: the next execution of that name runs in a new process, empty state."""
+    shared_pool.execute("x = 1", session="ending")
+    pid = shared_pool.execute("import os; os.getpid()", session="ending").result
+    assert shared_pool.end_session("ending") is True
+    assert shared_pool.end_session("ending") is False
+    res = shared_pool.execute("import os; (os.getpid(), 'x' in globals())", session="ending")
+    assert res.result != f"({pid}, True)" and res.result.endswith("False)")
+
+
+def test_bash_kernel_workers(bash_kernel):
+    """A kernel nobody here wrote (bash_kernel) works as a worker, with session state."""
+    with nbpool.Pool(size=1, kernel_name=bash_kernel) as pool:
+        res = pool.execute("X=41; echo hello from bash", session="sh")
+        assert res.ok and res.stdout.strip() == "hello from bash"
+        assert pool.execute("echo $((X + 1))", session="sh").stdout.strip() == "42"
+        assert pool.execute("exit_code_test() { return 3; }; false", session="sh").ok is False
+
+
+def test_sessions_can_choose_their_kernel(bash_kernel):
+    """A session asks for another kernelspec; the pool starts one for it."""
+    with nbpool.Pool(size=1, max_size=2) as pool:
+        assert pool.execute("1 + 1").result == "2"
+        res = pool.execute("echo $0", session="sh", kernel=bash_kernel)
+        assert res.ok and "bash" in res.stdout
+        kernels = sorted(w["kernel"] for w in pool.status()["workers"])
+        assert kernels == ["bash", "python3"]
