@@ -54,7 +54,7 @@ from typing import Callable
 
 import zmq
 
-from .errors import LeaseTimeout, PoolClosed, WorkerStartFailed
+from .errors import LeaseTimeout, PoolClosed, WorkerStartFailed, WorkerUnavailable
 from .lease import Lease
 from .sessions import SessionRegistry
 
@@ -286,6 +286,79 @@ class Coordinator:
             actions += self._assign()
         self._run(actions)
         return True
+
+    def restart_worker(self, worker_id: str) -> None:
+        """Replace a worker by a fresh kernel on request; its session's state is lost.
+
+        An idle worker is stopped and replaced now. A leased one is marked like
+        a dead one: its holder gets :class:`~nbpool.errors.WorkerDied` within
+        a poll slice and the release replaces it. A failed one retries its
+        start now.
+        """
+        with self._lock:
+            self._check_open()
+            w = self._workers.get(worker_id)
+            if w is None or w.state == "stopping":
+                live = ", ".join(x.id for x in self._workers.values() if x.state != "stopping")
+                raise WorkerUnavailable(
+                    f"no worker {worker_id!r} in the pool: it was stopped or replaced "
+                    f"(workers now: {live or 'none'})"
+                )
+            if w.death is not None:
+                raise WorkerUnavailable(
+                    f"worker {w.id} {w.death}; it is replaced as soon as its holder lets go"
+                )
+            if w.state == "starting":
+                raise WorkerUnavailable(f"worker {w.id} is still starting; restart it once it is ready")
+            reason = "was restarted on request"
+            self._log("restart requested", w, f"worker {w.id} {reason}")
+            if w.state == "failed":
+                w.state, w.retry_at = "starting", None
+                actions: list = [("start", w)]
+            elif w.state == "leased":
+                w.death = reason
+                actions = []
+            else:
+                actions = self._replace(
+                    w, f"worker {w.id} {reason}; the session's state was lost", kernel_name=w.kernel_name
+                )
+            actions += self._assign()
+            self._changed.notify_all()
+        self._run(actions)
+
+    def resize(self, size: int, min_size: int, max_size: int, *, start: bool = True) -> None:
+        """Adopt new size settings; with ``start``, start or stop workers to match now.
+
+        Growing starts workers at once. Shrinking stops only workers nobody
+        holds or is bound to (failed, then starting, then idle ones); a worker
+        bound to a session stays until that session ends, when the usual
+        ``min_size`` rule does not replace it.
+        """
+        with self._lock:
+            self._check_open()
+            s = self.settings
+            s.size, s.min_size, s.max_size = size, min_size, max_size
+            actions: list = []
+            if start:
+                live = [w for w in self._workers.values() if w.state in LIVE or w.state == "failed"]
+                for _ in range(size - len(live)):
+                    actions.append(("start", self._new_worker(s.kernel_name)))
+                rank = {"failed": 0, "starting": 1, "idle": 2}
+                free = sorted(
+                    (
+                        w
+                        for w in live
+                        if w.state in rank and w.lease is None and self.sessions.bound_to(w.id) is None
+                    ),
+                    key=lambda w: rank[w.state],
+                )
+                for w in free[: max(0, len(live) - size)]:
+                    w.state = "stopping"
+                    self._log("stopped", w, f"worker {w.id} stopped: pool resized to {size}")
+                    actions.append(("stop", w))
+                actions += self._assign()
+            self._changed.notify_all()
+        self._run(actions)
 
     def note(self, kind: str, worker: Worker, message: str, counter: str) -> None:
         """Record an event a lease holder saw (e.g. a timeout) for status()."""
@@ -634,7 +707,8 @@ class Coordinator:
         live = self._live_count()
         return head + (
             f"all {live} workers busy or bound (sessions {', '.join(bound) or 'none'}); "
-            f"{len(self._waiters)} other request(s) waiting; max_size={self.settings.max_size} "
+            f"{sum(1 for x in self._waiters if x is not waiter)} other request(s) waiting; "
+            f"max_size={self.settings.max_size} "
             "reached - end a session (pool.end_session(NAME) or %pool end NAME), raise "
             "max_size, or set evict_idle_sessions=True"
         )
