@@ -14,6 +14,7 @@ from .errors import (
     UnknownKernel,
     WorkerDied,
     WorkerStartFailed,
+    WorkerUnavailable,
 )
 from .lease import Lease
 from .pool import ExecutionFuture, Pool
@@ -38,4 +39,5 @@ __all__ = [
     "UnknownKernel",
     "WorkerDied",
     "WorkerStartFailed",
+    "WorkerUnavailable",
 ]

@@ -58,3 +58,7 @@ class ExecutionTimeout(NbpoolError):
 
 class LeaseReleased(NbpoolError):
     """A lease was used after it had been released."""
+
+
+class WorkerUnavailable(NbpoolError, LookupError):
+    """No worker of that id can take the action: unknown, starting, or already replaced."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import contextvars
+import numbers
 import weakref
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 
@@ -288,6 +289,46 @@ class Pool(LoggingConfigurable):
         w = self._coordinator.worker(worker_id)
         if w.lease is not None:
             w.lease.interrupt()
+
+    def restart_worker(self, worker_id: str) -> None:
+        """Replace worker ``worker_id`` by a fresh kernel (e.g. from a UI).
+
+        The session bound to it loses its state and is told so on its next
+        execution. A worker running code is stopped at once: its caller gets
+        :class:`~nbpool.errors.WorkerDied`. A failed worker retries its start now.
+
+        Raises
+        ------
+        WorkerUnavailable
+            No such worker, or it is starting or already being replaced.
+        PoolClosed
+        """
+        self._check_open()
+        self._coordinator.restart_worker(worker_id)
+
+    def resize(self, size: int) -> None:
+        """Keep ``size`` workers warm from now on.
+
+        Growing starts workers at once (``max_size`` rises with ``size``).
+        Shrinking stops free workers at once; workers bound to sessions stay
+        until their sessions end. ``min_size`` follows ``size`` unless it was
+        configured lower.
+
+        Raises
+        ------
+        InvalidConfig
+            ``size`` is not a whole number >= 1 (the pool is left unchanged).
+        PoolClosed
+        """
+        self._check_open()
+        if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
+            hint = "; use pool.shutdown() to stop the pool" if size == 0 else ""
+            raise InvalidConfig(f"pool size must be a whole number >= 1, got {size!r}{hint}")
+        size = int(size)
+        s = self._settings
+        min_size = size if s.min_size == s.size else min(s.min_size, size)
+        self._coordinator.resize(size, min_size, max(s.max_size, size), start=self._started)
+        self.size = size
 
     # -- reporting ---------------------------------------------------------
 
