@@ -1,0 +1,1 @@
+"""nbpool benchmarks (not part of the test suite); run ``python -m benchmarks``."""
