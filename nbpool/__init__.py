@@ -5,6 +5,7 @@ README for the magics, and :mod:`nbpool.coordinator` for the lease contract.
 """
 
 from .errors import (
+    AttachFailed,
     ExecutionTimeout,
     InvalidConfig,
     LeaseReleased,
@@ -23,7 +24,23 @@ from .status import PoolStatus
 
 __version__ = "0.1.0"
 
+
+def load_ipython_extension(shell) -> None:
+    """``%load_ext nbpool``: the magics (see :mod:`nbpool.magics`)."""
+    from .magics import load_ipython_extension as load
+
+    load(shell)
+
+
+def unload_ipython_extension(shell) -> None:
+    """``%unload_ext nbpool``: shut the pool down and remove the magics."""
+    from .magics import unload_ipython_extension as unload
+
+    unload(shell)
+
+
 __all__ = [
+    "AttachFailed",
     "ExecutionFuture",
     "ExecutionResult",
     "ExecutionTimeout",

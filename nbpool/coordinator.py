@@ -149,7 +149,7 @@ class Coordinator:
         self.closed = False
         self._ids = itertools.count(1)
         self._io = ThreadPoolExecutor(
-            max_workers=2 * settings.max_size + 4, thread_name_prefix="nbpool-io"
+            max_workers=2 * settings.max_size + 8, thread_name_prefix="nbpool-io"
         )
         self._running = threading.Event()
         self._running.set()
@@ -360,6 +360,40 @@ class Coordinator:
             self._changed.notify_all()
         self._run(actions)
 
+    def adopt(self, connect: Callable[[str], object], session: str) -> Worker:
+        """Add a kernel someone else started, bound to ``session``.
+
+        ``connect(worker_id)`` connects to it and returns a ready kernel; it
+        blocks, so it runs in the calling thread, outside the lock.
+        """
+        with self._lock:
+            self._check_bindable(session)
+            worker_id = f"w{next(self._ids)}"
+        kernel = connect(worker_id)
+        with self._lock:
+            try:
+                self._check_bindable(session)
+            except BaseException:
+                kernel.shutdown()
+                raise
+            w = Worker(worker_id, kernel.kernel_name, state="idle", kernel=kernel)
+            w.started_at = time.monotonic()
+            self._workers[w.id] = w
+            self.sessions.bind(session, kernel.kernel_name, w.id)
+            self._log("attached", w, f"{kernel.kernel_name} attached as session {session!r}")
+            actions = self._assign()
+        self._run(actions)
+        return w
+
+    def _check_bindable(self, session: str) -> None:
+        self._check_open()
+        info = self.sessions.get(session)
+        if info is not None and info.worker_id is not None:
+            raise ValueError(
+                f"session {session!r} already has worker {info.worker_id}; "
+                "end it first (pool.end_session) or pick another session name"
+            )
+
     def note(self, kind: str, worker: Worker, message: str, counter: str) -> None:
         """Record an event a lease holder saw (e.g. a timeout) for status()."""
         with self._lock:
@@ -391,6 +425,11 @@ class Coordinator:
             w = self._free_worker(waiter.kernel_name)
             if w is not None:
                 actions += self._grant(waiter, w)
+            elif self.settings.max_size == 0:
+                actions += self._settle(waiter, LeaseTimeout(
+                    f"session {waiter.session!r} has no worker and this pool starts none "
+                    "(max_size=0): attach a kernel for it (pool.attach) or raise max_size"
+                ))
             else:
                 needed[waiter.kernel_name] += 1
         for kernel_name, count in needed.items():
@@ -488,6 +527,8 @@ class Coordinator:
             self.sessions.reset(info.name, reason)
         actions = [("stop", w)]
         w.state = "stopping"
+        if getattr(w.kernel, "attached", False):
+            return actions  # not ours to restart: its session is told it is gone
         if not self.closed and self._live_count() < self.settings.min_size:
             fresh = self._new_worker(kernel_name or w.kernel_name, replaces=w.id)
             actions.append(("start", fresh))
@@ -503,7 +544,12 @@ class Coordinator:
         return w
 
     def _live_count(self) -> int:
-        return sum(1 for w in self._workers.values() if w.state in LIVE or w.state == "failed")
+        """Workers nbpool started that count against max_size (attached ones don't)."""
+        return sum(
+            1
+            for w in self._workers.values()
+            if (w.state in LIVE or w.state == "failed") and not getattr(w.kernel, "attached", False)
+        )
 
     # ------------------------------------------------------------------
     # I/O: run outside the lock, on I/O threads

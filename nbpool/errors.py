@@ -37,6 +37,10 @@ class WorkerStartFailed(NbpoolError):
         self.stderr_tail = stderr_tail
 
 
+class AttachFailed(WorkerStartFailed):
+    """A running kernel could not be attached (bad connection file, no answer)."""
+
+
 class WorkerDied(NbpoolError):
     """The worker was lost during the lease; the session's state is gone.
 

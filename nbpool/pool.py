@@ -15,7 +15,7 @@ import numbers
 import weakref
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 
-from traitlets import Bool, CaselessStrEnum, Float, Int, List, TraitError, Unicode
+from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, TraitError, Unicode
 from traitlets.config import LoggingConfigurable
 
 from .coordinator import Coordinator, Settings, Waiter
@@ -76,6 +76,14 @@ class Pool(LoggingConfigurable):
         "auto",
         help="CurveZMQ encryption (jupyter_client): auto encrypts kernels that support it.",
     ).tag(config=True)
+    allow_insecure_transport = Bool(
+        False, help="Allow attaching non-loopback kernels without CurveZMQ (plain text; warns once)."
+    ).tag(config=True)
+    attach_timeout = Float(10.0, help="Seconds an attached kernel has to answer.").tag(config=True)
+    connection_files = Dict(
+        Unicode(),
+        help="Running kernels to attach at start(): {session name: connection file path}.",
+    ).tag(config=True)
     ipykernel_args = List(
         Unicode(),
         ["--HistoryManager.enabled=False"],
@@ -113,7 +121,7 @@ class Pool(LoggingConfigurable):
         checks = [
             (s.size >= 0, f"size must be >= 0, got {s.size}"),
             (0 <= min_size <= s.size, f"min_size must be between 0 and size ({s.size}), got {min_size}"),
-            (max_size >= max(s.size, 1), f"max_size must be >= size and >= 1, got {max_size}"),
+            (max_size >= s.size, f"max_size must be >= size ({s.size}), got {max_size}"),
             (s.lease_timeout > 0, f"lease_timeout must be > 0 seconds, got {s.lease_timeout}"),
             (s.exec_timeout is None or s.exec_timeout > 0, f"exec_timeout must be > 0 seconds or None, got {s.exec_timeout}"),
             (s.start_timeout > 0, f"start_timeout must be > 0 seconds, got {s.start_timeout}"),
@@ -154,6 +162,8 @@ class Pool(LoggingConfigurable):
         if not self._started:
             self._started = True
             self._initial = self._coordinator.start(self.size)
+            for session, path in self.connection_files.items():
+                self.attach(path, session=session)
         if wait:
             self._coordinator.wait_started(self._initial, self.start_timeout + 5)
         return self
@@ -276,6 +286,33 @@ class Pool(LoggingConfigurable):
         future._coordinator = self._coordinator
         return future
 
+    def attach(self, connection_file: str, session: str) -> str:
+        """Adopt a running kernel (another machine, a batch job) for ``session``.
+
+        nbpool never stops or signals a kernel it did not start: shutdown and
+        end_session only disconnect. If it dies, its session gets
+        :class:`WorkerDied` and is not restarted. Kernels off this machine
+        must use CurveZMQ unless ``allow_insecure_transport`` is set.
+
+        Returns the new worker's id.
+
+        Raises
+        ------
+        AttachFailed
+            The file is missing, unreadable, not JSON, plaintext over a
+            network, or its kernel does not answer (dead, wrong key).
+        """
+        self._check_open()
+        if not isinstance(session, str) or not session.strip():
+            raise ValueError(f"attach needs a session name, got {session!r}")
+        worker = self._coordinator.adopt(
+            lambda wid: self._launcher.attach(
+                wid, connection_file, self.attach_timeout, self.allow_insecure_transport
+            ),
+            session,
+        )
+        return worker.id
+
     def end_session(self, session: str | None) -> bool:
         """Unbind ``session``; its worker is replaced, never reused dirty.
 
@@ -342,6 +379,16 @@ class Pool(LoggingConfigurable):
             kernel_name=self.kernel_name,
         )
         return PoolStatus.from_snapshot(snap)
+
+    def widget(self, interval: float = 0.25):
+        """A live ipywidgets view of :meth:`status`, updated every ``interval`` s.
+
+        See :mod:`nbpool.widget` (imported here so that ipywidgets loads only
+        when a widget is asked for).
+        """
+        from .widget import PoolWidget
+
+        return PoolWidget(self, interval=interval)
 
     def __repr__(self) -> str:
         if self._shutdown:

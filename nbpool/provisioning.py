@@ -20,6 +20,7 @@ What nbpool adds around it:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -28,10 +29,17 @@ import sys
 import tempfile
 import threading
 
-import zmq
-from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+import warnings
 
-from .errors import UnknownKernel, WorkerStartFailed
+import zmq
+from jupyter_client.blocking import BlockingKernelClient
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+from jupyter_client.localinterfaces import is_local_ip
+
+from .errors import AttachFailed, UnknownKernel, WorkerStartFailed
+
+#: Keys a connection file must have to be attached.
+CONNECTION_KEYS = ("ip", "key", "transport", "shell_port", "iopub_port", "stdin_port", "hb_port", "control_port")
 
 #: How many times a start is repeated at once when the kernel lost a port race.
 PORT_RACE_RETRIES = 3
@@ -134,12 +142,12 @@ class Launcher:
             The kernel exited, or was not ready within ``start_timeout``;
             the message carries the tail of its stderr.
         """
-        from .worker import Kernel
+        from .worker import LocalKernel
 
         for attempt in range(PORT_RACE_RETRIES + 1):
-            kernel = Kernel.launch(self, worker_id, kernel_name)
+            kernel = LocalKernel.launch(self, worker_id, kernel_name)
             try:
-                kernel.wait_ready(start_timeout)
+                kernel.wait_ready(start_timeout, self.closing)
                 return kernel
             except WorkerStartFailed as exc:
                 kernel.shutdown(now=True)
@@ -147,6 +155,40 @@ class Launcher:
                 if not port_race or attempt == PORT_RACE_RETRIES:
                     raise
         raise AssertionError("unreachable")
+
+    def attach(
+        self, worker_id: str, path: str, timeout: float, allow_insecure: bool
+    ) -> "AttachedKernel":
+        """Connect to a running kernel through its connection file; blocking.
+
+        Raises
+        ------
+        AttachFailed
+            The file is missing, unreadable, not a connection file, plaintext
+            over a network, or its kernel does not answer within ``timeout``.
+        """
+        from .worker import AttachedKernel
+
+        path = os.path.abspath(os.path.expanduser(str(path)))
+        info = _read_connection_file(path)
+        client = BlockingKernelClient(connection_file=path, context=self.context)
+        client.load_connection_file()
+        local = info["transport"] == "ipc" or is_local_ip(info["ip"]) or info["ip"].startswith("127.")
+        if not local and client.curve_publickey is None:
+            if not allow_insecure:
+                raise AttachFailed(
+                    f"connection file {path}: the kernel at {info['ip']} has no CurveZMQ keys, "
+                    "so code and outputs would cross the network in plain text; start it with "
+                    "transport encryption, tunnel it over SSH, or pass allow_insecure_transport=True"
+                )
+            _warn_insecure(info["ip"])
+        kernel = AttachedKernel(worker_id, client, os.path.basename(path))
+        try:
+            kernel.wait_ready(timeout, self.closing)
+        except WorkerStartFailed as exc:
+            kernel.shutdown()
+            raise AttachFailed(f"connection file {path}: {exc}") from None
+        return kernel
 
     def extra_arguments(self, argv: list[str]) -> list[str]:
         if any("ipykernel" in part for part in argv):
@@ -165,3 +207,33 @@ def kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _read_connection_file(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            info = json.load(f)
+    except FileNotFoundError:
+        raise AttachFailed(f"connection file {path} does not exist") from None
+    except OSError as exc:
+        raise AttachFailed(f"connection file {path} is unreadable: {exc.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AttachFailed(f"connection file {path} is not JSON: {exc}") from None
+    missing = [key for key in CONNECTION_KEYS if not isinstance(info, dict) or key not in info]
+    if missing:
+        raise AttachFailed(
+            f"connection file {path} is not a kernel connection file (missing {', '.join(missing)})"
+        )
+    return info
+
+
+_warned_insecure: set[str] = set()
+
+
+def _warn_insecure(ip: str) -> None:
+    if ip not in _warned_insecure:
+        _warned_insecure.add(ip)
+        warnings.warn(
+            f"nbpool: talking to the kernel at {ip} in plain text (allow_insecure_transport=True)",
+            stacklevel=4,
+        )

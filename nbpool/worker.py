@@ -1,8 +1,8 @@
 """One worker kernel: its process, its sockets, its readiness and its end.
 
-A :class:`Kernel` wraps one jupyter_client :class:`~jupyter_client.KernelManager`
-(or, for an attached kernel, only its connection info). It is created and
-made ready on a starter thread, then handed to the coordinator. Its
+A :class:`LocalKernel` wraps one jupyter_client :class:`~jupyter_client.KernelManager`;
+an :class:`AttachedKernel` only a running kernel's connection info. Either is
+created and made ready on a starter thread, then handed to the coordinator. Its
 :class:`~nbpool.protocol.Channels` belong to whoever holds the lease; its
 heartbeat socket belongs to the coordinator thread, which creates it.
 """
@@ -27,34 +27,121 @@ STDERR_TAIL = 2000
 
 
 class Kernel:
-    """A started worker kernel owned by nbpool."""
+    """A ready kernel's sockets, readiness check and heartbeat (base class).
+
+    ``conn`` is jupyter_client's connection machinery (a KernelManager or a
+    KernelClient, both ConnectionFileMixin): it knows the ports, the HMAC key
+    and the CurveZMQ keys, and makes correctly secured sockets.
+    """
 
     attached = False
 
-    def __init__(self, launcher, worker_id: str, km: KernelManager, log_path: str) -> None:
+    def __init__(self, worker_id: str, conn, kernel_name: str) -> None:
         self.worker_id = worker_id
+        self.kernel_name = kernel_name
+        self.pid: int | None = None
+        self._conn = conn
+        self.encrypted = conn.curve_publickey is not None
+        session = Session(key=conn.session.key, signature_scheme=conn.session.signature_scheme)
+        ident = session.bsession  # shell and stdin share it: input_request finds us
+        self.channels = Channels(
+            session=session,
+            shell=conn.connect_shell(identity=ident),
+            iopub=conn.connect_iopub(),
+            stdin=conn.connect_stdin(identity=ident),
+        )
+
+    # -- readiness ---------------------------------------------------------
+
+    def wait_ready(self, timeout: float, closing: threading.Event | None = None) -> None:
+        """Block until a kernel_info_reply arrived *and* iopub carries traffic.
+
+        The second condition proves our iopub subscription is live (ZMQ's
+        slow joiner), so the first execution's first output is not lost.
+        """
+        ch = self.channels
+        poller = zmq.Poller()
+        poller.register(ch.shell, zmq.POLLIN)
+        poller.register(ch.iopub, zmq.POLLIN)
+        deadline = time.monotonic() + timeout
+        replied = iopub_seen = False
+        next_nudge = 0.0
+        while not (replied and iopub_seen):
+            now = time.monotonic()
+            if closing is not None and closing.is_set():
+                raise WorkerStartFailed("the pool was shut down while this kernel started")
+            reason = self.poll()
+            if reason:
+                raise self._start_failure(f"kernel {self.kernel_name!r} {reason} while starting")
+            if now >= deadline:
+                raise self._start_failure(self._not_ready(timeout))
+            if now >= next_nudge and not iopub_seen:
+                ch.session.send(ch.shell, "kernel_info_request", {})
+                next_nudge = now + NUDGE_INTERVAL
+            for sock in dict(poller.poll(50)):
+                while True:
+                    try:
+                        _, msg = ch.session.recv(sock, mode=zmq.NOBLOCK)
+                    except ValueError:  # jupyter_client: "Invalid Signature"
+                        raise self._start_failure(
+                            "its messages fail the HMAC signature check: the key is not the "
+                            "kernel's key"
+                        ) from None
+                    if msg is None:
+                        break
+                    if sock is ch.shell:
+                        replied = replied or msg["msg_type"] == "kernel_info_reply"
+                    else:
+                        iopub_seen = True
+        self._drain_iopub()
+
+    def _drain_iopub(self) -> None:
+        """Drop the readiness chatter so the first lease starts clean."""
+        ch = self.channels
+        while ch.iopub.poll(20):
+            ch.session.recv(ch.iopub, mode=zmq.NOBLOCK)
+        while ch.shell.poll(0):
+            ch.session.recv(ch.shell, mode=zmq.NOBLOCK)
+
+    def _not_ready(self, timeout: float) -> str:
+        return (
+            f"kernel {self.kernel_name!r} was not ready within {timeout:g} s "
+            "(raise start_timeout if it is just slow)"
+        )
+
+    def _start_failure(self, message: str) -> WorkerStartFailed:
+        return WorkerStartFailed(message)
+
+    # -- health ------------------------------------------------------------
+
+    def poll(self) -> str | None:
+        """Why the kernel is known gone (``"exited with code 1"``), or None."""
+        return None
+
+    def connect_hb(self) -> zmq.Socket:
+        """A heartbeat socket for the coordinator thread (call it there)."""
+        sock = self._conn.connect_hb()
+        sock.setsockopt(zmq.REQ_RELAXED, 1)
+        sock.setsockopt(zmq.REQ_CORRELATE, 1)
+        return sock
+
+
+class LocalKernel(Kernel):
+    """A kernel nbpool started (through a KernelManager and its provisioner)."""
+
+    def __init__(self, launcher, worker_id: str, km: KernelManager, log_path: str) -> None:
+        super().__init__(worker_id, km, km.kernel_name)
         self.km = km
-        self.kernel_name = km.kernel_name
         self._launcher = launcher
         self._log_path = log_path
         self._interrupt_lock = threading.Lock()
-        process = getattr(km.provisioner, "process", None)
-        self.pid: int | None = process.pid if process is not None else None
-        self._process = process
-        self.encrypted = km.curve_publickey is not None
-        session = Session(key=km.session.key, signature_scheme=km.session.signature_scheme)
-        ident = session.bsession
-        self.channels = Channels(
-            session=session,
-            shell=km.connect_shell(identity=ident),
-            iopub=km.connect_iopub(),
-            stdin=km.connect_stdin(identity=ident),
-        )
-        if self.pid is not None:
+        self._process = getattr(km.provisioner, "process", None)
+        if self._process is not None:
+            self.pid = self._process.pid
             launcher.reaper.watch(self.pid)
 
     @classmethod
-    def launch(cls, launcher, worker_id: str, kernel_name: str) -> "Kernel":
+    def launch(cls, launcher, worker_id: str, kernel_name: str) -> "LocalKernel":
         """Start the kernel process (not yet ready); raises WorkerStartFailed."""
         conn = os.path.join(launcher.runtime_dir, f"kernel-{worker_id}.json")
         log_path = os.path.join(launcher.runtime_dir, f"kernel-{worker_id}.log")
@@ -76,64 +163,12 @@ class Kernel:
                 ) from None
         return cls(launcher, worker_id, km, log_path)
 
-    # -- readiness ---------------------------------------------------------
-
-    def wait_ready(self, timeout: float) -> None:
-        """Block until a kernel_info_reply arrived *and* iopub carries traffic.
-
-        The second condition proves our iopub subscription is live (ZMQ's
-        slow joiner), so the first execution's first output is not lost.
-        """
-        ch = self.channels
-        poller = zmq.Poller()
-        poller.register(ch.shell, zmq.POLLIN)
-        poller.register(ch.iopub, zmq.POLLIN)
-        deadline = time.monotonic() + timeout
-        replied = iopub_seen = False
-        next_nudge = 0.0
-        while not (replied and iopub_seen):
-            now = time.monotonic()
-            if self._launcher.closing.is_set():
-                raise WorkerStartFailed("the pool was shut down while this kernel started")
-            reason = self.poll()
-            if reason:
-                raise self._start_failure(f"kernel {self.kernel_name!r} {reason} while starting")
-            if now >= deadline:
-                raise self._start_failure(
-                    f"kernel {self.kernel_name!r} was not ready within {timeout:g} s "
-                    "(raise start_timeout if it is just slow)"
-                )
-            if now >= next_nudge and not iopub_seen:
-                ch.session.send(ch.shell, "kernel_info_request", {})
-                next_nudge = now + NUDGE_INTERVAL
-            for sock in dict(poller.poll(50)):
-                while True:
-                    _, msg = ch.session.recv(sock, mode=zmq.NOBLOCK)
-                    if msg is None:
-                        break
-                    if sock is ch.shell:
-                        replied = replied or msg["msg_type"] == "kernel_info_reply"
-                    else:
-                        iopub_seen = True
-        self._drain_iopub()
-
-    def _drain_iopub(self) -> None:
-        """Drop the readiness chatter so the first lease starts clean."""
-        ch = self.channels
-        while ch.iopub.poll(20):
-            ch.session.recv(ch.iopub, mode=zmq.NOBLOCK)
-        while ch.shell.poll(0):
-            ch.session.recv(ch.shell, mode=zmq.NOBLOCK)
-
     def _start_failure(self, message: str) -> WorkerStartFailed:
         tail = _tail(self._log_path)
         detail = f"; its stderr ends with: {_last_line(tail)}" if tail.strip() else ""
         return WorkerStartFailed(message + detail, tail)
 
-    # -- health ------------------------------------------------------------
-
     def poll(self) -> str | None:
-        """Why the kernel process is gone (``"exited with code 1"``), or None."""
         if self._process is None:
             return None
         code = self._process.poll()
@@ -142,18 +177,6 @@ class Kernel:
         if code < 0:
             return f"was killed by signal {-code}"
         return f"exited with code {code}"
-
-    def connect_hb(self) -> zmq.Socket:
-        """A heartbeat socket for the coordinator thread (call it there)."""
-        sock = self.km.connect_hb()
-        sock.setsockopt(zmq.REQ_RELAXED, 1)
-        sock.setsockopt(zmq.REQ_CORRELATE, 1)
-        return sock
-
-    def stderr_tail(self) -> str:
-        return _tail(self._log_path)
-
-    # -- control -----------------------------------------------------------
 
     def interrupt(self) -> None:
         """Interrupt the running code (signal or control message per kernelspec)."""
@@ -182,6 +205,40 @@ class Kernel:
                 os.unlink(path)
             except OSError:
                 pass
+
+
+class AttachedKernel(Kernel):
+    """A kernel someone else started, used through its connection file.
+
+    nbpool never stops or signals it: ``shutdown`` only closes our sockets,
+    and ``interrupt`` sends an ``interrupt_request`` on its control channel.
+    """
+
+    attached = True
+
+    def __init__(self, worker_id: str, client, label: str) -> None:
+        super().__init__(worker_id, client, label)
+        self._control = None
+        self._interrupt_lock = threading.Lock()
+
+    def _not_ready(self, timeout: float) -> str:
+        return (
+            f"no answer from the kernel of {self.kernel_name} within {timeout:g} s: "
+            "is it running and reachable, and is the file's key the kernel's key?"
+        )
+
+    def interrupt(self) -> None:
+        with self._interrupt_lock:
+            if self._control is None:
+                self._control = self._conn.connect_control()
+            self.channels.session.send(self._control, "interrupt_request", {})
+
+    def shutdown(self, now: bool = False, close_channels: bool = True) -> None:
+        if close_channels:
+            self.channels.close()
+        with self._interrupt_lock:
+            if self._control is not None:
+                self._control.close(linger=0)
 
 
 def _tail(path: str) -> str:
