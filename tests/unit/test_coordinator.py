@@ -278,3 +278,17 @@ def test_snapshot_reports_states_sessions_and_queue(make):
         {"name": "etl", "worker": held.worker_id, "kernel": "python3", "generation": 0, "queued": 1}
     ]
     held.release()
+
+
+def test_idle_timeout_recycles_a_bound_worker_and_culls_above_min_size(make, backend):
+    """idle_timeout: an idle bound worker is recycled (session told); extra ones culled."""
+    coord = make(size=1, min_size=1, max_size=2, idle_timeout=0.2)
+    with lease(coord, "a"):
+        with lease(coord, "b"):
+            pass
+    assert len(backend.started) == 2
+    wait_for(lambda: all(k.stopped.is_set() for k in backend.started[:2]), what="recycling")
+    wait_for(lambda: len(coord.snapshot()["workers"]) == 1, what="culled down to min_size")
+    coord.pause()
+    with lease(coord, "a") as again:
+        assert again.generation == 1 and "idle" in again.session_reset
