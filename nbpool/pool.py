@@ -105,6 +105,7 @@ class Pool(LoggingConfigurable):
             transport=self.transport,
             transport_encryption=self.transport_encryption,
             ipykernel_args=self.ipykernel_args,
+            allow_insecure_transport=self.allow_insecure_transport,
         )
         self._coordinator = Coordinator(self._settings, self._launcher.start)
         self._jobs = ThreadPoolExecutor(thread_name_prefix="nbpool-job")

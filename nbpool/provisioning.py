@@ -123,8 +123,10 @@ class Launcher:
         transport: str = "tcp",
         transport_encryption: str = "auto",
         ipykernel_args: list[str] | None = None,
+        allow_insecure_transport: bool = False,
     ) -> None:
         self.transport = transport
+        self.allow_insecure_transport = allow_insecure_transport
         self.transport_encryption = transport_encryption
         self.ipykernel_args = list(ipykernel_args or [])
         self.context = zmq.Context()
@@ -147,6 +149,7 @@ class Launcher:
         for attempt in range(PORT_RACE_RETRIES + 1):
             kernel = LocalKernel.launch(self, worker_id, kernel_name)
             try:
+                self.check_transport(kernel.km.ip, kernel.km.transport, kernel.encrypted)
                 kernel.wait_ready(start_timeout, self.closing)
                 return kernel
             except WorkerStartFailed as exc:
@@ -173,15 +176,12 @@ class Launcher:
         info = _read_connection_file(path)
         client = BlockingKernelClient(connection_file=path, context=self.context)
         client.load_connection_file()
-        local = info["transport"] == "ipc" or is_local_ip(info["ip"]) or info["ip"].startswith("127.")
-        if not local and client.curve_publickey is None:
-            if not allow_insecure:
-                raise AttachFailed(
-                    f"connection file {path}: the kernel at {info['ip']} has no CurveZMQ keys, "
-                    "so code and outputs would cross the network in plain text; start it with "
-                    "transport encryption, tunnel it over SSH, or pass allow_insecure_transport=True"
-                )
-            _warn_insecure(info["ip"])
+        try:
+            self.check_transport(
+                info["ip"], info["transport"], client.curve_publickey is not None, allow_insecure
+            )
+        except WorkerStartFailed as exc:
+            raise AttachFailed(f"connection file {path}: {exc}") from None
         kernel = AttachedKernel(worker_id, client, os.path.basename(path))
         try:
             kernel.wait_ready(timeout, self.closing)
@@ -189,6 +189,29 @@ class Launcher:
             kernel.shutdown()
             raise AttachFailed(f"connection file {path}: {exc}") from None
         return kernel
+
+    def check_transport(
+        self, ip: str, transport: str, encrypted: bool, allow_insecure: bool | None = None
+    ) -> None:
+        """Refuse plain text to a kernel that is not on loopback or ipc.
+
+        Raises
+        ------
+        WorkerStartFailed
+            Unless ``allow_insecure_transport`` is set (then it warns once).
+        """
+        local = transport == "ipc" or ip.startswith("127.") or is_local_ip(ip)
+        if local or encrypted:
+            return
+        if allow_insecure is None:
+            allow_insecure = self.allow_insecure_transport
+        if not allow_insecure:
+            raise WorkerStartFailed(
+                f"the kernel at {ip} has no CurveZMQ keys, so code and outputs would cross the "
+                "network in plain text; enable transport encryption for it, tunnel it over SSH, "
+                "or set allow_insecure_transport=True"
+            )
+        _warn_insecure(ip)
 
     def extra_arguments(self, argv: list[str]) -> list[str]:
         if any("ipykernel" in part for part in argv):
