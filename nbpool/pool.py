@@ -108,7 +108,9 @@ class Pool(LoggingConfigurable):
             allow_insecure_transport=self.allow_insecure_transport,
         )
         self._coordinator = Coordinator(self._settings, self._launcher.start)
-        self._jobs = ThreadPoolExecutor(thread_name_prefix="nbpool-job")
+        # Jobs run only once granted a worker, so one thread per worker suffices;
+        # threads are made lazily, and resize() may raise max_size later.
+        self._jobs = ThreadPoolExecutor(max_workers=64, thread_name_prefix="nbpool-job")
         self._started = False
         self._shutdown = False
         ref = weakref.ref(self)
