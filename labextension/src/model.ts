@@ -1,0 +1,179 @@
+/**
+ * The state the views show: the pool of the current notebook.
+ *
+ * One `PoolChannel` per open notebook (so switching notebooks shows the other
+ * pool at once); the model follows the notebook tracker's current widget and
+ * re-emits that channel's changes.
+ */
+
+import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
+import { IDisposable } from '@lumino/disposable';
+import { ISignal, Signal } from '@lumino/signaling';
+
+import { PoolChannel } from './comm';
+import { IPoolStatus, IWorker, PoolAction } from './types';
+
+/**
+ * What the status bar shows for a snapshot.
+ */
+export interface ISummary {
+  /**
+   * e.g. `nbpool 3/4 busy · 2 queued` (never the word "Idle").
+   */
+  text: string;
+  /**
+   * Workers failing, dead or restarting: show the warning style.
+   */
+  warn: boolean;
+}
+
+/**
+ * Workers that count as the pool's size (not stopping, not dead).
+ */
+export function liveWorkers(status: IPoolStatus): IWorker[] {
+  return status.workers.filter(
+    w => w.state !== 'stopping' && w.state !== 'dead'
+  );
+}
+
+/**
+ * The one-line summary, as `PoolStatus.summary()` computes it in Python;
+ * null when there is nothing to show (no pool, or a closed one).
+ */
+export function summarize(status: IPoolStatus | null): ISummary | null {
+  if (!status || status.closed) {
+    return null;
+  }
+  const live = liveWorkers(status);
+  const busy = live.filter(w => w.state === 'busy' || w.state === 'leased');
+  const troubled = status.workers.filter(
+    w => w.state === 'failed' || w.state === 'dead' || w.state === 'restarting'
+  );
+  let text = `nbpool ${busy.length}/${live.length} busy · ${status.waiting} queued`;
+  if (troubled.length) {
+    text += ` · ${troubled.length} failing/restarting`;
+  }
+  return { text, warn: troubled.length > 0 };
+}
+
+/**
+ * The pool of the current notebook.
+ */
+export class PoolModel implements IDisposable {
+  constructor(tracker: INotebookTracker) {
+    this._tracker = tracker;
+    tracker.forEach(panel => this._track(panel));
+    tracker.widgetAdded.connect((_, panel) => this._track(panel), this);
+    tracker.currentChanged.connect(this._onCurrentChanged, this);
+    this._onCurrentChanged();
+  }
+
+  /**
+   * Emitted when the current notebook or its pool changed.
+   */
+  get changed(): ISignal<this, void> {
+    return this._changed;
+  }
+
+  /**
+   * The current notebook, if any.
+   */
+  get notebook(): NotebookPanel | null {
+    return this._current;
+  }
+
+  /**
+   * The current notebook's pool snapshot, or null.
+   */
+  get status(): IPoolStatus | null {
+    return this._channel()?.status ?? null;
+  }
+
+  /**
+   * When the snapshot arrived (`Date.now()`).
+   */
+  get receivedAt(): number {
+    return this._channel()?.receivedAt ?? 0;
+  }
+
+  /**
+   * Whether the current notebook's kernel serves pool status (nbpool loaded).
+   */
+  get connected(): boolean {
+    return this._channel()?.connected ?? false;
+  }
+
+  /**
+   * The status bar summary, or null to hide the item.
+   */
+  get summary(): ISummary | null {
+    return summarize(this.status);
+  }
+
+  get isDisposed(): boolean {
+    return this._isDisposed;
+  }
+
+  /**
+   * Run an action on the current notebook's pool.
+   */
+  request(action: PoolAction): Promise<string> {
+    const channel = this._channel();
+    if (!channel) {
+      return Promise.reject(new Error('no notebook is open'));
+    }
+    return channel.request(action);
+  }
+
+  dispose(): void {
+    if (this._isDisposed) {
+      return;
+    }
+    this._isDisposed = true;
+    for (const channel of this._channels.values()) {
+      channel.dispose();
+    }
+    this._channels.clear();
+    Signal.clearData(this);
+  }
+
+  private _channel(): PoolChannel | null {
+    return this._current ? this._channels.get(this._current) ?? null : null;
+  }
+
+  private _track(panel: NotebookPanel): void {
+    if (this._channels.has(panel)) {
+      return;
+    }
+    const channel = new PoolChannel(panel.sessionContext);
+    this._channels.set(panel, channel);
+    channel.changed.connect(() => {
+      if (panel === this._current) {
+        this._changed.emit();
+      }
+    }, this);
+    panel.disposed.connect(() => {
+      this._channels.delete(panel);
+      channel.dispose();
+      if (panel === this._current) {
+        this._current = null;
+        this._changed.emit();
+      }
+    }, this);
+  }
+
+  private _onCurrentChanged(): void {
+    const panel = this._tracker.currentWidget;
+    if (panel) {
+      this._track(panel);
+    }
+    this._current = panel;
+    this._changed.emit();
+  }
+
+  private _tracker: INotebookTracker;
+  private _channels = new Map<NotebookPanel, PoolChannel>();
+  private _current: NotebookPanel | null = null;
+  private _changed = new Signal<this, void>(this);
+  private _isDisposed = false;
+}

@@ -1,0 +1,86 @@
+/**
+ * The pool status snapshot, schema `nbpool.status/1`.
+ *
+ * The kernel sends exactly what `Pool.status()` returns; the schema is
+ * documented in `nbpool/status.py` and the README. Nothing here is computed
+ * by the frontend except what `model.ts` derives for display.
+ */
+
+export type WorkerState =
+  | 'starting'
+  | 'restarting'
+  | 'idle'
+  | 'leased'
+  | 'busy'
+  | 'failed'
+  | 'dead'
+  | 'stopping';
+
+export interface IWorker {
+  id: string;
+  kernel: string;
+  state: WorkerState;
+  session: string | null;
+  pid: number | null;
+  executions: number;
+  uptime: number;
+  memory: number | null;
+  attached: boolean;
+  encrypted: boolean;
+  last_error: string | null;
+}
+
+export interface ISession {
+  name: string;
+  worker: string | null;
+  kernel: string;
+  generation: number;
+  queued: number;
+}
+
+export interface IPoolEvent {
+  time: number;
+  kind: string;
+  worker: string;
+  message: string;
+}
+
+export interface IPoolStatus {
+  schema: string;
+  time: number;
+  closed: boolean;
+  kernel_name: string;
+  size: number;
+  min_size: number;
+  max_size: number;
+  workers: IWorker[];
+  sessions: ISession[];
+  waiting: number;
+  counters: { [name: string]: number };
+  events: IPoolEvent[];
+}
+
+/**
+ * An action request; the kernel answers with a one-line message or error.
+ */
+export type PoolAction =
+  | { action: 'interrupt'; worker: string }
+  | { action: 'restart'; worker: string }
+  | { action: 'end_session'; session: string }
+  | { action: 'resize'; size: string | number }
+  | { action: 'refresh' };
+
+/**
+ * Colours of worker states: the same table as `STATE_COLOURS` in
+ * `nbpool/status.py` (a unit test checks they agree).
+ */
+export const STATE_COLOURS: { [state: string]: string } = {
+  starting: '#9e9e9e',
+  restarting: '#ff9800',
+  idle: '#4caf50',
+  leased: '#2196f3',
+  busy: '#3f51b5',
+  failed: '#f44336',
+  dead: '#b71c1c',
+  stopping: '#757575'
+};
