@@ -6,36 +6,17 @@ against real kernels are in ``tests/integration/test_pool_actions.py``.
 
 from __future__ import annotations
 
-import itertools
 import time
 
 import pytest
 
 import nbpool
 from nbpool.coordinator import Coordinator, Settings
+from tests.unit.fake import FakeBackend
 
 
-class FakeKernel:
-    """Stands in for :class:`nbpool.worker.Kernel`: alive until shut down."""
-
-    _pids = itertools.count(1000)
-
-    def __init__(self) -> None:
-        self.pid = next(self._pids)
-        self.stopped = False
-
-    def poll(self) -> str | None:
-        return None
-
-    def interrupt(self) -> None:
-        pass
-
-    def shutdown(self, now: bool = False, close_channels: bool = True) -> None:
-        self.stopped = True
-
-
-def fake_start(worker_id: str, kernel_name: str, start_timeout: float) -> FakeKernel:
-    return FakeKernel()
+#: Starts fake kernels (no processes) with distinct pids.
+fake_start = FakeBackend().start
 
 
 def wait_for(predicate, timeout: float = 5.0):
@@ -85,7 +66,7 @@ def test_restart_idle_worker_replaces_it_and_resets_its_session(coord):
         old_kernel = lease.worker.kernel
     coord.restart_worker(old)
     wait_for(lambda: old not in states(coord) and ready(coord, 2))
-    assert old_kernel.stopped
+    assert old_kernel.stopped.is_set()
     session = next(s for s in coord.snapshot()["sessions"] if s["name"] == "etl")
     assert session["worker"] is None and session["generation"] == 1
     with coord.wait(coord.request("etl", "python3"), 5) as lease:
@@ -132,7 +113,7 @@ def test_restart_failed_worker_retries_its_start_now():
         calls.append(worker_id)
         if len(calls) == 1:
             raise nbpool.WorkerStartFailed("boom")
-        return FakeKernel()
+        return fake_start(worker_id, kernel_name, start_timeout)
 
     c = Coordinator(Settings(size=1, min_size=1, max_size=1), flaky)
     try:

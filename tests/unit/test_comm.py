@@ -1,0 +1,328 @@
+"""The kernel side of the JupyterLab extension (nbpool.comm), on fakes.
+
+A fake kernel (session, IOPub, comm manager) and fake comms stand in for
+ipykernel; the pool is a real :class:`nbpool.Pool` on the fake kernel
+backend. The same protocol against a real kernel and a real JupyterLab is
+in ``tests/browser/test_labextension.py``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import nbpool
+from nbpool import comm as nbcomm
+from nbpool.status import STATE_COLOURS
+from tests.conftest import wait_for
+from tests.unit.fake import FakeBackend
+
+#: Stands in for ipykernel's parent-header context variable.
+PARENT: contextvars.ContextVar[str] = contextvars.ContextVar("parent")
+
+
+class FakeSession:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict, object]] = []
+
+    def send(self, stream, msg_type, content=None, parent=None, ident=None, **kwargs):
+        self.sent.append((msg_type, content, parent))
+
+
+class FakeManager:
+    def __init__(self) -> None:
+        self.targets: dict[str, object] = {}
+
+    def register_target(self, name, handler) -> None:
+        self.targets[name] = handler
+
+    def unregister_target(self, name, handler):
+        return self.targets.pop(name)
+
+
+class FakeKernel:
+    def __init__(self) -> None:
+        self.session = FakeSession()
+        self.iopub_socket = object()
+        self.comm_manager = FakeManager()
+        self.log = logging.getLogger("test-kernel")
+
+
+class FakeShell:
+    def __init__(self) -> None:
+        self.kernel = FakeKernel()
+
+
+class FakeComm:
+    """Records what the kernel sends, with the parent the sending context had."""
+
+    _ids = iter(range(10**6))
+
+    def __init__(self) -> None:
+        self.comm_id = f"c{next(self._ids)}"
+        self.sent: list[tuple[dict, str | None]] = []
+        self.closed = False
+        self._on_msg = self._on_close = None
+        self._lock = threading.Lock()
+
+    def on_msg(self, callback) -> None:
+        self._on_msg = callback
+
+    def on_close(self, callback) -> None:
+        self._on_close = callback
+
+    def send(self, data) -> None:
+        with self._lock:
+            self.sent.append((data, PARENT.get(None)))
+
+    def close(self) -> None:
+        self.closed = True
+
+    # -- the frontend's side -------------------------------------------------
+
+    def request(self, **data) -> dict:
+        """Send an action the way the panel does and return the kernel's reply."""
+        data.setdefault("request", f"r{len(self.sent)}")
+        self._on_msg({"content": {"comm_id": self.comm_id, "data": data}})
+        return next(d for d, _ in reversed(self.sent) if d.get("request") == data["request"])
+
+    def statuses(self) -> list[dict | None]:
+        with self._lock:
+            return [d["status"] for d, _ in self.sent if d["kind"] == "status"]
+
+
+class Holder:
+    """What the magics hold: the current pool, or None."""
+
+    def __init__(self) -> None:
+        self.pool: nbpool.Pool | None = None
+
+    def get_pool(self):
+        return self.pool
+
+
+@pytest.fixture
+def shell():
+    s = FakeShell()
+    yield s
+    nbcomm.unregister(s)
+
+
+@pytest.fixture
+def holder():
+    h = Holder()
+    yield h
+    if h.pool is not None:
+        h.pool.shutdown()
+
+
+def start_pool(holder: Holder, size: int = 2) -> nbpool.Pool:
+    pool = nbpool.Pool(size=size)
+    pool._coordinator._start_kernel = FakeBackend().start
+    holder.pool = pool.start()
+    return pool
+
+
+def open_comm(shell, parent: str = "comm_open-1") -> FakeComm:
+    """Open a comm as ipykernel would: the target handler runs in the open's context."""
+    c = FakeComm()
+    handler = shell.kernel.comm_manager.targets[nbcomm.TARGET]
+
+    def run() -> None:
+        PARENT.set(parent)
+        handler(c, {"content": {"comm_id": c.comm_id, "target_name": nbcomm.TARGET, "data": {}}})
+
+    contextvars.copy_context().run(run)
+    return c
+
+
+def test_register_outside_a_kernel_does_nothing():
+    """In a terminal IPython (no kernel) there is no frontend: register is a no-op."""
+
+    class Terminal:
+        pass
+
+    nbcomm.register(Terminal(), lambda: None)
+    nbcomm.unregister(Terminal())
+
+
+def test_register_announces_with_a_parentless_open_and_close(shell, holder):
+    """register() registers the target once and announces itself with a
+    comm_open/comm_close pair that has no parent (nbclient ignores it)."""
+    nbcomm.register(shell, holder.get_pool)
+    nbcomm.register(shell, holder.get_pool)  # idempotent: one target, a second hello
+    assert list(shell.kernel.comm_manager.targets) == [nbcomm.TARGET]
+    sent = shell.kernel.session.sent
+    assert [m for m, _, _ in sent] == ["comm_open", "comm_close"] * 2
+    assert all(parent is None for _, _, parent in sent)
+    opened = sent[0][1]
+    assert opened["target_name"] == nbcomm.TARGET and opened["data"] == {"kind": "hello"}
+    assert sent[1][1]["comm_id"] == opened["comm_id"]
+
+
+def test_open_gets_a_snapshot_then_live_changes(shell, holder):
+    """A new comm gets the current status at once (null without a pool); a
+    pool started later and its changes are pushed without being asked."""
+    nbcomm.register(shell, holder.get_pool)
+    c = open_comm(shell)
+    wait_for(lambda: c.statuses() == [None], what="the first (empty) snapshot")
+    pool = start_pool(holder)
+    last = wait_for(lambda: c.statuses()[-1], what="a snapshot of the new pool")
+    assert last["schema"] == "nbpool.status/1" and last["size"] == 2
+    pool.resize(3)
+    wait_for(lambda: len(c.statuses()[-1]["workers"]) == 3, what="the resized pool")
+
+
+def test_pushes_are_replies_to_their_comm_open_not_to_a_cell(shell, holder):
+    """Every push runs in the context of its comm's comm_open handler, so
+    ipykernel 7 gives it that parent whatever cell runs meanwhile."""
+    nbcomm.register(shell, holder.get_pool)
+    first, second = open_comm(shell, "open-A"), open_comm(shell, "open-B")
+    PARENT.set("some running cell")
+    start_pool(holder)
+    for c, parent in [(first, "open-A"), (second, "open-B")]:
+        wait_for(lambda c=c: c.statuses() and c.statuses()[-1], what="pushes to both comms")
+        assert {p for d, p in c.sent} == {parent}
+
+
+def test_no_payload_has_a_top_level_state_key(shell, holder):
+    """nbclient takes a comm message with a top-level "state" key for widget
+    state and crashes: no payload nbpool sends has one."""
+    nbcomm.register(shell, holder.get_pool)
+    c = open_comm(shell)
+    start_pool(holder)
+    wait_for(lambda: c.statuses() and c.statuses()[-1], what="a snapshot")
+    c.request(action="resize", size=0)
+    c.request(action="refresh")
+    assert all("state" not in data for data, _ in c.sent)
+    assert all("state" not in content["data"] for _, content, _ in shell.kernel.session.sent if "data" in content)
+
+
+def test_unchanged_status_is_not_pushed_again(shell, holder):
+    """Pushes happen only when the snapshot changed (uptime aside)."""
+    nbcomm.register(shell, holder.get_pool)
+    service = nbcomm._services[id(shell)]
+    service._stop.set()
+    service._wake.set()
+    service._thread.join()  # publish by hand: no timing involved
+    c = open_comm(shell)
+    start_pool(holder)
+    wait_for(lambda: all(w["state"] == "idle" for w in holder.pool.status()["workers"]))
+    service._publish()
+    service._publish()
+    assert len(c.statuses()) == 1
+    holder.pool.end_session("nobody")  # no change
+    service._publish()
+    assert len(c.statuses()) == 1
+    holder.pool.resize(1)
+    wait_for(lambda: len(holder.pool.status()["workers"]) == 1)
+    service._publish()
+    assert len(c.statuses()) == 2
+
+
+def test_pushes_are_at_most_four_a_second(shell):
+    """A status that changes all the time is still pushed at most every
+    PUSH_INTERVAL (0.25 s)."""
+    calls = iter(range(10**6))
+
+    class Changing:
+        def status(self):
+            return {"workers": [], "time": 0, "counter": next(calls)}
+
+    pool = Changing()
+    nbcomm.register(shell, lambda: pool)
+    c = open_comm(shell)
+    wait_for(lambda: c.statuses(), what="the first push")
+    start, first = time.monotonic(), len(c.statuses())
+    wait_for(lambda: time.monotonic() - start >= 1.0, what="one second")
+    assert len(c.statuses()) - first <= 5
+
+
+@pytest.mark.parametrize(
+    "request_, error",
+    [
+        ({"action": "interrupt", "worker": "w9"}, "no worker 'w9' in the pool: it was stopped or replaced"),
+        ({"action": "restart", "worker": "w9"}, r"no worker 'w9' in the pool: .*\(workers now: w1, w2\)"),
+        ({"action": "end_session", "session": "gone"}, r"no session 'gone': it was already ended \(sessions now: none\)"),
+        ({"action": "resize", "size": "0"}, r"whole number >= 1, got 0; use pool.shutdown\(\)"),
+        ({"action": "resize", "size": "abc"}, "whole number >= 1, got 'abc'"),
+        ({"action": "resize", "size": ""}, "whole number >= 1, got ''"),
+        ({"action": "resize"}, "whole number >= 1, got None"),
+        ({"action": "restart"}, "action 'restart' needs a worker name, got None"),
+        ({"action": "explode"}, "unknown action 'explode'"),
+    ],
+)
+def test_bad_actions_get_a_one_line_error_and_change_nothing(shell, holder, request_, error):
+    """An action the pool cannot take is answered ok=false with a one-line
+    reason; the pool keeps its workers and size."""
+    nbcomm.register(shell, holder.get_pool)
+    pool = start_pool(holder)
+    before = [w["id"] for w in pool.status()["workers"]]
+    reply = open_comm(shell).request(**request_)
+    assert reply["kind"] == "reply" and reply["ok"] is False
+    assert re.search(error, reply["error"]) and "\n" not in reply["error"]
+    after = pool.status()
+    assert [w["id"] for w in after["workers"]] == before and after["size"] == 2
+
+
+def test_actions_without_a_pool_say_how_to_get_one(shell, holder):
+    """Before %pool start, every action but refresh is refused with the remedy."""
+    nbcomm.register(shell, holder.get_pool)
+    reply = open_comm(shell).request(action="restart", worker="w1")
+    assert reply == {"kind": "reply", "request": reply["request"], "ok": False,
+                     "error": "this kernel has no pool: run %pool start first"}
+
+
+def test_actions_take_effect_on_the_pool(shell, holder):
+    """restart, end_session and resize go through the Pool API and are
+    answered ok with what happened."""
+    nbcomm.register(shell, holder.get_pool)
+    pool = start_pool(holder)
+    c = open_comm(shell)
+    with pool.lease(session="etl") as lease:
+        etl_worker = lease.worker_id
+    reply = c.request(action="end_session", session="etl")
+    assert reply["ok"] and "session 'etl' ended" in reply["message"]
+    wait_for(lambda: etl_worker not in {w["id"] for w in pool.status()["workers"]})
+    target = pool.status()["workers"][0]["id"]
+    reply = c.request(action="restart", worker=target)
+    assert reply["ok"] and reply["message"] == f"worker {target} is being replaced by a fresh kernel"
+    wait_for(lambda: target not in {w["id"] for w in pool.status()["workers"]})
+    reply = c.request(action="interrupt", worker=pool.status()["workers"][0]["id"])
+    assert reply["ok"] and "was not running anything" in reply["message"]
+    reply = c.request(action="resize", size=" 3 ")
+    assert reply == {"kind": "reply", "request": reply["request"], "ok": True, "message": "pool resized to 3"}
+    assert pool.status()["size"] == 3
+
+
+def test_unregister_closes_comms_and_removes_the_target(shell, holder):
+    """%unload_ext: frontends see their comm closed (they hide the pool) and
+    the target is gone; the push thread ends."""
+    nbcomm.register(shell, holder.get_pool)
+    service = nbcomm._services[id(shell)]
+    c = open_comm(shell)
+    nbcomm.unregister(shell)
+    assert c.closed and nbcomm.TARGET not in shell.kernel.comm_manager.targets
+    assert not service._thread.is_alive()
+
+
+def test_oldest_comms_beyond_the_limit_are_closed(shell, holder):
+    """Reloaded pages leave comms open; beyond MAX_COMMS the oldest are closed."""
+    nbcomm.register(shell, holder.get_pool)
+    comms = [open_comm(shell) for _ in range(nbcomm.MAX_COMMS + 2)]
+    assert [c.closed for c in comms] == [True, True] + [False] * nbcomm.MAX_COMMS
+
+
+def test_frontend_state_colours_match_the_python_ones():
+    """The panel colours worker states with the same table as the HTML repr."""
+    source = (Path(__file__).parents[2] / "labextension" / "src" / "types.ts").read_text()
+    table = source[source.index("STATE_COLOURS"):]
+    table = table[: table.index("};")]
+    colours = dict(re.findall(r"(\w+): '(#[0-9a-f]{6})'", table))
+    assert colours == STATE_COLOURS
