@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import signal
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -119,6 +120,8 @@ class Processes:
     def kill_leftovers(self) -> list[int]:
         """SIGCONT + SIGKILL every recorded process still running; returns their pids."""
         left = self.alive()
+        if left:
+            print(f"    note: killed leftover processes {left}", file=sys.stderr, flush=True)
         for pid in left:
             for sig in (signal.SIGCONT, signal.SIGKILL):
                 try:
@@ -278,3 +281,47 @@ class RawKernel:
             except OSError:
                 pass
             self.context.destroy(linger=0)
+
+
+# ----------------------------------------------------------------------
+# CPU accounting (to explain throughput numbers)
+# ----------------------------------------------------------------------
+
+
+def cpu_seconds(pids) -> float:
+    """User + system CPU seconds consumed so far by ``pids`` (gone ones count 0)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / tick
+
+
+def own_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def descendants(root: int) -> list[int]:
+    """Pids of all processes below ``root`` (children, grandchildren, ...)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found, stack = [], [root]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
