@@ -1,0 +1,329 @@
+"""e. nbpool side by side with ipyparallel 9 (the ``bench`` extra).
+
+What it measures, and how fair each comparison is
+-------------------------------------------------
+1. **Single execution**: ``pool.execute("1+1")`` vs
+   ``rc[0].execute("1+1", block=True)``, interleaved call by call. ipyparallel
+   goes client -> controller -> engine -> controller -> client (two extra
+   hops), nbpool goes straight to the worker. Unfair to nbpool in two ways,
+   both shown in extra rows: ipyparallel's ``execute`` is ``silent=True`` by
+   default (no displayhook, no result sent back; the ``silent=False`` row
+   does the same work as nbpool), and ipyparallel runs without transport
+   encryption by default while nbpool's workers use CurveZMQ.
+2. **4 workers ready**: ``nbpool.Pool(size=4).start()`` (returns when all 4
+   workers answered ``kernel_info`` and their iopub is live) vs
+   ``ipp.Cluster(n=4).start_and_connect_sync()`` (returns when 4 engines
+   registered), each from nothing, alternating. Both start 4 kernels;
+   ipyparallel also starts its controller and one nanny per engine.
+3. **Throughput**: 2000 tiny executions on 4 workers: ``pool.submit(str(i))``
+   over 4 sessions (the result is the value ``i``) vs a load-balanced
+   ``view.map_async(lambda x: x, range(2000))`` (returns ``i`` too). Work per
+   task is not identical: nbpool runs a code cell (IPython ``run_cell``:
+   transform, compile, displayhook), ipyparallel calls a pickled function
+   (``apply_request``), which is cheaper on the worker. The note gives CPU
+   per task on each side, from /proc.
+4. **Failure detection**: with a long ``time.sleep`` running on two workers,
+   one is SIGKILLed and the other SIGSTOPped at the same instant; the time
+   until the caller's future fails (nbpool ``WorkerDied``, ipyparallel
+   ``EngineError``) is the time to notice. Both with default settings
+   (nbpool: process poll + 1 s heartbeats, 3 s timeout; ipyparallel: a
+   nanny process per engine + 3 s heartbeats, 10 misses).
+
+Everything binds to 127.0.0.1 (``controller_ip``); the ipyparallel profile
+lives in the run's throw-away IPYTHONDIR; every process started here
+(controller, engines, nannies, kernels) is recorded and killed by pid at the
+end, also on failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+import traceback
+from concurrent.futures import wait
+
+import nbpool
+
+from ._harness import (
+    Processes,
+    Row,
+    cpu_seconds,
+    descendants,
+    interleaved,
+    median,
+    own_cpu_seconds,
+    wait_until,
+)
+
+NAME = "ipyparallel"
+WORKERS = 4
+#: The kernel tuning proposed for nbpool (see the report): measured as an extra row.
+TUNED_ARGS = ["--HistoryManager.enabled=False", "--Kernel._execute_sleep=0"]
+
+
+def run(quick: bool = False) -> list[Row]:
+    try:
+        import ipyparallel as ipp
+    except ImportError:
+        return [Row("e. ipyparallel comparison", None, None, "", None, "", None,
+                    "skipped: ipyparallel not installed (pip install -e '.[bench]')")]
+    procs = Processes()
+    rows: list[Row] = []
+
+    def part(name, fn, *args):
+        """Run one comparison; a failure becomes an ERROR row, the others still run."""
+        try:
+            rows.extend(fn(*args))
+        except Exception as exc:
+            traceback.print_exc()
+            rows.append(Row(f"e. {name} ERROR", None, None, "", None, "", False, repr(exc)))
+
+    cluster = rc = pool = tuned = None
+    try:
+        part("ready", _ready, ipp, procs, 1 if quick else 3)
+        pool = nbpool.Pool(size=WORKERS)
+        pool.start()
+        procs.add_pool(pool)
+        tuned = nbpool.Pool(size=1, ipykernel_args=TUNED_ARGS)
+        tuned.start()
+        procs.add_pool(tuned)
+        cluster, rc, _ = _start_cluster(ipp, procs)
+        part("single", _single, pool, tuned, rc, 100 if quick else 300)
+        tuned.shutdown()
+        part("throughput", _throughput, pool, rc, 500 if quick else 2000, 1 if quick else 3)
+        part("detection", _detection, pool, rc, procs)
+        return rows
+    finally:
+        for p in (pool, tuned):
+            if p is not None:
+                p.shutdown()
+        _stop_cluster(cluster, rc, procs)
+        procs.kill_leftovers()
+
+
+# ----------------------------------------------------------------------
+
+
+def _start_cluster(ipp, procs: Processes):
+    """Start a 4-engine cluster on 127.0.0.1; returns (cluster, client, seconds)."""
+    t0 = time.perf_counter()
+    cluster = ipp.Cluster(n=WORKERS, controller_ip="127.0.0.1", log_level=logging.WARNING)
+    try:
+        rc = cluster.start_and_connect_sync()
+    except BaseException:
+        _record(procs)
+        _stop_cluster(cluster, None, procs)
+        raise
+    elapsed = time.perf_counter() - t0
+    _record(procs)
+    return cluster, rc, elapsed
+
+
+def _record(procs: Processes) -> None:
+    for pid in descendants(os.getpid()):
+        procs.add(pid)
+
+
+def _stop_cluster(cluster, rc, procs: Processes) -> None:
+    if cluster is None:
+        return
+    for pid in procs.alive():  # a SIGSTOPped engine would ignore the TERM
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    if rc is not None:
+        try:
+            rc.close()
+        except Exception:
+            pass
+    try:
+        cluster.stop_cluster_sync()
+    except Exception:
+        pass
+
+
+def _ready(ipp, procs: Processes, reps: int) -> list[Row]:
+    nb, ip = [], []
+
+    def nbpool_ready() -> None:
+        t0 = time.perf_counter()
+        pool = nbpool.Pool(size=WORKERS)
+        try:
+            pool.start()
+            nb.append(time.perf_counter() - t0)
+            procs.add_pool(pool)
+        finally:
+            pool.shutdown()
+
+    def ipp_ready() -> None:
+        cluster, rc, elapsed = _start_cluster(ipp, procs)
+        ip.append(elapsed)
+        _stop_cluster(cluster, rc, procs)
+
+    for i in range(reps):
+        pair = [nbpool_ready, ipp_ready]
+        for fn in pair if i % 2 == 0 else reversed(pair):
+            fn()
+    ratio = median(nb) / median(ip)
+    return [Row(
+        f"e. {WORKERS} workers ready: Pool.start() vs Cluster(n={WORKERS}).start_and_connect_sync()",
+        median(nb), median(ip), "s", ratio, "<= 0.30", ratio <= 0.30,
+        f"{reps} alternating runs each, from nothing",
+    )]
+
+
+def _single(pool, tuned, rc, rounds: int) -> list[Row]:
+    engine = rc[0]
+    fns = {
+        "pool": lambda: pool.execute("1+1", session="t0"),
+        "ipp": lambda: engine.execute("1+1", block=True),
+        "ipp_loud": lambda: engine.execute("1+1", silent=False, block=True),
+        "tuned": lambda: tuned.execute("1+1"),
+    }
+    interleaved(fns, 20)  # warm-up
+    t = {k: median(v) * 1e6 for k, v in interleaved(fns, rounds).items()}
+    ratio = t["pool"] / t["ipp"]
+    return [
+        Row(
+            "e. single execute('1+1') vs rc[0].execute('1+1', block=True)",
+            t["pool"], t["ipp"], "us", ratio, "<= 0.80", ratio <= 0.80,
+            f"{rounds} interleaved rounds; ipyparallel default silent=True, no encryption",
+        ),
+        Row(
+            "e. single execute('1+1') vs rc[0].execute(silent=False)",
+            t["pool"], t["ipp_loud"], "us", t["pool"] / t["ipp_loud"], "info", None,
+            "same work on both sides (result computed and sent back)",
+        ),
+        Row(
+            "e. single execute, nbpool with --Kernel._execute_sleep=0 (proposed)",
+            t["tuned"], t["ipp"], "us", t["tuned"] / t["ipp"], "info", None,
+            f"Pool(ipykernel_args={TUNED_ARGS})",
+        ),
+    ]
+
+
+def _throughput(pool, rc, n: int, reps: int) -> list[Row]:
+    sessions = [f"t{i}" for i in range(WORKERS)]
+    for s in sessions:
+        pool.execute("0", session=s)
+    workers = {w["session"]: w["pid"] for w in pool.status()["workers"]}
+    if len({workers.get(s) for s in sessions}) != WORKERS:
+        raise AssertionError(f"throughput sessions not on {WORKERS} distinct workers: {workers}")
+    worker_pids = [workers[s] for s in sessions]
+    view = rc.load_balanced_view()
+    engine_pids = rc[:].apply_sync(os.getpid)
+    ipp_others = [p for p in descendants(os.getpid()) if p not in engine_pids]  # controller, nannies
+
+    def nbpool_batch() -> None:
+        futures = [pool.submit(str(i), session=sessions[i % WORKERS]) for i in range(n)]
+        done, _ = wait(futures, timeout=120)
+        if len(done) != n or any(f.result().result != str(i) for i, f in enumerate(futures)):
+            raise AssertionError("nbpool batch: a task failed or returned a wrong value")
+
+    def ipp_batch() -> None:
+        result = view.map_async(_identity, range(n)).get(timeout=120)
+        if list(result) != list(range(n)):
+            raise AssertionError("ipyparallel batch returned wrong values")
+
+    view.map_async(_identity, range(100)).get(timeout=60)  # warm-up
+    rates = {"nbpool": [], "ipp": []}
+    cpu = {"nbpool": [0.0, 0.0, 0.0], "ipp": [0.0, 0.0, 0.0]}
+    sides = [("nbpool", nbpool_batch, worker_pids, []), ("ipp", ipp_batch, engine_pids, ipp_others)]
+    for i in range(reps):
+        for name, fn, pids, others in sides if i % 2 == 0 else reversed(sides):
+            c0, w0, o0 = own_cpu_seconds(), cpu_seconds(pids), cpu_seconds(others)
+            t0 = time.perf_counter()
+            fn()
+            rates[name].append(n / (time.perf_counter() - t0))
+            for j, v in enumerate((own_cpu_seconds() - c0, cpu_seconds(pids) - w0,
+                                   cpu_seconds(others) - o0)):
+                cpu[name][j] += v * 1e3 / (n * reps)
+    nb, ip = median(rates["nbpool"]), median(rates["ipp"])
+    c, e = cpu["nbpool"], cpu["ipp"]
+    return [Row(
+        f"e. {n} tiny executions on {WORKERS} workers: throughput (submit vs map_async)",
+        nb, ip, "exec/s", nb / ip, ">= 1.50x", nb / ip >= 1.5,
+        f"{reps} alternating runs; CPU ms/task: nbpool client {c[0]:.2f} + workers {c[1]:.2f}; "
+        f"ipyparallel client {e[0]:.2f} + engines {e[1]:.2f} + controller/nannies {e[2]:.2f}",
+    )]
+
+
+def _identity(x):
+    return x
+
+
+def _detection(pool, rc, procs: Processes) -> list[Row]:
+    """SIGKILL one busy worker and SIGSTOP another; time until each caller is told."""
+    sleep = "import time; time.sleep(120)"
+    # nbpool: two busy sessions on two workers
+    nb_futs = {kind: pool.submit(sleep, session=f"t{i}") for i, kind in enumerate(("kill", "stop"))}
+    pids = {w["session"]: w["pid"] for w in pool.status()["workers"]}
+    nb_pids = {"kill": pids["t0"], "stop": pids["t1"]}
+    wait_until(
+        lambda: sum(w["state"] == "busy" for w in pool.status()["workers"]) >= 2, 30,
+        "two busy nbpool workers",
+    )
+    nb = _signal_and_time(nb_futs, nb_pids, cap=20)
+    wait_until(  # replacements started: let the machine calm down before ipyparallel's turn
+        lambda: [w["state"] for w in pool.status()["workers"]] == ["idle"] * WORKERS, 60,
+        "nbpool to replace the two workers",
+    )
+
+    # ipyparallel: the same on engines 0 and 1
+    engine_pids = dict(zip(rc.ids, rc[:].apply_sync(os.getpid)))
+    ipp_futs = {kind: rc[i].execute(sleep, block=False) for i, kind in enumerate(("kill", "stop"))}
+    wait_until(
+        lambda: all(rc.queue_status(targets=[0, 1])[e]["queue"] >= 1 for e in (0, 1)), 30,
+        "the sleeps to reach ipyparallel engines 0 and 1",
+    )
+    ip = _signal_and_time(ipp_futs, {"kill": engine_pids[0], "stop": engine_pids[1]}, cap=60)
+
+    rows = []
+    for kind, target, limit, what in (
+        ("kill", "<= 100 ms", 0.1, "killed worker (SIGKILL)"),
+        ("stop", "<= 5 s", 5.0, "frozen worker (SIGSTOP)"),
+    ):
+        n, i = nb[kind], ip[kind]
+        rows.append(Row(
+            f"e. notice a {what}, caller told",
+            None if n is None else n * 1e3, None if i is None else i * 1e3, "ms",
+            None if n is None or i is None else n / i, target,
+            n is not None and n <= limit,
+            "nbpool WorkerDied vs ipyparallel EngineError; defaults on both sides"
+            + ("" if i is not None else "; ipyparallel did not notice within 60 s"),
+        ))
+    return rows
+
+
+def _signal_and_time(futures: dict, pids: dict, cap: float) -> dict:
+    """Send SIGKILL/SIGSTOP at one instant; return seconds until each future failed."""
+    noticed: dict = {kind: None for kind in futures}
+    lock = threading.Lock()
+
+    def on_done(kind):
+        def callback(fut):
+            with lock:
+                noticed[kind] = time.monotonic() - t0 if fut.exception() is not None else None
+        return callback
+
+    t0 = time.monotonic()
+    os.kill(pids["kill"], signal.SIGKILL)
+    os.kill(pids["stop"], signal.SIGSTOP)
+    for kind, fut in futures.items():
+        fut.add_done_callback(on_done(kind))
+    wait(list(futures.values()), timeout=cap)
+    try:
+        os.kill(pids["stop"], signal.SIGCONT)
+    except ProcessLookupError:
+        pass
+    return noticed
+
+
+if __name__ == "__main__":
+    from .run import main
+
+    main([NAME])
