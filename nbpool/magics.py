@@ -1,0 +1,269 @@
+"""The IPython magics: ``%pool``, ``%%pool_exec``, ``%pool_push``, ``%pool_pull``.
+
+Thin: each magic parses its arguments (IPython's ``magic_arguments``, so
+``%%pool_exec?`` shows the help), validates them, delegates to the pool,
+:mod:`nbpool.display` or :mod:`nbpool.transfer`, and turns bad input into a
+one-line :class:`~IPython.core.error.UsageError`.
+
+The pool is created from the shell's configuration, so ``c.Pool.size = 8``
+in ``ipython_config.py`` and ``%config Pool.size = 8`` both apply to the
+next pool created. It is created (and its workers started) by
+``%pool start``, or lazily by the first magic that needs it; ``%pool stop``
+shuts it down and the next use creates a fresh one.
+
+Examples
+--------
+::
+
+    %load_ext nbpool
+    %pool start -n 4
+
+    %%pool_exec -s etl
+    import pandas as pd
+    df = pd.read_csv("big.csv")      # df lives on session etl's worker
+
+    %%pool_exec -s train --bg -o job
+    fit()                            # output keeps arriving in this cell
+
+    job.result()                     # the ExecutionResult, once done
+    %pool_push params -s train       # notebook -> session
+    %pool_pull model -s train        # session -> notebook
+    %pool widget
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import display
+
+from . import comm, transfer
+from . import display as forwarding
+from .errors import InvalidConfig, NbpoolError, UnknownKernel
+from .pool import Pool
+from .provisioning import check_kernel_name
+from .sessions import DEFAULT_SESSION
+
+ACTIONS = ("start", "status", "stop", "widget", "sessions", "end")
+
+
+@magics_class
+class PoolMagics(Magics):
+    """The nbpool magics; one pool per shell (see the module docstring)."""
+
+    def __init__(self, shell) -> None:
+        super().__init__(shell)
+        self._pool: Pool | None = None
+
+    def get_pool(self) -> Pool | None:
+        """The current pool, or None when none was created (or it was stopped)."""
+        return self._pool
+
+    def shutdown(self) -> None:
+        """Shut the pool down (``%unload_ext nbpool``); idempotent."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown()
+
+    def _ensure_pool(self, **overrides) -> Pool:
+        if self._pool is None:
+            with _one_line():
+                self._pool = Pool(parent=self.shell, **overrides)
+        return self._pool
+
+    # -- %pool ---------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("action", choices=ACTIONS, help="What to do.")
+    @argument("session", nargs="?", help="The session to end (`%%pool end SESSION`).")
+    @argument("-n", "--size", type=int, help="Workers to start (`start` only).")
+    @argument("--kernel", help="Kernelspec of the workers (`start` only).")
+    @line_magic
+    def pool(self, line: str):
+        """Manage the pool of worker kernels.
+
+        ``start`` starts the workers (waits until they are ready), ``status``
+        shows workers and counters, ``sessions`` the sessions, ``widget`` a
+        live status widget, ``end SESSION`` ends a session (its worker is
+        replaced by a fresh one), ``stop`` shuts the pool down.
+        """
+        args = parse_argstring(self.pool, line)
+        if args.action != "end" and args.session is not None:
+            raise UsageError(f"%pool {args.action} takes no session name")
+        if args.action != "start" and (args.size is not None or args.kernel is not None):
+            raise UsageError("-n/--size and --kernel apply to `%pool start` only")
+        return getattr(self, f"_pool_{args.action}")(args)
+
+    def _pool_start(self, args) -> None:
+        overrides = {k: v for k, v in (("size", args.size), ("kernel_name", args.kernel)) if v is not None}
+        pool = self._pool
+        if pool is not None:
+            wanted = {k: v for k, v in overrides.items() if getattr(pool, k) != v}
+            if wanted:
+                changes = ", ".join(f"{k}={v!r}" for k, v in wanted.items())
+                raise UsageError(
+                    f"the pool is already running with size={pool.size}, "
+                    f"kernel_name={pool.kernel_name!r}; `%pool stop` first to start it with {changes}"
+                )
+        pool = self._ensure_pool(**overrides)
+        with _one_line():
+            pool.start(wait=True)
+        print(f"nbpool: {pool.status().summary()} ({pool.size} x {pool.kernel_name})")
+
+    def _pool_status(self, args) -> None:
+        if self._pool is None:
+            print("nbpool: no pool yet; `%pool start` or a %%pool_exec cell starts one")
+            return
+        display(self._pool.status())
+
+    def _pool_sessions(self, args) -> None:
+        if self._pool is None:
+            print("nbpool: no pool yet, so no sessions")
+            return
+        from .widget import render_sessions
+
+        status = self._pool.status()
+        display(
+            {"text/plain": status.sessions_table(), "text/html": render_sessions(status)}, raw=True
+        )
+
+    def _pool_widget(self, args):
+        return self._ensure_pool().widget()
+
+    def _pool_end(self, args) -> None:
+        if args.session is None:
+            raise UsageError("%pool end needs a SESSION name (see `%pool sessions`)")
+        if self._pool is None or not self._pool.end_session(args.session):
+            known = [s["name"] for s in self._pool.status()["sessions"]] if self._pool else []
+            raise UsageError(
+                f"no session named {args.session!r} (sessions: {', '.join(known) or 'none'})"
+            )
+        print(f"nbpool: ended session {args.session!r}; its worker is replaced by a fresh one")
+
+    def _pool_stop(self, args) -> None:
+        if self._pool is None:
+            print("nbpool: no pool to stop")
+            return
+        workers = len(self._pool.status()["workers"])
+        self.shutdown()
+        print(f"nbpool: stopped the pool ({workers} worker(s))")
+
+    # -- %%pool_exec -----------------------------------------------------------
+
+    @magic_arguments()
+    @argument("-s", "--session", help="Session to run in (default: the pool's default session).")
+    @argument("-t", "--timeout", type=float, help="Seconds the code may run; then it is interrupted.")
+    @argument("--bg", action="store_true", help="Run in the background; the cell returns at once.")
+    @argument("-o", "--output", metavar="NAME", help="Store the result (or --bg handle) as NAME.")
+    @argument("--kernel", metavar="NAME", help="Kernelspec for a new session.")
+    @cell_magic
+    def pool_exec(self, line: str, cell: str):
+        """Run the cell on a worker kernel, with its output shown here, live.
+
+        The session's variables persist on its worker between cells. A remote
+        exception fails this cell. With ``--bg`` the cell returns at once
+        with a handle (``-o NAME`` stores it: ``.result()``, ``.done()``,
+        ``.cancel()``); the output keeps arriving in this cell.
+        """
+        args = parse_argstring(self.pool_exec, line)
+        session = _session(args.session)
+        if args.timeout is not None and not args.timeout > 0:
+            raise UsageError(f"-t/--timeout must be a positive number of seconds, got {args.timeout:g}")
+        if args.output is not None and not args.output.isidentifier():
+            raise UsageError(f"-o needs a variable name, got {args.output!r}")
+        if args.kernel is not None:
+            with _one_line():
+                check_kernel_name(args.kernel)
+        pool = self._ensure_pool()
+        if args.kernel is not None:
+            self._check_session_kernel(pool, session, args.kernel)
+        run = forwarding.run_background if args.bg else forwarding.run_foreground
+        with _one_line():
+            outcome = run(pool, cell, session=session, timeout=args.timeout, kernel=args.kernel)
+        if args.bg:
+            handle, value = outcome, None
+        else:
+            handle, value = outcome
+        if args.output is not None:
+            self.shell.user_ns[args.output] = handle
+        return value
+
+    def _check_session_kernel(self, pool: Pool, session: str, kernel: str) -> None:
+        for info in pool.status()["sessions"]:
+            if info["name"] == session and info["worker"] and info["kernel"] != kernel:
+                raise UsageError(
+                    f"session {session!r} runs kernel {info['kernel']!r}; "
+                    f"`%pool end {session}` first to run it on {kernel!r}"
+                )
+
+    # -- %pool_push / %pool_pull -----------------------------------------------
+
+    @magic_arguments()
+    @argument("names", nargs="+", metavar="NAME", help="Notebook variables to copy.")
+    @argument("-s", "--session", help="Session to copy them into.")
+    @line_magic
+    def pool_push(self, line: str) -> None:
+        """Copy notebook variables into a session's namespace (pickled)."""
+        args = parse_argstring(self.pool_push, line)
+        session = _session(args.session)
+        with _one_line():
+            transfer.push(self._ensure_pool(), self.shell.user_ns, args.names, session)
+
+    @magic_arguments()
+    @argument("names", nargs="+", metavar="NAME", help="Session variables to copy.")
+    @argument("-s", "--session", help="Session to copy them from.")
+    @line_magic
+    def pool_pull(self, line: str) -> None:
+        """Copy variables from a session's namespace into the notebook (pickled)."""
+        args = parse_argstring(self.pool_pull, line)
+        session = _session(args.session)
+        with _one_line():
+            values = transfer.pull(self._ensure_pool(), args.names, session)
+        self.shell.user_ns.update(values)
+
+
+def _session(name: str | None) -> str:
+    if name is None:
+        return DEFAULT_SESSION
+    if not name.strip():
+        raise UsageError("-s/--session needs a non-empty session name")
+    return name
+
+
+@contextmanager
+def _one_line():
+    """Pool errors as one line: bad settings as UsageError, the rest fail the cell."""
+    try:
+        yield
+    except (InvalidConfig, UnknownKernel, transfer.TransferError) as exc:
+        raise UsageError(str(exc)) from None
+    except NbpoolError as exc:
+        raise forwarding.short_error(exc) from None
+
+
+def load_ipython_extension(shell) -> None:
+    """``%load_ext nbpool``: the magics, and the status comm for JupyterLab (idempotent)."""
+    if _magics(shell) is None:
+        magics = PoolMagics(shell)
+        shell.register_magics(magics)
+        comm.register(shell, magics.get_pool)
+
+
+def unload_ipython_extension(shell) -> None:
+    """``%unload_ext nbpool``: shut the pool down, remove the magics and the comm."""
+    magics = _magics(shell)
+    if magics is None:
+        return
+    comm.unregister(shell)
+    magics.shutdown()
+    for kind, names in magics.magics.items():
+        for name in names:
+            shell.magics_manager.magics[kind].pop(name, None)
+    shell.magics_manager.registry.pop(type(magics).__name__, None)
+
+
+def _magics(shell) -> PoolMagics | None:
+    return shell.magics_manager.registry.get(PoolMagics.__name__)
