@@ -1,0 +1,166 @@
+"""The ``%pool`` magic, configuration, bad input and the extension's lifecycle."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+LOAD = "%load_ext nbpool\n%config Pool.size = 1"
+
+
+def _usage_errors(run, indexes) -> dict[int, str]:
+    return {i: run.text(i, "stderr") for i in indexes}
+
+
+def test_bad_input_gives_one_line_usage_errors(run_notebook):
+    """Unknown options, missing values, bad timeouts and unknown names: one UsageError line each."""
+    cells = [
+        LOAD,
+        "%%pool_exec --bogus\npass",
+        "%%pool_exec -s\npass",
+        "%%pool_exec -t 0\npass",
+        "%%pool_exec -t -2\npass",
+        "%%pool_exec -t soon\npass",
+        "%%pool_exec -o 'not a name'\npass",
+        "%%pool_exec --kernel no-such-kernel\npass",
+        "%pool",
+        "%pool frobnicate",
+        "%pool end",
+        "%pool end nobody",
+        "%pool status extra",
+        "%pool stop -n 3",
+        "%pool start -n -1",
+        "%pool_push",
+    ]
+    run = run_notebook(cells, allow_errors=True)
+    for index, text in _usage_errors(run, range(1, len(cells))).items():
+        assert text.startswith("UsageError: ") and text.count("\n") == 1, (cells[index], text)
+        assert run.outputs(index)[0]["output_type"] == "stream", cells[index]
+    errors = _usage_errors(run, range(1, len(cells)))
+    assert "unrecognized arguments: --bogus" in errors[1]
+    assert "expected one argument" in errors[2]
+    assert "positive number of seconds, got 0" in errors[3]
+    assert "no kernelspec named 'no-such-kernel'; available:" in errors[7]
+    assert "invalid choice: 'frobnicate'" in errors[9]
+    assert "%pool end needs a SESSION name" in errors[10]
+    assert "no session named 'nobody'" in errors[11]
+    assert "size must be >= 0, got -1" in errors[14]
+
+
+@pytest.fixture
+def kernelspecs(tmp_path, monkeypatch):
+    """A JUPYTER_PATH with a broken kernelspec and a second Python one, for the notebook kernel."""
+    for name, argv in {
+        "broken": [sys.executable, "-c", "import sys; sys.stderr.write('no such module: boom\\n'); sys.exit(3)"],
+        "python-other": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+    }.items():
+        spec = tmp_path / "kernels" / name
+        spec.mkdir(parents=True)
+        (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": name, "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
+
+
+def test_broken_kernelspec_fails_the_cell_in_one_line(run_notebook, kernelspecs):
+    """%%pool_exec on a kernelspec that cannot start fails at once with its stderr, never hangs."""
+    run = run_notebook(
+        [LOAD + "\n%config Pool.max_size = 2", "%%pool_exec -s b --kernel broken\nprint('never')"],
+        allow_errors=True,
+    )
+    (error,) = run.outputs(1)
+    assert error["ename"] == "WorkerStartFailed" and len(error["traceback"]) == 1
+    assert "exited with code 3" in error["evalue"] and "no such module: boom" in error["evalue"]
+
+
+def test_kernel_picks_the_kernelspec_of_a_new_session_only(run_notebook, kernelspecs):
+    """--kernel starts a new session on that kernelspec; a bound session cannot switch kernels."""
+    run = run_notebook(
+        [
+            LOAD + "\n%config Pool.max_size = 2",
+            "%%pool_exec -s other --kernel python-other\nx = 1",
+            "%pool sessions",
+            "%%pool_exec -s other --kernel python3\nx",
+        ],
+        allow_errors=True,
+    )
+    (table,) = run.outputs(2)
+    assert "other    w2      python-other" in table["data"]["text/plain"]
+    assert "<td>python-other</td>" in table["data"]["text/html"]
+    assert run.text(3, "stderr") == (
+        "UsageError: session 'other' runs kernel 'python-other'; "
+        "`%pool end other` first to run it on 'python3'\n"
+    )
+
+
+def test_configuration_comes_from_ipython_config_and_config_magic(run_notebook, tmp_path, monkeypatch):
+    """c.Pool.* in ipython_config.py and %config Pool.* apply to the pool the magics create."""
+    profile = tmp_path / "profile_default"
+    profile.mkdir()
+    (profile / "ipython_config.py").write_text("c.Pool.size = 3\nc.Pool.lease_timeout = 7.0\n")
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path))
+    run = run_notebook(
+        [
+            "%load_ext nbpool\n%pool start",
+            "pool = get_ipython().magics_manager.registry['PoolMagics'].get_pool()\n"
+            "print(len(pool.status()['workers']), pool.lease_timeout)",
+            "%pool stop\n%config Pool.size = 2\n%pool start",
+            "%pool start -n 5",
+        ],
+        allow_errors=True,
+    )
+    assert run.text(1) == "3 7.0\n"
+    assert run.text(2) == "nbpool: stopped the pool (3 worker(s))\nnbpool: 0/2 busy, 0 queued (2 x python3)\n"
+    assert "the pool is already running with size=2" in run.text(3, "stderr")
+
+
+def test_status_sessions_end_and_widget(run_notebook):
+    """%pool status/sessions print tables (with HTML), end replaces the worker, widget renders as a widget."""
+    run = run_notebook(
+        [
+            LOAD,
+            "%pool status",
+            "%%pool_exec -s etl\nx = 1",
+            "%pool status",
+            "%pool sessions",
+            "%pool widget",
+            "%pool end etl",
+            "%%pool_exec -s etl\nprint('x' in globals())",
+        ]
+    )
+    assert run.error is None, run.error
+    assert run.text(1) == "nbpool: no pool yet; `%pool start` or a %%pool_exec cell starts one\n"
+    (status,) = run.outputs(3)
+    assert status["data"]["text/plain"].startswith("nbpool: 0/1 busy, 0 queued\nworker")
+    assert "<table>" in status["data"]["text/html"]
+    (sessions,) = run.outputs(4)
+    assert sessions["data"]["text/plain"].splitlines()[1].split()[:3] == ["etl", "w1", "python3"]
+    (widget,) = run.outputs(5)
+    assert "application/vnd.jupyter.widget-view+json" in widget["data"]
+    assert widget["data"]["text/plain"].startswith("nbpool: ")  # the readable fallback
+    state = run.nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    html = " ".join(str(m["state"].get("value", "")) for m in state.values())
+    assert "data-worker='w1'" in html and "etl" in html
+    assert run.text(6) == "nbpool: ended session 'etl'; its worker is replaced by a fresh one\n"
+    assert run.text(7) == "False\n"
+
+
+def test_unload_shuts_the_pool_down_and_removes_the_magics(run_notebook):
+    """%unload_ext nbpool stops every worker and removes the magics."""
+    run = run_notebook(
+        [
+            LOAD + "\n%pool start",
+            "magics = get_ipython().magics_manager.registry['PoolMagics']\npool = magics.get_pool()\n"
+            "pids = [w['pid'] for w in pool.status()['workers']]",
+            "%unload_ext nbpool",
+            "import os, time\nt0 = time.time()\n"
+            "def alive(pid):\n    try:\n        os.kill(pid, 0)\n        return True\n"
+            "    except ProcessLookupError:\n        return False\n"
+            "while any(map(alive, pids)) and time.time() - t0 < 10:\n    time.sleep(0.05)\n"
+            "print(any(map(alive, pids)), pool.status()['closed'])",
+            "%pool status",
+        ],
+        allow_errors=True,
+    )
+    assert run.text(3) == "False True\n"
+    assert "Line magic function `%pool` not found" in run.text(4, "stderr")
