@@ -129,10 +129,6 @@ class Forwarder:
         display_id = event.get("transient", {}).get("display_id")
         return {"display_id": f"nbpool-{self.session}-{display_id}"} if display_id else None
 
-    def finish(self) -> None:
-        """Push out buffered stream text (before the cell's reply or result)."""
-        flush_streams()
-
 
 def run_foreground(
     pool, code: str, *, session: str, timeout: float | None, kernel: str | None
@@ -155,14 +151,11 @@ def run_foreground(
             code, session, timeout, kernel=kernel, on_output=forward, stdin=stdin_handler()
         )
     except KeyboardInterrupt:
-        forward.finish()
         held = forward.errors[-1] if forward.errors else None
         lines = held["traceback"] if held else ["KeyboardInterrupt"]
         raise cell_error("KeyboardInterrupt", "", lines, KeyboardInterrupt) from None
     except NbpoolError as exc:
-        forward.finish()
         raise short_error(exc) from None
-    forward.finish()
     if res.session_reset:
         print(reset_notice(session, res.session_reset), file=sys.stderr)
     if not res.ok:
@@ -190,7 +183,7 @@ def run_background(
     except BaseException as exc:
         cell._failed_to_submit(exc)
         raise
-    cell._attach(future, forward)
+    cell._attach(future)
     return cell
 
 
@@ -214,16 +207,15 @@ class BackgroundCell:
         # The end may be settled by a pool thread: report it in this cell.
         self._context = contextvars.copy_context()
 
-    def _attach(self, future, forward: Forwarder) -> None:
+    def _attach(self, future) -> None:
         self.future = future
 
         def ended(f) -> None:
-            self._context.run(self._ended_with, f, forward)
+            self._context.run(self._ended_with, f)
 
         future.add_done_callback(ended)
 
-    def _ended_with(self, future, forward: Forwarder) -> None:
-        forward.finish()
+    def _ended_with(self, future) -> None:
         self._ended = time.monotonic()
         exc = None if future.cancelled() else future.exception()
         if exc is not None and not isinstance(exc, CancelledError):

@@ -110,6 +110,22 @@ class Kernel:
         self.kc = self.km.client()
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=60)
+        #: Every iopub message seen by execute() and drain(), with its arrival time.
+        self.iopub: list[tuple[float, dict]] = []
+
+    def _next_iopub(self, timeout: float) -> dict | None:
+        try:
+            msg = self.kc.get_iopub_msg(timeout=timeout)
+        except queue.Empty:
+            return None
+        self.iopub.append((time.monotonic(), msg))
+        return msg
+
+    def drain(self, seconds: float) -> None:
+        """Record iopub traffic for ``seconds`` while no cell runs."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self._next_iopub(max(0.0, min(0.05, deadline - time.monotonic())))
 
     def execute(self, code: str, *, stdin=None, during=None, timeout: float = 60) -> dict:
         """Run ``code``; collect its outputs until idle; return reply and outputs.
@@ -130,11 +146,8 @@ class Kernel:
                     pass
                 else:
                     self.kc.input(stdin(req["content"]["prompt"]))
-            try:
-                msg = self.kc.get_iopub_msg(timeout=0.05)
-            except queue.Empty:
-                continue
-            if msg["parent_header"].get("msg_id") != msg_id:
+            msg = self._next_iopub(0.05)
+            if msg is None or msg["parent_header"].get("msg_id") != msg_id:
                 continue
             kind = msg["msg_type"]
             if kind == "status":
@@ -146,7 +159,7 @@ class Kernel:
         reply = self.kc.get_shell_msg(timeout=timeout)
         while reply["parent_header"].get("msg_id") != msg_id:
             reply = self.kc.get_shell_msg(timeout=timeout)
-        return {"reply": reply["content"], "outputs": outputs}
+        return {"reply": reply["content"], "outputs": outputs, "msg_id": msg_id}
 
     def shutdown(self) -> None:
         self.kc.stop_channels()

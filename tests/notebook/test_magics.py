@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 import pytest
 
@@ -164,3 +165,33 @@ def test_unload_shuts_the_pool_down_and_removes_the_magics(run_notebook):
     )
     assert run.text(3) == "False True\n"
     assert "Line magic function `%pool` not found" in run.text(4, "stderr")
+
+
+def test_widget_updates_are_rate_limited_and_stay_with_their_cell(kernel):
+    """Widget updates: only changes, at most ~4 a second, all parented to the widget's cell."""
+    kernel.execute("%load_ext nbpool\n%config Pool.size = 2\n%pool start")
+    shown = kernel.execute("w = %pool widget\nw")
+    model_ids = {
+        m["content"]["comm_id"] for _, m in kernel.iopub if m["msg_type"] == "comm_open"
+    }
+    mark = len(kernel.iopub)
+    kernel.drain(1.5)  # nothing runs: only uptimes tick (once a second)
+    idle = [m for _, m in kernel.iopub[mark:] if m["msg_type"] == "comm_msg"]
+    assert len(idle) <= 3, [m["content"]["data"] for m in idle]
+    mark = len(kernel.iopub)
+    started = time.monotonic()
+    for i in range(6):
+        kernel.execute(f"%%pool_exec -s s{i % 2}\nimport time\ntime.sleep(0.15)")
+    kernel.drain(0.5)
+    elapsed = time.monotonic() - started
+    updates = [(t, m) for t, m in kernel.iopub[mark:] if m["msg_type"] == "comm_msg"]
+    assert updates, "the widget did not follow the pool"
+    assert all(m["content"]["comm_id"] in model_ids for _, m in updates)
+    # Parented to the cell that showed the widget, never to the cells running later.
+    assert {m["parent_header"]["msg_id"] for _, m in updates} == {shown["msg_id"]}
+    rounds = {round(t / 0.25) for t, _ in updates}  # one snapshot per 0.25 s tick at most
+    assert len(rounds) <= elapsed / 0.25 + 2
+    assert len(updates) <= 4 * len(rounds)  # at most one message per part per snapshot
+    print(f"{len(idle)} idle messages; {len(updates)} updates in {len(rounds)} rounds, {elapsed:.1f} s")
+    final = kernel.execute("print(w._workers.value.count(\"data-state='idle'\"))")
+    assert [o.get("text") for o in final["outputs"]] == ["2\n"]
