@@ -35,6 +35,7 @@ BENCHMARKS = {
     "parallel": ("c", "benchmarks.bench_parallel"),
     "new_session": ("d", "benchmarks.bench_new_session"),
     "ipyparallel": ("e", "benchmarks.bench_ipyparallel"),
+    "remote": ("f", "benchmarks.bench_remote"),
 }
 
 
