@@ -4,25 +4,18 @@ A JupyterLab server from this venv (with nbpool's prebuilt extension as
 ``pip install`` put it there) and Debian's headless Chromium; every pool is
 a real pool of real worker kernels inside the notebook's kernel. What the
 panel did is checked from the kernel itself. Screenshots go to
-``test-artifacts/``.
+``test-artifacts/``. Fixtures (``lab_server``, ``lab_page``) and helpers come
+from ``tests/browser/conftest.py``.
 """
 
 from __future__ import annotations
 
 import re
+import time
 
-from tests.browser.lab_fixtures import (  # noqa: F401  (fixtures)
-    browser,
-    cell_text,
-    extension_errors,
-    kernel_eval,
-    lab_page,
-    lab_server,
-    open_notebook,
-    run_cell,
-    screenshot,
-    wait_kernel_idle,
-)
+import nbformat
+
+from tests.browser.conftest import cell_text, kernel_eval, run_cell, screenshot, wait_kernel_idle
 
 #: Loads nbpool in the notebook's kernel and names its pool for kernel_eval.
 #: The explicit register() is what load_ipython_extension is to call; it is
@@ -35,6 +28,29 @@ LOAD = (
 )
 ITEM = "#jp-main-statusbar .jp-nbpool-status"
 PANEL = "#nbpool-panel"
+
+
+def open_notebook(page, server, name: str, cells: list[str], in_new_tab: bool = False) -> None:
+    """Write a notebook of ``cells``, open it, wait until its kernel is idle.
+
+    The first notebook of a test loads JupyterLab with a fresh workspace
+    (``reset``), so notebooks of earlier tests are not reopened with new
+    kernels; ``in_new_tab`` opens another one beside it in the same page.
+    """
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, server.root / name)
+    if in_new_tab:
+        page.evaluate("(path) => window.jupyterapp.commands.execute('docmanager:open', {path})", name)
+    else:
+        page.goto(server.page_url(f"/lab/tree/{name}") + "&reset")
+    wait_kernel_idle(page, name)
+
+
+def extension_errors(page) -> list[str]:
+    """Console errors of nbpool's extension or of its comm traffic (not of others)."""
+    return [text for text in page.console_errors if re.search(r"nbpool|comm|subshell", text, re.I)]
 
 
 def item_text(page) -> str:
@@ -90,8 +106,6 @@ def workers(page) -> list[str]:
 
 def wait_kernel(page, expression: str, expected: str, timeout: float = 30.0) -> None:
     """Wait until ``expression`` evaluated in the kernel gives ``expected``."""
-    import time
-
     deadline = time.monotonic() + timeout
     while True:
         value = kernel_eval(page, expression)
