@@ -15,11 +15,18 @@ What nbpool adds around it:
 - a *reaper* process that kills every worker's process group when the
   process hosting the pool dies without shutting it down (SIGKILL, OOM);
 - an immediate retry when a kernel dies because another process took one of
-  its ports between port choice and bind (jupyter_client #487).
+  its ports between port choice and bind (jupyter_client #487);
+- one long-lived event loop per process on which every provisioner call runs
+  (:func:`run_provisioner`), as in Jupyter Server: provisioners are async and
+  may rely on a loop that keeps running between calls (gateway_provisioners
+  receives remote kernels' connection info in a loop callback registered once
+  per process). jupyter_client's blocking manager would instead run each call
+  on a loop of the calling thread, alive only during that call.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -82,6 +89,26 @@ class Reaper:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
+
+
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_lock = threading.Lock()
+
+
+def run_provisioner(coro):
+    """Run a KernelManager/provisioner coroutine on the provisioner loop; blocking.
+
+    The loop runs on a daemon thread for the rest of the process (a loop
+    callback a provisioner registered stays live for later kernels and pools).
+    A provisioner that blocks the loop delays every other provisioner call,
+    as it would in Jupyter Server.
+    """
+    global _loop
+    with _loop_lock:
+        if _loop is None:
+            _loop = asyncio.new_event_loop()
+            threading.Thread(target=_loop.run_forever, name="nbpool-provisioners", daemon=True).start()
+    return asyncio.run_coroutine_threadsafe(coro, _loop).result()
 
 
 def kernel_names() -> list[str]:

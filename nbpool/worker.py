@@ -1,7 +1,10 @@
 """One worker kernel: its process, its sockets, its readiness and its end.
 
-A :class:`LocalKernel` wraps one jupyter_client :class:`~jupyter_client.KernelManager`;
-an :class:`AttachedKernel` only a running kernel's connection info. Either is
+A :class:`LocalKernel` wraps one jupyter_client
+:class:`~jupyter_client.AsyncKernelManager`, whose lifecycle calls run on the
+provisioner loop (:func:`~nbpool.provisioning.run_provisioner`); an
+:class:`AttachedKernel` only a running kernel's connection info. Both talk to
+their kernel through a blocking client's sockets. Either is
 created and made ready on a starter thread, then handed to the coordinator. Its
 :class:`~nbpool.protocol.Channels` belong to whoever holds the lease; its
 heartbeat socket belongs to the coordinator thread, which creates it.
@@ -14,11 +17,14 @@ import threading
 import time
 
 import zmq
-from jupyter_client.manager import KernelManager
+import zmq.asyncio
+from jupyter_client.blocking import BlockingKernelClient
+from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.session import Session
 
 from .errors import WorkerStartFailed
 from .protocol import Channels
+from .provisioning import run_provisioner
 
 #: How long to wait for iopub traffic before nudging with another kernel_info.
 NUDGE_INTERVAL = 0.2
@@ -129,8 +135,12 @@ class Kernel:
 class LocalKernel(Kernel):
     """A kernel nbpool started (through a KernelManager and its provisioner)."""
 
-    def __init__(self, launcher, worker_id: str, km: KernelManager, log_path: str) -> None:
-        super().__init__(worker_id, km, km.kernel_name)
+    def __init__(self, launcher, worker_id: str, km: AsyncKernelManager, log_path: str) -> None:
+        # The manager's own sockets are asyncio ones for the provisioner loop;
+        # nbpool's threads use plain sockets made from the same connection info.
+        conn = BlockingKernelClient(context=launcher.context)
+        conn.load_connection_info(km.get_connection_info())
+        super().__init__(worker_id, conn, km.kernel_name)
         self.km = km
         self._launcher = launcher
         self._log_path = log_path
@@ -145,9 +155,9 @@ class LocalKernel(Kernel):
         """Start the kernel process (not yet ready); raises WorkerStartFailed."""
         conn = os.path.join(launcher.runtime_dir, f"kernel-{worker_id}.json")
         log_path = os.path.join(launcher.runtime_dir, f"kernel-{worker_id}.log")
-        km = KernelManager(
+        km = AsyncKernelManager(
             kernel_name=kernel_name,
-            context=launcher.context,
+            context=zmq.asyncio.Context.shadow(launcher.context.underlying),
             connection_file=conn,
             transport=launcher.transport,
             ip="127.0.0.1" if launcher.transport == "tcp" else conn[:-5] + "-ipc",
@@ -156,7 +166,7 @@ class LocalKernel(Kernel):
         extra = launcher.extra_arguments(km.kernel_spec.argv)
         with open(log_path, "ab") as log:
             try:
-                km.start_kernel(stdout=log, stderr=log, extra_arguments=extra)
+                run_provisioner(km.start_kernel(stdout=log, stderr=log, extra_arguments=extra))
             except Exception as exc:  # a bad argv, a provisioner that refused
                 raise WorkerStartFailed(
                     f"kernel {kernel_name!r} could not be launched: {exc}", _tail(log_path)
@@ -182,7 +192,7 @@ class LocalKernel(Kernel):
         """Interrupt the running code (signal or control message per kernelspec)."""
         with self._interrupt_lock:
             if self.poll() is None:
-                self.km.interrupt_kernel()
+                run_provisioner(self.km.interrupt_kernel())
 
     def shutdown(self, now: bool = False, close_channels: bool = True) -> None:
         """Stop the kernel and its process group; close our sockets; blocking."""
@@ -190,9 +200,9 @@ class LocalKernel(Kernel):
             self.channels.close()
         try:
             if self.poll() is None:
-                self.km.shutdown_kernel(now=now)
+                run_provisioner(self.km.shutdown_kernel(now=now))
             else:
-                self.km.cleanup_resources()
+                run_provisioner(self.km.cleanup_resources())
         except Exception:  # the kernel is going away either way; make sure of it
             pass
         if self.pid is not None:

@@ -55,6 +55,8 @@ class NetnsProvisioner(KernelProvisionerBase):
     )
 
     _popen = None
+    #: The event loop of every pre_launch and cleanup call, in order (tests read it).
+    loops: list = []
 
     @property
     def has_process(self) -> bool:
@@ -86,6 +88,7 @@ class NetnsProvisioner(KernelProvisionerBase):
         await self.send_signal(signal.SIGTERM)
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        NetnsProvisioner.loops.append(asyncio.get_running_loop())
         km = self.parent
         policy = km._transport_encryption_policy(
             kwargs.pop("transport_encryption", km.transport_encryption)
@@ -154,6 +157,7 @@ class NetnsProvisioner(KernelProvisionerBase):
             await asyncio.sleep(0.02)
 
     async def cleanup(self, restart: bool = False) -> None:
+        NetnsProvisioner.loops.append(asyncio.get_running_loop())
         if self._popen is not None and self._popen.poll() is not None:
             self._popen.wait()
             self._popen = None

@@ -20,6 +20,7 @@ import nbpool.provisioning
 
 from ..conftest import wait_for
 from . import hosts
+from .provisioner import NetnsProvisioner
 
 #: Printed by the test code: the string only exists once the kernel ran the code.
 MARKER_CODE = "print('NBPOOL-' + 'EAVESDROP-' + 'MARKER')"
@@ -47,6 +48,22 @@ def test_provisioned_kernel_runs_on_the_other_host_encrypted(remote):
         assert len(capture.data) > 1000, "the traffic crossed the namespace link"
         assert MARKER not in capture.data and b"EAVESDROP" not in capture.data
     wait_for(lambda: not remote.pids(), what="the remote kernel stopped at shutdown")
+
+
+def test_provisioner_calls_share_one_long_lived_event_loop(remote):
+    """All provisioner calls run on one event loop that keeps running between calls.
+
+    Workers started together, one started later on whichever I/O thread, and
+    their shutdowns: provisioners are written for Jupyter Server's single loop
+    and may keep loop callbacks alive between calls (gateway_provisioners does).
+    """
+    NetnsProvisioner.loops.clear()
+    with nbpool.Pool(size=2, max_size=3, kernel_name=remote.kernel) as pool:
+        for session in ("a", "b", "c"):  # "c" starts a third worker, later
+            pool.execute("1", session=session)
+        (loop,) = set(NetnsProvisioner.loops)
+        assert loop.is_running(), "the loop runs between provisioner calls"
+    assert len(NetnsProvisioner.loops) == 6 and set(NetnsProvisioner.loops) == {loop}
 
 
 def test_plaintext_remote_kernel_is_refused(remote):
