@@ -59,8 +59,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
       });
     }
 
-    // A reloaded page cannot close its comms any more: close them while it can.
-    window.addEventListener('pagehide', () => model.dispose());
+    // A reloaded page cannot close its comms any more: close them while it
+    // can (not when the page is only put in the back-forward cache).
+    window.addEventListener('pagehide', event => {
+      if (!event.persisted) {
+        model.dispose();
+      }
+    });
   }
 };
 

@@ -10,12 +10,28 @@ from ``tests/browser/conftest.py``.
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import nbformat
+import pytest
 
-from tests.browser.conftest import cell_text, kernel_eval, run_cell, screenshot, wait_kernel_idle
+from tests.browser.conftest import (
+    LabServer,
+    _end,
+    _free_port,
+    cell_text,
+    kernel_eval,
+    run_cell,
+    screenshot,
+    wait_kernel_idle,
+)
+from tests.conftest import wait_for
 
 #: Loads nbpool in the notebook's kernel and names its pool for kernel_eval.
 #: The explicit register() is what load_ipython_extension is to call; it is
@@ -209,18 +225,19 @@ def test_end_session_from_the_panel_replaces_its_worker(lab_page, lab_server):
 
 
 def test_interrupt_and_restart_a_worker_from_the_panel(lab_page, lab_server):
-    """"Interrupt" stops the code a worker runs (the cell gets
-    KeyboardInterrupt) and "Restart" replaces a worker by a fresh kernel."""
+    """"Interrupt" stops the code a worker runs, even while that cell keeps
+    the notebook kernel busy (the comm is served on a kernel subshell): the
+    cell gets KeyboardInterrupt. "Restart" replaces a worker by a fresh kernel."""
     page = lab_page
     open_notebook(
         page,
         lab_server,
         "workers.ipynb",
-        [LOAD, "%pool start -n 2", "%%pool_exec -s long --bg\nimport time\ntime.sleep(300)"],
+        [LOAD, "%pool start -n 2", "%%pool_exec -s long\nimport time\ntime.sleep(300)"],
     )
     run_cell(page, 0)
     run_cell(page, 1)
-    run_cell(page, 2)
+    run_cell(page, 2, wait=False)  # the notebook kernel's main shell stays busy
     open_panel(page)
     busy = page.locator(f"{PANEL} .jp-nbpool-worker[data-state='busy']")
     busy.wait_for()
@@ -337,3 +354,76 @@ def test_switching_notebooks_switches_the_pool(lab_page, lab_server):
     page.locator(f"{PANEL} .jp-nbpool-notebook", has_text="one.ipynb").wait_for()
     assert page.locator(f"{PANEL} .jp-nbpool-worker").count() == 1
     screenshot(page, "switched-notebook")
+
+
+@pytest.fixture(scope="module")
+def notebook_server(tmp_path_factory):
+    """Jupyter Notebook 7 from this venv, private Jupyter dirs, ended by its pid."""
+    base = tmp_path_factory.mktemp("nb7")
+    env = dict(os.environ)
+    for var in ("JUPYTER_CONFIG_DIR", "JUPYTER_RUNTIME_DIR", "JUPYTER_DATA_DIR",
+                "JUPYTERLAB_SETTINGS_DIR", "JUPYTERLAB_WORKSPACES_DIR", "IPYTHONDIR"):
+        (base / var).mkdir()
+        env[var] = str(base / var)
+    settings = base / "JUPYTERLAB_SETTINGS_DIR" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
+    root = base / "notebooks"
+    root.mkdir()
+    bin_dir = Path(sys.executable).parent
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    port, token = _free_port(), "nbpool-test-token"
+    with open(base / "server.log", "wb") as out:
+        proc = subprocess.Popen(
+            [str(bin_dir / "jupyter-notebook"), "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+             f"--IdentityProvider.token={token}", "--allow-root",
+             "--JupyterNotebookApp.expose_app_in_browser=True", f"--ServerApp.root_dir={root}"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    server = LabServer(f"http://127.0.0.1:{port}", token, root, base, proc)
+
+    def up() -> bool:
+        assert proc.poll() is None, (base / "server.log").read_text()[-3000:]
+        try:
+            return server.api("/api/status") is not None
+        except OSError:
+            return False
+
+    try:
+        wait_for(up, timeout=60, what="jupyter notebook to answer /api/status")
+        yield server
+    finally:
+        server.record()
+        _end(proc)
+    wait_for(lambda: not server.leftovers(), timeout=15, what="Notebook 7's kernels and workers to exit")
+
+
+def test_panel_works_in_notebook_7(browser, notebook_server):
+    """In Jupyter Notebook 7 (which has no status bar) the side panel shows the
+    notebook's pool and its actions take effect."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    try:
+        name = "nb7.ipynb"
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_code_cell(source) for source in (LOAD, "%pool start -n 1")]
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, notebook_server.root / name)
+        page.goto(notebook_server.page_url(f"/notebooks/{name}"))
+        wait_kernel_idle(page, name)
+        run_cell(page, 0)
+        run_cell(page, 1)
+        page.evaluate("() => window.jupyterapp.commands.execute('nbpool:open-panel')")
+        page.locator(f"{PANEL} .jp-nbpool-worker[data-state='idle']").wait_for()
+        page.locator(f"{PANEL} .jp-nbpool-size-input").fill("2")
+        page.locator(f"{PANEL} button[data-action='resize']").click()
+        assert panel_message(page, error=False) == "pool resized to 2"
+        wait_kernel(page, "len(pool().status()['workers'])", "2")
+        page.locator(f"{PANEL} .jp-nbpool-worker").nth(1).wait_for()
+        screenshot(page, "notebook7-panel")
+    finally:
+        context.close()
+        notebook_server.shutdown_kernels()
