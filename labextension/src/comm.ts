@@ -92,7 +92,7 @@ export class PoolChannel implements IDisposable {
       return;
     }
     this._isDisposed = true;
-    this._detach(true);
+    this._detach();
     Signal.clearData(this);
   }
 
@@ -104,7 +104,7 @@ export class PoolChannel implements IDisposable {
   }
 
   private _attach(kernel: Kernel.IKernelConnection | null): void {
-    this._detach(false);
+    this._detach();
     this._kernel = kernel;
     if (!kernel || !kernel.handleComms) {
       this._changed.emit();
@@ -118,13 +118,13 @@ export class PoolChannel implements IDisposable {
     this._changed.emit();
   }
 
-  private _detach(closeComm: boolean): void {
+  private _detach(): void {
     const kernel = this._kernel;
     if (kernel && !kernel.isDisposed) {
       kernel.removeCommTarget(TARGET, this._onHello);
       kernel.statusChanged.disconnect(this._onStatus, this);
       kernel.connectionStatusChanged.disconnect(this._onConnection, this);
-      if (closeComm && this._comm && !this._comm.isDisposed) {
+      if (this._comm && !this._comm.isDisposed) {
         this._comm.onClose = () => undefined;
         this._comm.close();
       }

@@ -142,10 +142,12 @@ def test_status_item_appears_and_follows_running_cells(lab_page, lab_server):
     run_cell(page, 0)
     run_cell(page, 1)
     wait_item(page, r"^nbpool 0/2 busy · 0 queued$")
+    open_panel(page)
     for index in (2, 3, 4):
         run_cell(page, index)  # background cells return at once
     wait_item(page, r"^nbpool 1/2 busy · 2 queued$")
-    screenshot(page, "status-item-busy")
+    page.locator(f"{PANEL} .jp-nbpool-session[data-session='etl']", has_text="2 queued").wait_for()
+    screenshot(page, "panel-and-status-item")
     wait_item(page, r"^nbpool 1/2 busy · 1 queued$")
     wait_item(page, r"^nbpool 0/2 busy · 0 queued$", timeout=60_000)
     assert "Idle" not in item_text(page)
