@@ -121,7 +121,7 @@ class Forwarder:
                 self.value = RemoteValue(event["data"], event["metadata"])
         elif kind == "error":
             if self.background:
-                publish_raw("error", {k: event[k] for k in ("ename", "evalue", "traceback")})
+                publish_raw("error", _error_content(event))
             else:
                 self.errors.append(event)
 
@@ -161,12 +161,12 @@ def run_foreground(
     if not res.ok:
         *shown, last = forward.errors or [None]
         for event in shown:
-            publish_raw("error", {k: event[k] for k in ("ename", "evalue", "traceback")})
+            publish_raw("error", _error_content(event))
         if last is None:
             raise cell_error("ExecutionAborted", f"the worker answered {res.status!r}", [])
         raise cell_error(last["ename"], last["evalue"], last["traceback"]) from None
     for event in forward.errors:  # shown with showtraceback, yet the code went on
-        publish_raw("error", {k: event[k] for k in ("ename", "evalue", "traceback")})
+        publish_raw("error", _error_content(event))
     return res, forward.value
 
 
@@ -349,6 +349,10 @@ def short_error(exc: NbpoolError) -> BaseException:
     """A pool error as a one-line cell failure (``ExecutionTimeout: ...``)."""
     name = type(exc).__name__
     return cell_error(name, str(exc), [f"{name}: {exc}"])
+
+
+def _error_content(event: dict) -> dict:
+    return {k: event[k] for k in ("ename", "evalue", "traceback")}
 
 
 def flush_streams() -> None:

@@ -180,15 +180,14 @@ class PoolMagics(Magics):
         pool = self._ensure_pool()
         if args.kernel is not None:
             self._check_session_kernel(pool, session, args.kernel)
-        run = forwarding.run_background if args.bg else forwarding.run_foreground
+        options = dict(session=session, timeout=args.timeout, kernel=args.kernel)
         with _one_line():
-            outcome = run(pool, cell, session=session, timeout=args.timeout, kernel=args.kernel)
-        if args.bg:
-            handle, value = outcome, None
-        else:
-            handle, value = outcome
+            if args.bg:
+                kept, value = forwarding.run_background(pool, cell, **options), None
+            else:
+                kept, value = forwarding.run_foreground(pool, cell, **options)
         if args.output is not None:
-            self.shell.user_ns[args.output] = handle
+            self.shell.user_ns[args.output] = kept
         return value
 
     def _check_session_kernel(self, pool: Pool, session: str, kernel: str) -> None:
