@@ -14,12 +14,16 @@ lab_server (session)
     At the end of the session the server is ended by its pid (SIGTERM, which
     shuts its kernels down, then SIGKILL), and the session fails if any of
     its kernels, or any worker kernel those started, is still alive.
+notebook7_server (session)
+    The same for Jupyter Notebook 7 (``jupyter notebook``); notebooks open
+    at ``/notebooks/<name>`` (``open_notebook(..., app="notebook")``), and
+    the other helpers work there too.
 browser (session)
     Debian's Chromium (``/usr/bin/chromium``, never a downloaded browser),
     headless, started by pid and driven by Playwright over CDP; ended by its
     pid at the end of the session.
-lab_page
-    A fresh browser context and page for one test. ``page.console_errors``
+lab_page, notebook7_page
+    A fresh browser context and page for one test, on that server. ``page.console_errors``
     collects console errors (but Chromium's ``ERR_NETWORK_CHANGED``) and
     uncaught page errors. At its end every
     kernel of the server is shut down through the REST API.
@@ -150,9 +154,8 @@ def _end(proc: subprocess.Popen, grace: float = 20) -> None:
     proc.wait()
 
 
-@pytest.fixture(scope="session")
-def lab_server(tmp_path_factory):
-    base = tmp_path_factory.mktemp("lab")
+def _serve(base: Path, app: str):
+    """Run ``jupyter <app>`` with private dirs under ``base``; yield a LabServer; end it by pid."""
     env = dict(os.environ)
     for var, sub in [
         ("JUPYTER_CONFIG_DIR", "config"),
@@ -174,17 +177,18 @@ def lab_server(tmp_path_factory):
     bin_dir = Path(sys.executable).parent
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
     port, token = _free_port(), "nbpool-test-token"
+    expose = {"lab": "LabApp", "notebook": "JupyterNotebookApp"}[app]
     log = base / "server.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [
-                str(bin_dir / "jupyter-lab"),
+                str(bin_dir / f"jupyter-{app}"),
                 "--no-browser",
                 "--ip=127.0.0.1",
                 f"--port={port}",
                 f"--IdentityProvider.token={token}",
                 "--allow-root",
-                "--LabApp.expose_app_in_browser=True",
+                f"--{expose}.expose_app_in_browser=True",
                 f"--ServerApp.root_dir={root}",
             ],
             env=env,
@@ -196,7 +200,7 @@ def lab_server(tmp_path_factory):
 
     def up() -> bool:
         if proc.poll() is not None:
-            raise RuntimeError(f"jupyter lab exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            raise RuntimeError(f"jupyter {app} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
             server.api("/api/status")
             return True
@@ -204,19 +208,29 @@ def lab_server(tmp_path_factory):
             return False
 
     try:
-        wait_for(up, timeout=60, what="jupyter lab to answer /api/status")
+        wait_for(up, timeout=60, what=f"jupyter {app} to answer /api/status")
         yield server
         server.record()
     finally:
         _end(proc)
         ARTIFACTS.mkdir(exist_ok=True)
-        (ARTIFACTS / "lab-server.log").write_bytes(log.read_bytes())
+        (ARTIFACTS / f"{app}-server.log").write_bytes(log.read_bytes())
     try:
         wait_for(lambda: not server.leftovers(), timeout=15,
                  what="the server's kernels and their workers to exit")
     finally:
         for pid in server.leftovers():  # fail above, but leave nothing behind
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def lab_server(tmp_path_factory):
+    yield from _serve(tmp_path_factory.mktemp("lab"), "lab")
+
+
+@pytest.fixture(scope="session")
+def notebook7_server(tmp_path_factory):
+    yield from _serve(tmp_path_factory.mktemp("nb7"), "notebook")
 
 
 @pytest.fixture(scope="session")
@@ -250,6 +264,15 @@ def browser(tmp_path_factory):
 
 @pytest.fixture
 def lab_page(browser, lab_server):
+    yield from _page(browser, lab_server)
+
+
+@pytest.fixture
+def notebook7_page(browser, notebook7_server):
+    yield from _page(browser, notebook7_server)
+
+
+def _page(browser, server: LabServer):
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     page = context.new_page()
     page.set_default_timeout(30_000)
@@ -267,19 +290,22 @@ def lab_page(browser, lab_server):
         yield page
     finally:
         context.close()
-        lab_server.shutdown_kernels()
+        server.shutdown_kernels()
 
 
 # -- helpers --------------------------------------------------------------------
 
 
-def open_notebook(page, server: LabServer, name: str, cells: list[str]) -> None:
-    """Write a notebook of ``cells`` under the server root, open it, wait until its kernel is idle."""
+def open_notebook(page, server: LabServer, name: str, cells: list[str], app: str = "lab") -> None:
+    """Write a notebook of ``cells`` under the server root, open it, wait until its kernel is idle.
+
+    ``app="notebook"`` opens it the Notebook 7 way (``/notebooks/<name>``).
+    """
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(source) for source in cells]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, server.root / name)
-    page.goto(server.page_url(f"/lab/tree/{name}"))
+    page.goto(server.page_url(f"/lab/tree/{name}" if app == "lab" else f"/notebooks/{name}"))
     wait_kernel_idle(page, name)
 
 
