@@ -20,6 +20,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 
 from tests.browser.conftest import (
     LabServer,
@@ -33,15 +34,9 @@ from tests.browser.conftest import (
 )
 from tests.conftest import wait_for
 
-#: Loads nbpool in the notebook's kernel and names its pool for kernel_eval.
-#: The explicit register() is what load_ipython_extension is to call; it is
-#: idempotent, so it stays harmless once %load_ext does it.
-LOAD = (
-    "%load_ext nbpool\n"
-    "pool = lambda: get_ipython().magics_manager.registry['PoolMagics'].get_pool()\n"
-    "import nbpool.comm\n"
-    "nbpool.comm.register(get_ipython(), get_ipython().magics_manager.registry['PoolMagics'].get_pool)"
-)
+#: Loads nbpool in the notebook's kernel (which registers the status comm
+#: target) and names its pool for kernel_eval.
+LOAD = "%load_ext nbpool\npool = lambda: get_ipython().magics_manager.registry['PoolMagics'].get_pool()"
 ITEM = "#jp-main-statusbar .jp-nbpool-status"
 PANEL = "#nbpool-panel"
 
@@ -121,10 +116,17 @@ def workers(page) -> list[str]:
 
 
 def wait_kernel(page, expression: str, expected: str, timeout: float = 30.0) -> None:
-    """Wait until ``expression`` evaluated in the kernel gives ``expected``."""
+    """Wait until ``expression`` evaluated in the kernel gives ``expected``.
+
+    A request the kernel aborted (it does so for a moment after a cell
+    failed) is asked again.
+    """
     deadline = time.monotonic() + timeout
     while True:
-        value = kernel_eval(page, expression)
+        try:
+            value = kernel_eval(page, expression)
+        except PlaywrightError as exc:  # aborted: its reply has no user_expressions
+            value = f"<{exc.message}>"
         if value == expected:
             return
         if time.monotonic() > deadline:
