@@ -28,6 +28,7 @@ Needs root (it creates a network namespace and removes it at the end).
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -109,6 +110,7 @@ def run(quick: bool = False) -> list[Row]:
             os.environ.pop("JUPYTER_PATH", None)
         else:
             os.environ["JUPYTER_PATH"] = old_path
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
