@@ -122,9 +122,13 @@ class Lease:
             return
         if self._coordinator.closed:
             raise PoolClosed(f"the pool was shut down while session {self.session!r} ran")
+        if getattr(self.worker.kernel, "attached", False):
+            after = "nbpool does not restart kernels it did not start: attach it again"
+        else:
+            after = "a fresh worker takes its place on the session's next execution"
         raise WorkerDied(
             f"worker {self.worker_id} {death} while running session {self.session!r}; "
-            "the session's state is lost and a fresh worker is starting"
+            f"the session's state is lost; {after}"
         )
 
     def interrupt(self) -> None:
