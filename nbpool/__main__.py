@@ -1,4 +1,10 @@
-"""``python -m nbpool demo``: a short, honest tour of the pool on local kernels."""
+"""``python -m nbpool``: the demo, and a headless notebook runner.
+
+``python -m nbpool demo`` is a short, honest tour of the pool on local
+kernels. ``python -m nbpool notebook PATH`` executes a notebook (e.g. the
+quickstart) through a real kernel and prints each cell with its outputs, for
+machines without a browser (needs nbclient: ``pip install nbpool[demo]``).
+"""
 
 from __future__ import annotations
 
@@ -63,12 +69,48 @@ def demo(size: int) -> None:
     print("\nall workers stopped; nothing left running.")
 
 
+def run_notebook(path: str) -> int:
+    """Execute ``path`` with nbclient and print every cell and its outputs."""
+    try:
+        import nbformat
+        from nbclient import NotebookClient
+        from nbclient.exceptions import CellExecutionError
+    except ImportError:
+        print("running a notebook needs nbclient: pip install 'nbpool[demo]'", file=sys.stderr)
+        return 2
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=300, resources={"metadata": {"path": os.path.dirname(path)}})
+    failed = None
+    try:
+        client.execute()
+    except CellExecutionError as exc:
+        failed = str(exc).strip().splitlines()[-1]
+    for cell in nb.cells:
+        if cell.cell_type != "code" or cell.execution_count is None:
+            continue
+        print(f"\nIn [{cell.execution_count}]: " + cell.source.replace("\n", "\n    ..: "))
+        for out in cell.outputs:
+            text = out.get("text") or out.get("data", {}).get("text/plain")
+            if out["output_type"] == "error":
+                text = f"{out['ename']}: {out['evalue']}"
+            if text:
+                print("  " + text.rstrip().replace("\n", "\n  "))
+    if failed:
+        print(f"\nthe notebook stopped at an error: {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nbpool", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("demo", help="start a pool and show what it does")
     run.add_argument("-n", "--size", type=int, default=4, help="workers (default 4)")
+    book = sub.add_parser("notebook", help="execute a notebook headless and print its outputs")
+    book.add_argument("path", help="the .ipynb file")
     args = parser.parse_args(argv)
+    if args.command == "notebook":
+        return run_notebook(args.path)
     if args.size < 1:
         parser.error("--size must be at least 1")
     demo(args.size)
