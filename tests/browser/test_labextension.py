@@ -4,35 +4,20 @@ A JupyterLab server from this venv (with nbpool's prebuilt extension as
 ``pip install`` put it there) and Debian's headless Chromium; every pool is
 a real pool of real worker kernels inside the notebook's kernel. What the
 panel did is checked from the kernel itself. Screenshots go to
-``test-artifacts/``. Fixtures (``lab_server``, ``lab_page``) and helpers come
-from ``tests/browser/conftest.py``.
+``test-artifacts/``. Fixtures (``lab_server``, ``lab_page``, their Notebook 7
+twins) and helpers come from ``tests/browser/conftest.py``.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import nbformat
-import pytest
 from playwright.sync_api import Error as PlaywrightError
 
-from tests.browser.conftest import (
-    LabServer,
-    _end,
-    _free_port,
-    cell_text,
-    kernel_eval,
-    run_cell,
-    screenshot,
-    wait_kernel_idle,
-)
-from tests.conftest import wait_for
+from tests.browser.conftest import cell_text, kernel_eval, run_cell, screenshot, wait_kernel_idle
+from tests.browser.conftest import open_notebook as open_shared_notebook
 
 #: Loads nbpool in the notebook's kernel (which registers the status comm
 #: target) and names its pool for kernel_eval.
@@ -360,74 +345,19 @@ def test_switching_notebooks_switches_the_pool(lab_page, lab_server):
     screenshot(page, "switched-notebook")
 
 
-@pytest.fixture(scope="module")
-def notebook_server(tmp_path_factory):
-    """Jupyter Notebook 7 from this venv, private Jupyter dirs, ended by its pid."""
-    base = tmp_path_factory.mktemp("nb7")
-    env = dict(os.environ)
-    for var in ("JUPYTER_CONFIG_DIR", "JUPYTER_RUNTIME_DIR", "JUPYTER_DATA_DIR",
-                "JUPYTERLAB_SETTINGS_DIR", "JUPYTERLAB_WORKSPACES_DIR", "IPYTHONDIR"):
-        (base / var).mkdir()
-        env[var] = str(base / var)
-    settings = base / "JUPYTERLAB_SETTINGS_DIR" / "@jupyterlab" / "apputils-extension"
-    settings.mkdir(parents=True)
-    (settings / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False})
-    )
-    root = base / "notebooks"
-    root.mkdir()
-    bin_dir = Path(sys.executable).parent
-    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
-    port, token = _free_port(), "nbpool-test-token"
-    with open(base / "server.log", "wb") as out:
-        proc = subprocess.Popen(
-            [str(bin_dir / "jupyter-notebook"), "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-             f"--IdentityProvider.token={token}", "--allow-root",
-             "--JupyterNotebookApp.expose_app_in_browser=True", f"--ServerApp.root_dir={root}"],
-            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    server = LabServer(f"http://127.0.0.1:{port}", token, root, base, proc)
-
-    def up() -> bool:
-        assert proc.poll() is None, (base / "server.log").read_text()[-3000:]
-        try:
-            return server.api("/api/status") is not None
-        except OSError:
-            return False
-
-    try:
-        wait_for(up, timeout=60, what="jupyter notebook to answer /api/status")
-        yield server
-    finally:
-        server.record()
-        _end(proc)
-    wait_for(lambda: not server.leftovers(), timeout=15, what="Notebook 7's kernels and workers to exit")
-
-
-def test_panel_works_in_notebook_7(browser, notebook_server):
+def test_panel_works_in_notebook_7(notebook7_page, notebook7_server):
     """In Jupyter Notebook 7 (which has no status bar) the side panel shows the
     notebook's pool and its actions take effect."""
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    try:
-        name = "nb7.ipynb"
-        nb = nbformat.v4.new_notebook()
-        nb.cells = [nbformat.v4.new_code_cell(source) for source in (LOAD, "%pool start -n 1")]
-        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-        nbformat.write(nb, notebook_server.root / name)
-        page.goto(notebook_server.page_url(f"/notebooks/{name}"))
-        wait_kernel_idle(page, name)
-        run_cell(page, 0)
-        run_cell(page, 1)
-        page.evaluate("() => window.jupyterapp.commands.execute('nbpool:open-panel')")
-        page.locator(f"{PANEL} .jp-nbpool-worker[data-state='idle']").wait_for()
-        page.locator(f"{PANEL} .jp-nbpool-size-input").fill("2")
-        page.locator(f"{PANEL} button[data-action='resize']").click()
-        assert panel_message(page, error=False) == "pool resized to 2"
-        wait_kernel(page, "len(pool().status()['workers'])", "2")
-        page.locator(f"{PANEL} .jp-nbpool-worker").nth(1).wait_for()
-        screenshot(page, "notebook7-panel")
-    finally:
-        context.close()
-        notebook_server.shutdown_kernels()
+    page = notebook7_page
+    open_shared_notebook(page, notebook7_server, "nb7.ipynb", [LOAD, "%pool start -n 1"], app="notebook")
+    run_cell(page, 0)
+    run_cell(page, 1)
+    page.evaluate("() => window.jupyterapp.commands.execute('nbpool:open-panel')")
+    page.locator(f"{PANEL} .jp-nbpool-worker[data-state='idle']").wait_for()
+    page.locator(f"{PANEL} .jp-nbpool-size-input").fill("2")
+    page.locator(f"{PANEL} button[data-action='resize']").click()
+    assert panel_message(page, error=False) == "pool resized to 2"
+    wait_kernel(page, "len(pool().status()['workers'])", "2")
+    page.locator(f"{PANEL} .jp-nbpool-worker").nth(1).wait_for()
+    screenshot(page, "notebook7-panel")
+    assert extension_errors(page) == []
