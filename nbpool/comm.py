@@ -42,7 +42,7 @@ import time
 import uuid
 from typing import Callable
 
-from .errors import NbpoolError, WorkerUnavailable
+from .errors import NbpoolError
 
 #: The comm target name, shared with the frontend (labextension/src/comm.ts).
 TARGET = "nbpool.status"
@@ -160,17 +160,8 @@ class StatusService:
             raise _Refused("this kernel has no pool: run %pool start first")
         if action == "interrupt":
             worker = _name(data, "worker", action)
-            state = _worker_state(pool, worker)
-            if state == "dead":
-                raise WorkerUnavailable(f"worker {worker} is dead and being replaced; nothing to interrupt")
-            if state is not None and state not in ("busy", "leased"):
-                return f"worker {worker} was not running anything ({state})"
-            try:
-                pool.interrupt(worker)  # raises KeyError for an unknown worker
-            except KeyError:
-                state = None
-            if state is None:
-                raise WorkerUnavailable(f"no worker {worker!r} in the pool: it was stopped or replaced")
+            if not pool.interrupt(worker):  # WorkerUnavailable: unknown or dead
+                return f"worker {worker} was not running anything"
             return f"interrupted worker {worker}"
         if action == "restart":
             worker = _name(data, "worker", action)
@@ -276,13 +267,6 @@ def _name(data: dict, key: str, action: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise _Refused(f"action {action!r} needs a {key} name, got {value!r}")
     return value
-
-
-def _worker_state(pool, worker_id: str) -> str | None:
-    for w in pool.status()["workers"]:
-        if w["id"] == worker_id and w["state"] != "stopping":
-            return w["state"]
-    return None
 
 
 def _signature(status: dict | None) -> str:

@@ -149,7 +149,9 @@ class Coordinator:
         self.closed = False
         self._ids = itertools.count(1)
         self._io = ThreadPoolExecutor(
-            max_workers=2 * settings.max_size + 8, thread_name_prefix="nbpool-io"
+            # Threads are made lazily; generous so resize() never queues starts.
+            max_workers=64,
+            thread_name_prefix="nbpool-io",
         )
         self._running = threading.Event()
         self._running.set()
@@ -400,12 +402,22 @@ class Coordinator:
             self.counters[counter] += 1
             self._log(kind, worker, message)
 
-    def worker(self, worker_id: str) -> Worker:
+    def interrupt(self, worker_id: str) -> bool:
+        """Interrupt what a worker runs; False if it runs nothing (idle)."""
         with self._lock:
             w = self._workers.get(worker_id)
-        if w is None or w.state in ("stopping",):
-            raise KeyError(worker_id)
-        return w
+            if w is None or w.state == "stopping":
+                live = ", ".join(x.id for x in self._workers.values() if x.state != "stopping")
+                raise WorkerUnavailable(
+                    f"no worker {worker_id!r} in the pool (workers now: {live or 'none'})"
+                )
+            if w.death is not None:
+                raise WorkerUnavailable(f"worker {w.id} {w.death}; there is nothing to interrupt")
+            lease = w.lease
+        if lease is None:
+            return False
+        lease.interrupt()  # a signal or control message: outside the lock
+        return True
 
     # ------------------------------------------------------------------
     # assignment: under the lock; returns actions for outside the lock
@@ -529,13 +541,12 @@ class Coordinator:
         w.state = "stopping"
         if getattr(w.kernel, "attached", False):
             return actions  # not ours to restart: its session is told it is gone
-        if not self.closed and self._live_count() < self.settings.min_size:
+        wanted = kernel_name is not None or self._live_count() < self.settings.min_size
+        if wanted and not self.closed:
             fresh = self._new_worker(kernel_name or w.kernel_name, replaces=w.id)
             actions.append(("start", fresh))
             if not retired:
                 self.counters["restarts"] += 1
-        elif not self.closed and kernel_name is not None:
-            actions.append(("start", self._new_worker(kernel_name, replaces=w.id)))
         return actions
 
     def _new_worker(self, kernel_name: str, replaces: str | None = None) -> Worker:

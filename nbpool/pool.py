@@ -324,11 +324,18 @@ class Pool(LoggingConfigurable):
         self._check_open()
         return self._coordinator.end_session(DEFAULT_SESSION if session is None else session)
 
-    def interrupt(self, worker_id: str) -> None:
-        """Interrupt what worker ``worker_id`` is running (e.g. from a UI)."""
-        w = self._coordinator.worker(worker_id)
-        if w.lease is not None:
-            w.lease.interrupt()
+    def interrupt(self, worker_id: str) -> bool:
+        """Interrupt what worker ``worker_id`` is running (e.g. from a UI).
+
+        Returns False when the worker was idle (nothing to interrupt).
+
+        Raises
+        ------
+        WorkerUnavailable
+            No such worker, or it is dead or being replaced.
+        """
+        self._check_open()
+        return self._coordinator.interrupt(worker_id)
 
     def restart_worker(self, worker_id: str) -> None:
         """Replace worker ``worker_id`` by a fresh kernel (e.g. from a UI).

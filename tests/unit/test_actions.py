@@ -213,3 +213,21 @@ def test_pool_restart_worker_and_closed_pool(pool):
         pool.restart_worker("w2")
     with pytest.raises(nbpool.PoolClosed):
         pool.resize(2)
+
+
+def test_interrupt_of_an_unknown_or_idle_worker_is_clear():
+    """Pool-level interrupt: an unknown worker is WorkerUnavailable; an idle one returns False."""
+    from nbpool.errors import WorkerUnavailable
+
+    backend = FakeBackend()
+    coord = Coordinator(Settings(size=1, min_size=1, max_size=1), backend.start)
+    try:
+        coord.wait_started(coord.start(1), 5)
+        with pytest.raises(WorkerUnavailable, match=r"no worker 'w9' in the pool \(workers now: w1\)"):
+            coord.interrupt("w9")
+        assert coord.interrupt("w1") is False
+        lease = coord.wait(coord.request("s", "python3"), 5)
+        assert coord.interrupt("w1") is True and backend.started[0].interrupts == 1
+        lease.release()
+    finally:
+        coord.close()
