@@ -101,10 +101,12 @@ class Processes:
 
     def __init__(self) -> None:
         self._pids: dict[int, str | None] = {}
+        self._what: dict[int, str] = {}
 
     def add(self, pid: int | None) -> None:
         if pid and pid not in self._pids:
             self._pids[pid] = _start_ticks(pid)
+            self._what[pid] = _cmdline(pid)
 
     def add_pool(self, pool) -> None:
         for worker in pool.status()["workers"]:
@@ -121,7 +123,8 @@ class Processes:
         """SIGCONT + SIGKILL every recorded process still running; returns their pids."""
         left = self.alive()
         if left:
-            print(f"    note: killed leftover processes {left}", file=sys.stderr, flush=True)
+            what = "; ".join(f"{pid} ({self._what.get(pid, '?')})" for pid in left)
+            print(f"    note: killed leftover processes: {what}", file=sys.stderr, flush=True)
         for pid in left:
             for sig in (signal.SIGCONT, signal.SIGKILL):
                 try:
@@ -129,6 +132,14 @@ class Processes:
                 except ProcessLookupError:
                     pass
         return left
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()[:100]
+    except OSError:
+        return "?"
 
 
 def _zombie(pid: int) -> bool:
