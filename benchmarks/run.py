@@ -20,6 +20,7 @@ import importlib
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -116,7 +117,18 @@ def main(argv: list[str] | None = None) -> int:
     names = select(args.names)
 
     # Kernels and ipyparallel profiles of the run live in a throw-away IPYTHONDIR.
-    os.environ.setdefault("IPYTHONDIR", tempfile.mkdtemp(prefix="nbpool-bench-ipython-"))
+    scratch = None
+    if "IPYTHONDIR" not in os.environ:
+        scratch = os.environ["IPYTHONDIR"] = tempfile.mkdtemp(prefix="nbpool-bench-ipython-")
+    try:
+        return _run(names, args)
+    finally:
+        if scratch is not None:
+            del os.environ["IPYTHONDIR"]
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run(names: list[str], args: argparse.Namespace) -> int:
     print(environment(), flush=True)
     rows: list[Row] = []
     started = time.monotonic()
