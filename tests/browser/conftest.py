@@ -347,13 +347,19 @@ def cell_text(page, index: int) -> str:
 
 
 def wait_cell_text(page, index: int, text: str, timeout: float = 30_000) -> None:
-    """Wait until the outputs of cell ``index`` contain ``text``."""
-    page.wait_for_function(
-        """([index, text]) => window.jupyterapp.shell.currentWidget.content.widgets[index]
-            .outputArea.node.innerText.includes(text)""",
-        arg=[index, text],
-        timeout=timeout,
-    )
+    """Wait until the outputs of cell ``index`` contain ``text`` (on timeout, say what they show)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(
+            """([index, text]) => window.jupyterapp.shell.currentWidget.content.widgets[index]
+                .outputArea.node.innerText.includes(text)""",
+            arg=[index, text],
+            timeout=timeout,
+        )
+    except PlaywrightTimeout:
+        screenshot(page, f"timeout-cell-{index}")
+        pytest.fail(f"cell {index} never showed {text!r}; it shows: {cell_text(page, index)!r}")
 
 
 def interrupt_kernel(page) -> None:

@@ -123,4 +123,4 @@ def test_kernel_interrupt_ends_the_cell_and_keeps_the_session(lab_page, lab_serv
     screenshot(page, "interrupted-cell")
     assert "nbpool" not in cell_text(page, 2)
     run_cell(page, 3)
-    assert cell_text(page, 3).strip() == "state survived"
+    assert cell_text(page, 3).strip() == "state survived", (cell_text(page, 2), cell_text(page, 3))
