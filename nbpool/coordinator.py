@@ -52,9 +52,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
-import zmq
-
 from .errors import LeaseTimeout, PoolClosed, WorkerStartFailed, WorkerUnavailable
+from .health import Heartbeats
 from .lease import Lease
 from .sessions import SessionRegistry
 
@@ -135,8 +134,8 @@ class Coordinator:
     def __init__(self, settings: Settings, start_kernel: Callable) -> None:
         self.settings = settings
         self._start_kernel = start_kernel
-        # All mutable state below is guarded by _lock (the heartbeat sockets in
-        # _hb belong to the coordinator thread alone).
+        # All mutable state below is guarded by _lock (the heartbeat sockets
+        # belong to the coordinator thread alone).
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._workers: dict[str, Worker] = {}
@@ -156,7 +155,7 @@ class Coordinator:
         self._running = threading.Event()
         self._running.set()
         self._stop = threading.Event()
-        self._hb: dict[str, list] = {}
+        self._heartbeats = Heartbeats(settings.heartbeat_interval, settings.heartbeat_timeout)
         self._thread = threading.Thread(target=self._loop, name="nbpool-coordinator", daemon=True)
         self._thread.start()
 
@@ -636,17 +635,19 @@ class Coordinator:
         self._running.set()
 
     def _loop(self) -> None:
-        poller = zmq.Poller()
         while not self._stop.is_set():
-            self._sync_heartbeats(poller)
-            for sock, _ in poller.poll(TICK * 1000) if self._hb else ():
-                self._on_pong(sock)
-            if not self._hb:
+            with self._lock:
+                ready = {
+                    w.id: w.kernel
+                    for w in self._workers.values()
+                    if w.state in ("idle", "leased") and w.death is None
+                }
+            self._heartbeats.sync(ready)
+            if not self._heartbeats.wait(TICK):
                 self._stop.wait(TICK)
             if self._running.is_set() and not self._stop.is_set():
                 self._tick()
-        for sock, _, _ in self._hb.values():
-            sock.close(linger=0)
+        self._heartbeats.close()
 
     def _tick(self) -> None:
         now = time.monotonic()
@@ -659,7 +660,7 @@ class Coordinator:
                     w.state, w.retry_at = "starting", None
                     actions.append(("start", w))
                 if w.state in ("idle", "leased") and w.death is None:
-                    reason = w.kernel.poll() or self._hb_lost(w, now)
+                    reason = w.kernel.poll() or self._heartbeats.lost(w.id, now)
                     if reason:
                         actions += self._died(w, reason)
                 if w.lease is not None and w.lease.holder is not None:
@@ -694,48 +695,6 @@ class Coordinator:
         self._log("recycled", w, f"idle for {self.settings.idle_timeout:g} s")
         reason = f"worker {w.id} was recycled after {self.settings.idle_timeout:g} s idle"
         return self._replace(w, reason, retired=True)
-
-    def _sync_heartbeats(self, poller: zmq.Poller) -> None:
-        """Open/close heartbeat sockets to match the ready workers (this thread only)."""
-        with self._lock:
-            ready = {
-                w.id: w.kernel
-                for w in self._workers.values()
-                if w.state in ("idle", "leased") and w.death is None
-            }
-        for wid in list(self._hb):
-            if wid not in ready:
-                sock = self._hb.pop(wid)[0]
-                poller.unregister(sock)
-                sock.close(linger=0)
-        now = time.monotonic()
-        for wid, kernel in ready.items():
-            if wid not in self._hb:
-                sock = kernel.connect_hb() if hasattr(kernel, "connect_hb") else None
-                if sock is None:
-                    continue
-                poller.register(sock, zmq.POLLIN)
-                self._hb[wid] = [sock, now, now]  # socket, last pong, last ping
-            entry = self._hb[wid]
-            if now - entry[2] >= self.settings.heartbeat_interval:
-                entry[0].send(b"ping")
-                entry[2] = now
-
-    def _on_pong(self, sock: zmq.Socket) -> None:
-        for entry in self._hb.values():
-            if entry[0] is sock:
-                while sock.poll(0):
-                    sock.recv()
-                entry[1] = time.monotonic()
-
-    def _hb_lost(self, w: Worker, now: float) -> str | None:
-        entry = self._hb.get(w.id)
-        if entry is not None and now - entry[1] > self.settings.heartbeat_timeout:
-            return (
-                f"stopped answering heartbeats for {now - entry[1]:.1f} s "
-                "(frozen or unreachable)"
-            )
-        return None
 
     # ------------------------------------------------------------------
     # reporting and shutdown
@@ -777,12 +736,12 @@ class Coordinator:
             workers = []
             for w in self._workers.values():
                 state = w.state
-                if state == "leased" and w.busy:
+                if w.death is not None:
+                    state = "dead"
+                elif state == "leased" and w.busy:
                     state = "busy"
                 elif state == "starting" and w.replaces:
                     state = "restarting"
-                elif w.death is not None or state == "failed":
-                    state = "dead" if w.death else "failed"
                 info = self.sessions.bound_to(w.id)
                 workers.append(
                     {
