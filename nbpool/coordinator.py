@@ -413,10 +413,7 @@ class Coordinator:
             if w.death is not None:
                 raise WorkerUnavailable(f"worker {w.id} {w.death}; there is nothing to interrupt")
             lease = w.lease
-        if lease is None:
-            return False
-        lease.interrupt()  # a signal or control message: outside the lock
-        return True
+        return lease is not None and lease.interrupt()  # outside the lock
 
     # ------------------------------------------------------------------
     # assignment: under the lock; returns actions for outside the lock
@@ -457,9 +454,13 @@ class Coordinator:
                     actions += self._fail_unbound(kernel_name, failed)
                     continue
             for _ in range(count - len(pending)):
+                spare = self._spare_worker(kernel_name)
                 if self._live_count() < self.settings.max_size:
                     w = self._new_worker(kernel_name)
                     actions.append(("start", w))
+                elif spare is not None:  # full, but an unused worker of another kernelspec
+                    self._log("repurposed", spare, f"replaced by a {kernel_name!r} worker")
+                    actions += self._replace(spare, None, retired=True, kernel_name=kernel_name)
                 elif self.settings.evict_idle_sessions:
                     actions += self._evict_one(kernel_name)
         return actions
@@ -469,6 +470,18 @@ class Coordinator:
             if (
                 w.state == "idle"
                 and w.kernel_name == kernel_name
+                and self.sessions.bound_to(w.id) is None
+            ):
+                return w
+        return None
+
+    def _spare_worker(self, kernel_name: str) -> Worker | None:
+        """An idle, unbound worker of another kernelspec (it holds no state)."""
+        for w in self._workers.values():
+            if (
+                w.state == "idle"
+                and w.kernel_name != kernel_name
+                and not getattr(w.kernel, "attached", False)
                 and self.sessions.bound_to(w.id) is None
             ):
                 return w

@@ -57,6 +57,7 @@ class Lease:
         self.dirty: str | None = None
         self.released = False
         self.holder: threading.Thread | None = None
+        self._execution: Execution | None = None
 
     def execute(
         self,
@@ -98,9 +99,10 @@ class Lease:
         execution = Execution(
             self.worker.kernel.channels,
             check_alive=self._check_alive,
-            interrupt=self.interrupt,
+            interrupt=self.worker.kernel.interrupt,
             interrupt_grace=self._grace,
         )
+        self._execution = execution
         self.worker.busy = True
         try:
             result = execution.run(code, timeout=timeout, on_output=on_output, stdin=stdin)
@@ -131,10 +133,19 @@ class Lease:
             f"the session's state is lost; {after}"
         )
 
-    def interrupt(self) -> None:
-        """Interrupt whatever the worker is running (any thread may call this)."""
-        if self.worker.death is None:
-            self.worker.kernel.interrupt()
+    def interrupt(self) -> bool:
+        """Interrupt the running execution (any thread may call this).
+
+        Returns False when nothing runs. The execution then ends with the
+        worker's ``KeyboardInterrupt`` error; a worker that ignores the
+        interrupt for ``interrupt_grace`` seconds is replaced (the executing
+        thread gets :class:`WorkerDied`).
+        """
+        execution = self._execution
+        if execution is None or execution.finished or self.worker.death is not None:
+            return False
+        execution.request_interrupt()
+        return True
 
     def release(self) -> None:
         """Give the worker back; idempotent."""

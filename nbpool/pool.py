@@ -447,6 +447,7 @@ class ExecutionFuture(Future):
         self._cancel_requested = True
         if super().cancel():  # still queued: the settle callback sees it
             self._coordinator.withdraw(self._waiter, CancelledError())
+            self.set_running_or_notify_cancel()  # wakes wait() and as_completed()
             return True
         lease = self._lease
         if lease is not None and not lease.released:

@@ -156,6 +156,18 @@ class Execution:
         self._grace = interrupt_grace
         self.finished = True
         self._outputs: _Outputs | None = None
+        self._interrupt_wanted = False
+
+    def request_interrupt(self) -> None:
+        """Ask for an interrupt from any thread; the collecting thread sends it.
+
+        The signal goes out only once the kernel has started this request
+        (iopub ``busy``): a SIGINT that lands between requests is swallowed
+        by ipykernel and can cost the request its reply. Whatever happens,
+        the execution must end within the interrupt grace, or the worker
+        counts as unresponsive (:class:`WorkerDied`, and it is replaced).
+        """
+        self._interrupt_wanted = True
 
     def run(
         self,
@@ -195,13 +207,20 @@ class Execution:
         )
         self._msg_id = msg["header"]["msg_id"]
         self._reply: dict | None = None
-        self._idle = False
+        self._idle = self._started = False
+        self._interrupt_deadline: float | None = None
         deadline = None if timeout is None else started + timeout
         try:
             self._collect(deadline)
         except KeyboardInterrupt:
             self._interrupt_and_drain()
             raise
+        except _Unresponsive:
+            raise WorkerDied(
+                f"the worker ignored an interrupt for {self._grace:g} s; it is being restarted "
+                "and the session's state is lost",
+                self._outputs.finished(),
+            ) from None
         except _Deadline:
             if self._interrupt_and_drain():
                 raise ExecutionTimeout(
@@ -241,6 +260,13 @@ class Execution:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 raise _Deadline
+            if self._interrupt_wanted:
+                if self._started and self._interrupt_deadline is None:
+                    self._interrupt()
+                if self._interrupt_deadline is None:
+                    self._interrupt_deadline = now + self._grace
+                elif now >= self._interrupt_deadline:
+                    raise _Unresponsive
             if now >= next_check:
                 try:
                     self._check_alive()
@@ -269,7 +295,9 @@ class Execution:
     def _on_iopub(self, msg: dict) -> None:
         msg_type = msg["header"]["msg_type"]
         if msg_type == "status":
-            self._idle = msg["content"].get("execution_state") == "idle"
+            state = msg["content"].get("execution_state")
+            self._idle = state == "idle"
+            self._started = self._started or state == "busy"
         else:
             self._outputs.add(msg_type, msg["content"])
 
@@ -286,13 +314,17 @@ class Execution:
 
     def _interrupt_and_drain(self) -> bool:
         """Interrupt the worker and wait for the execution to end; True if it did."""
+        self.request_interrupt()
         try:
-            self._interrupt()
             self._collect(time.monotonic() + self._grace)
-        except (_Deadline, WorkerDied, KeyboardInterrupt):
+        except (_Deadline, _Unresponsive, WorkerDied, KeyboardInterrupt):
             return False
         return True
 
 
 class _Deadline(Exception):
     """Internal: the collection deadline passed."""
+
+
+class _Unresponsive(Exception):
+    """Internal: an interrupted execution did not end within the grace."""

@@ -184,3 +184,17 @@ def _gone(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] == "Z"
     except OSError:  # it was reaped between the two checks
         return True
+
+
+def test_cancel_right_after_a_job_starts_never_hangs():
+    """An interrupt that races the start of a request still ends the job promptly."""
+    from concurrent.futures import CancelledError
+
+    with nbpool.Pool(size=1, interrupt_grace=3) as pool:
+        for _ in range(5):
+            fut = pool.submit("import time\ntime.sleep(2)", session="race")
+            wait_for(fut.running, what="job running")
+            fut.cancel()
+            with pytest.raises((CancelledError, nbpool.WorkerDied)):
+                fut.result(20)
+        assert pool.execute("1 + 1", session="race").result == "2"

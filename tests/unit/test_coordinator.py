@@ -292,3 +292,15 @@ def test_idle_timeout_recycles_a_bound_worker_and_culls_above_min_size(make, bac
     coord.pause()
     with lease(coord, "a") as again:
         assert again.generation == 1 and "idle" in again.session_reset
+
+
+def test_full_pool_repurposes_an_unused_worker_of_another_kernelspec(make, backend):
+    """At max_size, a new session of kernel B replaces an idle unbound worker of kernel A."""
+    coord = make(size=2, max_size=2)
+    with lease(coord, "py") as py:
+        pass
+    with lease(coord, "sh", kernel="bash") as sh:
+        assert sh.worker.kernel_name == "bash"
+    assert [k.kernel_name for k in backend.started] == ["python3", "python3", "bash"]
+    spare = next(k for k in backend.started[:2] if k is not py.worker.kernel)
+    assert spare.stopped.wait(5) and not py.worker.kernel.stopped.is_set()
