@@ -1,14 +1,16 @@
 """The reaper process: kills worker kernels whose pool host died.
 
-Run as ``python -m nbpool._reaper`` by :class:`nbpool.provisioning.Reaper`.
-It reads ``+PGID`` and ``-PGID`` lines from stdin. Stdin reaches EOF when
-the pool's process exits, however it exits (even SIGKILL); then every
-process group still registered gets SIGTERM, and SIGKILL a second later.
+Run as ``python -m nbpool._reaper RUNTIME_DIR`` by
+:class:`nbpool.provisioning.Reaper`. It reads ``+PGID`` and ``-PGID`` lines
+from stdin. Stdin reaches EOF when the pool's process exits, however it
+exits (even SIGKILL); then every process group still registered gets
+SIGTERM, SIGKILL a second later, and the runtime directory is removed.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 import time
@@ -40,6 +42,7 @@ def main() -> None:
         time.sleep(0.05)
         alive = _signal_all(alive, 0)
     _signal_all(alive, signal.SIGKILL)
+    shutil.rmtree(sys.argv[1], ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ from .lease import Lease
 from .sessions import SessionRegistry
 
 #: Period of the coordinator thread: process polls, heartbeats, timers.
-TICK = 0.05
+TICK = 0.03
 #: Start-retry backoff: first delay and cap, in seconds (jitter is added).
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0
 #: How many recent events :meth:`Coordinator.snapshot` reports.
@@ -581,13 +581,19 @@ class Coordinator:
     def _run(self, actions: list) -> None:
         for verb, obj in actions:
             if verb == "start":
-                self._io.submit(self._do_start, obj)
+                self._submit(self._do_start, obj)
             elif verb == "stop":
-                self._io.submit(self._do_stop, obj)
+                self._submit(self._do_stop, obj)
             elif verb == "release":
                 self.release(obj)
             else:  # "settled": a background request's callback
                 obj.on_settled(obj)
+
+    def _submit(self, fn: Callable[[Worker], None], w: Worker) -> None:
+        try:
+            self._io.submit(fn, w)
+        except RuntimeError:  # interpreter exit: executors refuse new work
+            threading.Thread(target=fn, args=(w,), name="nbpool-io-exit").start()
 
     def _do_start(self, w: Worker) -> None:
         try:
@@ -816,6 +822,11 @@ class Coordinator:
         self._run(settled)
         self._stop.set()
         self._thread.join()
-        for w in doomed:
-            self._io.submit(self._do_stop, w)
+        # Plain threads, not the executor: at interpreter exit (atexit) Python's
+        # executors already refuse new work.
+        stoppers = [threading.Thread(target=self._do_stop, args=(w,)) for w in doomed]
+        for thread in stoppers:
+            thread.start()
+        for thread in stoppers:
+            thread.join()
         self._io.shutdown(wait=True)

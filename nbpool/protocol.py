@@ -23,7 +23,7 @@ from .errors import ExecutionTimeout, WorkerDied
 from .result import ExecutionResult, RemoteError
 
 #: Longest single socket wait; bounds how late a lease holder notices death.
-SLICE = 0.05
+SLICE = 0.03
 
 OutputHook = Callable[[dict], None]
 StdinHandler = Callable[[str, bool], str]

@@ -56,13 +56,14 @@ class Reaper:
     """A helper process that kills our worker kernels if this process dies.
 
     It reads ``+PGID`` / ``-PGID`` lines on its stdin; at EOF (this process
-    exited, however it exited) it kills every process group still registered.
+    exited, however it exited) it kills every process group still registered
+    and removes the pool's runtime directory (connection files, kernel logs).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, runtime_dir: str) -> None:
         self._lock = threading.Lock()
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "nbpool._reaper"],
+            [sys.executable, "-m", "nbpool._reaper", runtime_dir],
             stdin=subprocess.PIPE,
             start_new_session=True,  # a Ctrl-C in a terminal must not reach it
             text=True,
@@ -159,7 +160,7 @@ class Launcher:
         self.context = zmq.Context()
         self.runtime_dir = tempfile.mkdtemp(prefix=f"nbpool-{os.getpid()}-")
         os.chmod(self.runtime_dir, 0o700)
-        self.reaper = Reaper()
+        self.reaper = Reaper(self.runtime_dir)
         self.closing = threading.Event()
 
     def start(self, worker_id: str, kernel_name: str, start_timeout: float):

@@ -78,7 +78,8 @@ HOST = textwrap.dedent(
     """
     import os, sys, nbpool
     pool = nbpool.Pool(size=2).start()
-    print(" ".join(str(w["pid"]) for w in pool.status()["workers"]), flush=True)
+    pids = " ".join(str(w["pid"]) for w in pool.status()["workers"])
+    print(pids, pool._launcher.runtime_dir, flush=True)
     if sys.argv[1] == "exit":
         sys.exit(0)          # no shutdown(): atexit must do it
     sys.stdin.read()         # wait to be SIGKILLed
@@ -90,15 +91,19 @@ HOST = textwrap.dedent(
 def test_no_worker_outlives_its_host_process(how):
     """Workers go away when the host exits without shutdown() or is SIGKILLed (<= 10 s)."""
     host = subprocess.Popen(
-        [sys.executable, "-c", HOST, how], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", HOST, how],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        pids = [int(p) for p in host.stdout.readline().split()]
+        *pids, runtime = host.stdout.readline().split()
+        pids = [int(p) for p in pids]
         assert len(pids) == 2 and not any(_gone(p) for p in pids)
         if how == "sigkill":
             host.send_signal(signal.SIGKILL)
         host.wait(30)
+        assert "Traceback" not in host.stderr.read(), "atexit shutdown must be clean"
         wait_for(lambda: all(_gone(p) for p in pids), timeout=10, what="orphaned workers to exit")
+        wait_for(lambda: not os.path.exists(runtime), timeout=10, what="runtime dir removed")
     finally:
         if host.poll() is None:
             host.kill()
