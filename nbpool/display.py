@@ -146,18 +146,19 @@ def run_foreground(
         session kept its state); shows where the worker was interrupted.
     """
     forward = Forwarder(session)
+    if timeout is None:
+        timeout = pool.exec_timeout
     try:
-        res = pool.execute(
-            code, session, timeout, kernel=kernel, on_output=forward, stdin=stdin_handler()
-        )
+        with pool.lease(session, kernel=kernel) as lease:
+            if lease.session_reset:  # before the outputs it explains
+                print(reset_notice(session, lease.session_reset), file=sys.stderr, flush=True)
+            res = lease.execute(code, timeout, on_output=forward, stdin=stdin_handler())
     except KeyboardInterrupt:
         held = forward.errors[-1] if forward.errors else None
         lines = held["traceback"] if held else ["KeyboardInterrupt"]
         raise cell_error("KeyboardInterrupt", "", lines, KeyboardInterrupt) from None
     except NbpoolError as exc:
         raise short_error(exc) from None
-    if res.session_reset:
-        print(reset_notice(session, res.session_reset), file=sys.stderr)
     if not res.ok:
         *shown, last = forward.errors or [None]
         for event in shown:
