@@ -60,8 +60,6 @@ from ._harness import (
 
 NAME = "ipyparallel"
 WORKERS = 4
-#: The kernel tuning proposed for nbpool (see the report): measured as an extra row.
-TUNED_ARGS = ["--HistoryManager.enabled=False", "--Kernel._execute_sleep=0"]
 
 
 def run(quick: bool = False) -> list[Row]:
@@ -81,25 +79,20 @@ def run(quick: bool = False) -> list[Row]:
             traceback.print_exc()
             rows.append(Row(f"e. {name} ERROR", None, None, "", None, "", False, repr(exc)))
 
-    cluster = rc = pool = tuned = None
+    cluster = rc = pool = None
     try:
         part("ready", _ready, ipp, procs, 1 if quick else 3)
         pool = nbpool.Pool(size=WORKERS)
         pool.start()
         procs.add_pool(pool)
-        tuned = nbpool.Pool(size=1, ipykernel_args=TUNED_ARGS)
-        tuned.start()
-        procs.add_pool(tuned)
         cluster, rc, _ = _start_cluster(ipp, procs)
-        part("single", _single, pool, tuned, rc, 100 if quick else 300)
-        tuned.shutdown()
+        part("single", _single, pool, rc, 100 if quick else 300)
         part("throughput", _throughput, pool, rc, 500 if quick else 2000, 1 if quick else 3)
         part("detection", _detection, pool, rc, 1 if quick else 3)
         return rows
     finally:
-        for p in (pool, tuned):
-            if p is not None:
-                p.shutdown()
+        if pool is not None:
+            pool.shutdown()
         _stop_cluster(cluster, rc, procs)
         procs.kill_leftovers()
 
@@ -176,13 +169,12 @@ def _ready(ipp, procs: Processes, reps: int) -> list[Row]:
     )]
 
 
-def _single(pool, tuned, rc, rounds: int) -> list[Row]:
+def _single(pool, rc, rounds: int) -> list[Row]:
     engine = rc[0]
     fns = {
         "pool": lambda: pool.execute("1+1", session="t0"),
         "ipp": lambda: engine.execute("1+1", block=True),
         "ipp_loud": lambda: engine.execute("1+1", silent=False, block=True),
-        "tuned": lambda: tuned.execute("1+1"),
     }
     interleaved(fns, 20)  # warm-up
     t = {k: median(v) * 1e6 for k, v in interleaved(fns, rounds).items()}
@@ -197,11 +189,6 @@ def _single(pool, tuned, rc, rounds: int) -> list[Row]:
             "e. single execute('1+1') vs rc[0].execute(silent=False)",
             t["pool"], t["ipp_loud"], "us", t["pool"] / t["ipp_loud"], "info", None,
             "same work on both sides (result computed and sent back)",
-        ),
-        Row(
-            "e. single execute, nbpool with --Kernel._execute_sleep=0 (proposed)",
-            t["tuned"], t["ipp"], "us", t["tuned"] / t["ipp"], "info", None,
-            f"Pool(ipykernel_args={TUNED_ARGS})",
         ),
     ]
 
