@@ -37,6 +37,7 @@ import tempfile
 import threading
 
 import warnings
+from typing import TYPE_CHECKING
 
 import zmq
 from jupyter_client.blocking import BlockingKernelClient
@@ -44,6 +45,9 @@ from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from jupyter_client.localinterfaces import is_local_ip
 
 from .errors import AttachFailed, UnknownKernel, WorkerStartFailed
+
+if TYPE_CHECKING:
+    from .worker import AttachedKernel
 
 #: Keys a connection file must have to be attached.
 CONNECTION_KEYS = ("ip", "key", "transport", "shell_port", "iopub_port", "stdin_port", "hb_port", "control_port")

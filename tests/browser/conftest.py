@@ -48,7 +48,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +55,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tests.conftest import wait_for
+from tests.conftest import pids_with, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -100,29 +99,16 @@ class LabServer:
 
     def kernel_pids(self) -> list[int]:
         """Pids of this server's kernels (their connection files are in its runtime dir)."""
-        return _pids_with(str(self.base / "runtime").encode())
+        return pids_with(str(self.base / "runtime").encode())
 
     def record(self) -> None:
         """Remember the running kernels and their nbpool workers, to check they end."""
         for pid in self.kernel_pids():
             self.seen.add(pid)
-            self.seen.update(_pids_with(f"nbpool-{pid}-".encode()))
+            self.seen.update(pids_with(f"nbpool-{pid}-".encode()))
 
     def leftovers(self) -> set[int]:
         return {pid for pid in self.seen if _alive(pid)} | set(self.kernel_pids())
-
-
-def _pids_with(marker: bytes) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != os.getpid():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if marker in f.read():
-                        pids.append(int(entry))
-            except OSError:
-                pass
-    return pids
 
 
 def _alive(pid: int) -> bool:

@@ -7,7 +7,6 @@ test session, so jupyter_client finds them like any installed kernelspec.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -15,6 +14,8 @@ import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 
 import nbpool
+
+from ..conftest import extra_jupyter_path
 
 KERNELS = Path(__file__).parent / "kernels"
 
@@ -45,13 +46,8 @@ def bad_kernelspecs(tmp_path_factory):
         (spec / "kernel.json").write_text(
             json.dumps({"argv": argv, "display_name": name, "language": "python"})
         )
-    old = os.environ.get("JUPYTER_PATH")
-    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(root), old]))
-    yield root
-    if old is None:
-        os.environ.pop("JUPYTER_PATH")
-    else:
-        os.environ["JUPYTER_PATH"] = old
+    with extra_jupyter_path(root):
+        yield root
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import os
 
 import pytest
 
+from ..conftest import extra_jupyter_path
 from . import hosts, provisioner
 
 
@@ -37,13 +38,8 @@ def jupyter_path(tmp_path_factory):
     """A private JUPYTER_PATH directory whose ``kernels/`` the fixtures write specs into."""
     root = tmp_path_factory.mktemp("netns-jupyter-path")
     (root / "kernels").mkdir()
-    old = os.environ.get("JUPYTER_PATH")
-    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(root), old]))
-    yield root
-    if old is None:
-        os.environ.pop("JUPYTER_PATH")
-    else:
-        os.environ["JUPYTER_PATH"] = old
+    with extra_jupyter_path(root):
+        yield root
 
 
 @pytest.fixture(scope="session")

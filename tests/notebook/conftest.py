@@ -15,7 +15,6 @@ kernel
 
 from __future__ import annotations
 
-import os
 import queue
 import time
 from dataclasses import dataclass, field
@@ -25,22 +24,12 @@ import pytest
 from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
-from tests.conftest import wait_for
+from tests.conftest import pids_with, wait_for
 
 
 def worker_pids(kernel_pid: int) -> list[int]:
     """Pids of the worker kernels a notebook kernel started (found by their runtime dir)."""
-    marker = f"nbpool-{kernel_pid}-".encode()
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if marker in f.read():
-                        pids.append(int(entry))
-            except OSError:
-                pass
-    return pids
+    return pids_with(f"nbpool-{kernel_pid}-".encode())
 
 
 @dataclass
