@@ -240,8 +240,8 @@ class RawKernel:
         while self.iopub.poll(20):
             self.session.recv(self.iopub, mode=zmq.NOBLOCK)
 
-    def execute(self, code: str) -> None:
-        """One round trip: execute_request -> execute_reply + iopub idle."""
+    def execute(self, code: str) -> dict:
+        """One round trip: execute_request -> execute_reply + iopub idle; the reply content."""
         msg = self.session.send(
             self.shell,
             "execute_request",
@@ -255,7 +255,7 @@ class RawKernel:
             },
         )
         msg_id = msg["header"]["msg_id"]
-        reply = idle = False
+        reply, idle = None, False
         while not (reply and idle):
             ready = self._poller.poll(10_000)
             if not ready:
@@ -268,9 +268,11 @@ class RawKernel:
                     if m["parent_header"].get("msg_id") != msg_id:
                         continue
                     if sock is self.shell:
-                        reply = reply or m["msg_type"] == "execute_reply"
+                        if m["msg_type"] == "execute_reply":
+                            reply = m["content"]
                     elif m["msg_type"] == "status":
                         idle = m["content"].get("execution_state") == "idle"
+        return reply
 
     def connect_hb(self) -> zmq.Socket:
         return self.km.connect_hb()
