@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import logging
 import random
 import threading
 import time
@@ -52,10 +53,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .errors import LeaseTimeout, PoolClosed, WorkerStartFailed, WorkerUnavailable
+from .errors import (
+    InvalidConfig,
+    LeaseTimeout,
+    PoolClosed,
+    WorkerDied,
+    WorkerStartFailed,
+    WorkerUnavailable,
+)
 from .health import Heartbeats
 from .lease import Lease
 from .sessions import SessionRegistry
+
+log = logging.getLogger("nbpool")
 
 #: Period of the coordinator thread: process polls, heartbeats, timers.
 TICK = 0.03
@@ -257,7 +267,7 @@ class Coordinator:
                 actions += self._replace(w, f"worker {w.id} was restarted: {lease.dirty}")
             elif w.retire is not None:
                 actions += self._replace(w, None, retired=True)
-            elif limit and w.executions >= limit:
+            elif limit and w.executions >= limit and not _attached(w):
                 self._log("recycled", w, f"after {w.executions} executions")
                 actions += self._replace(
                     w, f"worker {w.id} was recycled after {w.executions} executions (max_executions)"
@@ -374,15 +384,19 @@ class Coordinator:
         with self._lock:
             try:
                 self._check_bindable(session)
-            except BaseException:
-                kernel.shutdown()
-                raise
-            w = Worker(worker_id, kernel.kernel_name, state="idle", kernel=kernel)
-            w.started_at = time.monotonic()
-            self._workers[w.id] = w
-            self.sessions.bind(session, kernel.kernel_name, w.id)
-            self._log("attached", w, f"{kernel.kernel_name} attached as session {session!r}")
-            actions = self._assign()
+            except BaseException as exc:
+                refused = exc
+            else:
+                refused = None
+                w = Worker(worker_id, kernel.kernel_name, state="idle", kernel=kernel)
+                w.started_at = time.monotonic()
+                self._workers[w.id] = w
+                self.sessions.bind(session, kernel.kernel_name, w.id, attached=True)
+                self._log("attached", w, f"{kernel.kernel_name} attached as session {session!r}")
+                actions = self._assign()
+        if refused is not None:
+            kernel.shutdown()  # only disconnects (attached); outside the lock
+            raise refused
         self._run(actions)
         return w
 
@@ -390,7 +404,7 @@ class Coordinator:
         self._check_open()
         info = self.sessions.get(session)
         if info is not None and info.worker_id is not None:
-            raise ValueError(
+            raise InvalidConfig(
                 f"session {session!r} already has worker {info.worker_id}; "
                 "end it first (pool.end_session) or pick another session name"
             )
@@ -431,7 +445,13 @@ class Coordinator:
                     actions += self._grant(waiter, w)
                 continue
             w = self._free_worker(waiter.kernel_name)
-            if w is not None:
+            if info is not None and info.attached:
+                actions += self._settle(waiter, WorkerDied(
+                    f"session {waiter.session!r} ran on an attached kernel that is gone "
+                    f"({info.reset_reason or 'disconnected'}); attach it again with "
+                    "pool.attach(...), or end the session to reuse its name"
+                ))
+            elif w is not None:
                 actions += self._grant(waiter, w)
             elif self.settings.max_size == 0:
                 actions += self._settle(waiter, LeaseTimeout(
@@ -481,7 +501,7 @@ class Coordinator:
             if (
                 w.state == "idle"
                 and w.kernel_name != kernel_name
-                and not getattr(w.kernel, "attached", False)
+                and not _attached(w)
                 and self.sessions.bound_to(w.id) is None
             ):
                 return w
@@ -529,7 +549,9 @@ class Coordinator:
         idle_bound = [
             (info.last_used, info, self._workers[info.worker_id])
             for info in self.sessions.all()
-            if info.worker_id is not None and self._workers[info.worker_id].state == "idle"
+            if info.worker_id is not None
+            and self._workers[info.worker_id].state == "idle"
+            and not _attached(self._workers[info.worker_id])
         ]
         if not idle_bound:
             return []
@@ -551,7 +573,7 @@ class Coordinator:
             self.sessions.reset(info.name, reason)
         actions = [("stop", w)]
         w.state = "stopping"
-        if getattr(w.kernel, "attached", False):
+        if _attached(w):
             return actions  # not ours to restart: its session is told it is gone
         wanted = kernel_name is not None or self._live_count() < self.settings.min_size
         if wanted and not self.closed:
@@ -571,7 +593,7 @@ class Coordinator:
         return sum(
             1
             for w in self._workers.values()
-            if (w.state in LIVE or w.state == "failed") and not getattr(w.kernel, "attached", False)
+            if (w.state in LIVE or w.state == "failed") and not _attached(w)
         )
 
     # ------------------------------------------------------------------
@@ -579,15 +601,19 @@ class Coordinator:
     # ------------------------------------------------------------------
 
     def _run(self, actions: list) -> None:
+        """Run actions decided under the lock; one failing never drops the rest."""
         for verb, obj in actions:
-            if verb == "start":
-                self._submit(self._do_start, obj)
-            elif verb == "stop":
-                self._submit(self._do_stop, obj)
-            elif verb == "release":
-                self.release(obj)
-            else:  # "settled": a background request's callback
-                obj.on_settled(obj)
+            try:
+                if verb == "start":
+                    self._submit(self._do_start, obj)
+                elif verb == "stop":
+                    self._submit(self._do_stop, obj)
+                elif verb == "release":
+                    self.release(obj)
+                else:  # "settled": a background request's callback
+                    obj.on_settled(obj)
+            except Exception:
+                log.exception("nbpool: %s of %r failed", verb, getattr(obj, "id", obj))
 
     def _submit(self, fn: Callable[[Worker], None], w: Worker) -> None:
         try:
@@ -633,14 +659,16 @@ class Coordinator:
         self._run(actions)
 
     def _do_stop(self, w: Worker) -> None:
-        if w.kernel is not None:
-            # A holder that never released still owns the sockets: leave them be.
-            w.kernel.shutdown(
-                now=not self.closed or w.death is not None, close_channels=w.lease is None
-            )
-        with self._lock:
-            self._workers.pop(w.id, None)
-            self._changed.notify_all()
+        try:
+            if w.kernel is not None:
+                # A holder that never released still owns the sockets: leave them be.
+                w.kernel.shutdown(
+                    now=not self.closed or w.death is not None, close_channels=w.lease is None
+                )
+        finally:
+            with self._lock:
+                self._workers.pop(w.id, None)
+                self._changed.notify_all()
 
     # ------------------------------------------------------------------
     # the coordinator thread: health, heartbeats, timers
@@ -665,7 +693,10 @@ class Coordinator:
             if not self._heartbeats.wait(TICK):
                 self._stop.wait(TICK)
             if self._running.is_set() and not self._stop.is_set():
-                self._tick()
+                try:
+                    self._tick()
+                except Exception:  # the health checks must outlive any one bug
+                    log.exception("nbpool: coordinator tick failed")
         self._heartbeats.close()
 
     def _tick(self) -> None:
@@ -709,7 +740,7 @@ class Coordinator:
 
     def _cull(self, w: Worker) -> list:
         info = self.sessions.bound_to(w.id)
-        if info is None and self._live_count() <= self.settings.min_size:
+        if _attached(w) or (info is None and self._live_count() <= self.settings.min_size):
             return []
         self._log("recycled", w, f"idle for {self.settings.idle_timeout:g} s")
         reason = f"worker {w.id} was recycled after {self.settings.idle_timeout:g} s idle"
@@ -743,9 +774,9 @@ class Coordinator:
         return head + (
             f"all {live} workers busy or bound (sessions {', '.join(bound) or 'none'}); "
             f"{sum(1 for x in self._waiters if x is not waiter)} other request(s) waiting; "
-            f"max_size={self.settings.max_size} "
-            "reached - end a session (pool.end_session(NAME) or %pool end NAME), raise "
-            "max_size, or set evict_idle_sessions=True"
+            f"max_size={self.settings.max_size} reached - end a session (pool.end_session(NAME) "
+            "or %pool end NAME) or raise max_size"
+            + ("" if self.settings.evict_idle_sessions else ", or set evict_idle_sessions=True")
         )
 
     def snapshot(self) -> dict:
@@ -771,7 +802,7 @@ class Coordinator:
                         "pid": getattr(w.kernel, "pid", None),
                         "executions": w.executions,
                         "uptime": round(now - w.started_at, 1) if w.kernel is not None else 0.0,
-                        "attached": bool(getattr(w.kernel, "attached", False)),
+                        "attached": _attached(w),
                         "encrypted": bool(getattr(w.kernel, "encrypted", False)),
                         "last_error": str(w.last_error) if w.last_error else None,
                     }
@@ -830,3 +861,8 @@ class Coordinator:
         for thread in stoppers:
             thread.join()
         self._io.shutdown(wait=True)
+
+
+def _attached(w: Worker) -> bool:
+    """An adopted kernel: never recycled, culled, evicted or restarted by nbpool."""
+    return bool(getattr(w.kernel, "attached", False))

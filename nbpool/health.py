@@ -3,7 +3,7 @@
 Used by the coordinator thread alone, which owns these sockets. A kernel's
 heartbeat is answered by a ZMQ device outside its interpreter, so it keeps
 answering while user code runs (even code holding the GIL) and stops only
-when the process is frozen (SIGSTOP), hung in C, or cut off by the network.
+when the process is frozen (SIGSTOP) or cut off by the network.
 """
 
 from __future__ import annotations
@@ -16,43 +16,46 @@ import zmq
 class Heartbeats:
     """One REQ socket per ready worker, pinged every ``interval`` seconds.
 
+    A worker counts as lost when a ping has gone unanswered for ``timeout``
+    seconds *and* the socket was read after that: the verdict rests on
+    unanswered pings, never on how long this thread itself was kept from
+    running (a notebook holding the GIL for seconds must not kill workers).
+
     Parameters
     ----------
     interval : float
         Seconds between pings.
     timeout : float
-        Seconds without any answer after which a worker counts as lost.
+        Seconds a ping may stay unanswered before its worker counts as lost.
     """
 
     def __init__(self, interval: float, timeout: float) -> None:
         self.interval = interval
         self.timeout = timeout
         self._poller = zmq.Poller()
-        # worker id -> [socket, last answer, last ping] (monotonic seconds)
+        # worker id -> [socket, last ping sent, oldest unanswered ping or None]
         self._entries: dict[str, list] = {}
+        self._last_read = 0.0
 
     def sync(self, ready: dict) -> None:
-        """Match sockets to ``ready`` (worker id -> kernel) and send due pings."""
+        """Open and close sockets to match ``ready`` (worker id -> kernel)."""
         for worker_id in list(self._entries):
             if worker_id not in ready:
                 self._drop(worker_id)
-        now = time.monotonic()
         for worker_id, kernel in ready.items():
-            entry = self._entries.get(worker_id)
-            if entry is None:
+            if worker_id not in self._entries:
                 connect = getattr(kernel, "connect_hb", None)
                 if connect is None:  # a kernel without a heartbeat (test doubles)
                     continue
                 sock = connect()
                 self._poller.register(sock, zmq.POLLIN)
-                entry = self._entries[worker_id] = [sock, now, now]
-                sock.send(b"ping")
-            elif now - entry[2] >= self.interval:
-                entry[0].send(b"ping")
-                entry[2] = now
+                self._entries[worker_id] = [sock, 0.0, None]
 
     def wait(self, timeout: float) -> bool:
-        """Collect answers for up to ``timeout`` seconds; False if nothing to wait on."""
+        """Read answers for up to ``timeout`` seconds, then send due pings.
+
+        Returns False if there is nothing to wait on.
+        """
         if not self._entries:
             return False
         for sock, _ in self._poller.poll(timeout * 1000):
@@ -60,14 +63,24 @@ class Heartbeats:
                 sock.recv()
             for entry in self._entries.values():
                 if entry[0] is sock:
-                    entry[1] = time.monotonic()
+                    entry[2] = None  # any echo proves the kernel alive
+        now = self._last_read = time.monotonic()
+        for entry in self._entries.values():
+            if now - entry[1] >= self.interval:
+                entry[0].send(b"ping")
+                entry[1] = now
+                if entry[2] is None:
+                    entry[2] = now
         return True
 
     def lost(self, worker_id: str, now: float) -> str | None:
         """Why ``worker_id`` counts as dead by heartbeat, or None."""
         entry = self._entries.get(worker_id)
-        if entry is not None and now - entry[1] > self.timeout:
-            return f"stopped answering heartbeats for {now - entry[1]:.1f} s (frozen or unreachable)"
+        if entry is None or entry[2] is None:
+            return None
+        silent = self._last_read - entry[2]
+        if silent > self.timeout:
+            return f"stopped answering heartbeats for {silent:.1f} s (frozen or unreachable)"
         return None
 
     def close(self) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from .errors import ExecutionTimeout, LeaseReleased, PoolClosed, WorkerDied
+from .errors import ExecutionTimeout, InvalidConfig, LeaseReleased, PoolClosed, WorkerDied
 from .protocol import Execution, OutputHook, StdinHandler
 from .result import ExecutionResult
 
@@ -86,8 +86,8 @@ class Lease:
         """
         if not isinstance(code, str):
             raise TypeError(f"code must be a str, not {type(code).__name__}")
-        if timeout is not None and not timeout > 0:
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+            raise InvalidConfig(f"timeout must be a positive number of seconds, got {timeout!r}")
         if self.released:
             raise LeaseReleased(
                 f"this lease of worker {self.worker_id} was released; "

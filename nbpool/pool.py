@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import atexit
 import contextvars
+import threading
 import numbers
 import weakref
-from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, InvalidStateError, ThreadPoolExecutor
 
 from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, TraitError, Unicode
 from traitlets.config import LoggingConfigurable
@@ -116,6 +117,7 @@ class Pool(LoggingConfigurable):
         # threads are made lazily, and resize() may raise max_size later.
         self._jobs = ThreadPoolExecutor(max_workers=64, thread_name_prefix="nbpool-job")
         self._started = False
+        self._start_lock = threading.Lock()
         self._shutdown = False
         ref = weakref.ref(self)
         self._atexit = lambda: (p := ref()) is not None and p.shutdown()
@@ -166,9 +168,10 @@ class Pool(LoggingConfigurable):
             A worker failed to start (the pool keeps retrying in the background).
         """
         self._check_open()
-        if not self._started:
-            self._started = True
-            self._initial = self._coordinator.start(self.size)
+        with self._start_lock:  # a lazy start from several threads starts once
+            if not self._started:
+                self._initial = self._coordinator.start(self.size)
+                self._started = True
             for session, path in self.connection_files.items():
                 self.attach(path, session=session)
         if wait:
@@ -183,11 +186,15 @@ class Pool(LoggingConfigurable):
         atexit.unregister(self._atexit)
         self._launcher.closing.set()
         self._coordinator.close()
-        self._jobs.shutdown(wait=False, cancel_futures=True)
+        self._jobs.shutdown(wait=False)  # queued jobs fail fast: the pool is closed
         self._launcher.close()
 
     def __enter__(self) -> "Pool":
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.shutdown()  # __exit__ will not run
+            raise
 
     def __exit__(self, *exc_info) -> None:
         self.shutdown()
@@ -259,30 +266,36 @@ class Pool(LoggingConfigurable):
 
         def run(lease: Lease) -> None:
             future._lease = lease
-            with lease:
+            res = error = None
+            with lease:  # released before the future completes: callbacks may lease it
                 if future._cancel_requested:
-                    future.set_exception(CancelledError())
-                    return
-                try:
-                    res = lease.execute(code, timeout, on_output=on_output)
-                except BaseException as exc:  # delivered through the future
-                    future.set_exception(exc)
-                    return
-            if future._cancel_requested:
-                future.set_exception(CancelledError())
+                    error = CancelledError()
+                else:
+                    try:
+                        res = lease.execute(code, timeout, on_output=on_output)
+                    except BaseException as exc:  # delivered through the future
+                        error = exc
+            if error is None and future._cancel_requested:
+                error = CancelledError()
+            if error is not None:
+                future.set_exception(error)
             else:
                 future.set_result(res)
 
         def settled(waiter: Waiter) -> None:
-            if future.cancelled():
-                if waiter.lease is not None:
-                    waiter.lease.release()
-            elif waiter.error is not None:
-                future.set_exception(waiter.error)
-            elif not future.set_running_or_notify_cancel():
-                waiter.lease.release()
-            else:
+            # cancel() may win the race at any point here: never raise into
+            # the thread that settled the request (a releaser, the coordinator).
+            try:
+                if waiter.error is not None:
+                    future.set_exception(waiter.error)
+                    return
+                running = future.set_running_or_notify_cancel()
+            except (RuntimeError, InvalidStateError):  # cancelled meanwhile
+                running = False
+            if running:
                 self._jobs.submit(context.run, run, waiter.lease)
+            elif waiter.lease is not None:
+                waiter.lease.release()
 
         future._waiter = self._coordinator.request(
             session,
@@ -418,9 +431,11 @@ class Pool(LoggingConfigurable):
     def _request_args(self, session, kernel, timeout) -> tuple[str, str]:
         self._check_open()
         if session is not None and (not isinstance(session, str) or not session.strip()):
-            raise ValueError(f"session must be a non-empty string or None, got {session!r}")
+            raise InvalidConfig(f"session must be a non-empty string or None, got {session!r}")
         if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
-            raise ValueError(f"lease timeout must be a positive number of seconds, got {timeout!r}")
+            raise InvalidConfig(
+                f"lease timeout must be a positive number of seconds, got {timeout!r}"
+            )
         if kernel is not None:
             check_kernel_name(kernel)
         if not self._started:
@@ -430,7 +445,7 @@ class Pool(LoggingConfigurable):
     def _exec_timeout(self, timeout: float | None) -> float | None:
         timeout = self.exec_timeout if timeout is None else timeout
         if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+            raise InvalidConfig(f"timeout must be a positive number of seconds, got {timeout!r}")
         return timeout
 
 

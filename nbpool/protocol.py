@@ -207,7 +207,7 @@ class Execution:
         )
         self._msg_id = msg["header"]["msg_id"]
         self._reply: dict | None = None
-        self._idle = self._started = False
+        self._idle = self._started = self._interrupt_sent = False
         self._interrupt_deadline: float | None = None
         deadline = None if timeout is None else started + timeout
         try:
@@ -261,11 +261,12 @@ class Execution:
             if deadline is not None and now >= deadline:
                 raise _Deadline
             if self._interrupt_wanted:
-                if self._started and self._interrupt_deadline is None:
-                    self._interrupt()
                 if self._interrupt_deadline is None:
                     self._interrupt_deadline = now + self._grace
-                elif now >= self._interrupt_deadline:
+                if self._started and not self._interrupt_sent:
+                    self._interrupt_sent = True
+                    self._interrupt()
+                if now >= self._interrupt_deadline:
                     raise _Unresponsive
             if now >= next_check:
                 try:

@@ -189,6 +189,9 @@ class Launcher:
                 port_race = "Address already in use" in exc.stderr_tail
                 if not port_race or attempt == PORT_RACE_RETRIES:
                     raise
+            except BaseException:
+                kernel.shutdown(now=True)  # never leak a started process
+                raise
         raise AssertionError("unreachable")
 
     def attach(

@@ -29,6 +29,7 @@ class SessionInfo:
     generation: int = 0
     last_used: float = 0.0
     reset_reason: str | None = None
+    attached: bool = False  # its kernel was attached, not started by nbpool
 
 
 class SessionRegistry:
@@ -51,9 +52,14 @@ class SessionRegistry:
 
     # -- coordinator only, under its lock ---------------------------------
 
-    def bind(self, name: str, kernel_name: str, worker_id: str) -> SessionInfo:
+    def bind(
+        self, name: str, kernel_name: str, worker_id: str, attached: bool = False
+    ) -> SessionInfo:
         old = self._by_name.get(name) or SessionInfo(name, kernel_name)
-        info = replace(old, kernel_name=kernel_name, worker_id=worker_id, last_used=time.time())
+        info = replace(
+            old, kernel_name=kernel_name, worker_id=worker_id, last_used=time.time(),
+            attached=attached,
+        )
         self._by_name[name] = info
         return info
 

@@ -104,7 +104,8 @@ class Kernel:
     def _drain_iopub(self) -> None:
         """Drop the readiness chatter so the first lease starts clean."""
         ch = self.channels
-        while ch.iopub.poll(20):
+        deadline = time.monotonic() + 1.0  # a chatty kernel must not hold us here
+        while ch.iopub.poll(20) and time.monotonic() < deadline:
             ch.session.recv(ch.iopub, mode=zmq.NOBLOCK)
         while ch.shell.poll(0):
             ch.session.recv(ch.shell, mode=zmq.NOBLOCK)
@@ -127,8 +128,9 @@ class Kernel:
     def connect_hb(self) -> zmq.Socket:
         """A heartbeat socket for the coordinator thread (call it there)."""
         sock = self._conn.connect_hb()
+        # Ping again without waiting for the last answer; a late echo of an
+        # earlier ping still counts (so no REQ_CORRELATE).
         sock.setsockopt(zmq.REQ_RELAXED, 1)
-        sock.setsockopt(zmq.REQ_CORRELATE, 1)
         return sock
 
 

@@ -135,3 +135,25 @@ def test_attach_to_a_bound_session_is_refused(outside_kernel):
         pool.execute("1", session="busy")
         with pytest.raises(ValueError, match="already has worker"):
             pool.attach(outside_kernel.connection_file, session="busy")
+
+
+def test_session_of_a_dead_attached_kernel_is_not_moved_to_a_local_worker(outside_kernel):
+    """After its attached kernel died, a session is refused until attached again."""
+    with nbpool.Pool(size=1, heartbeat_timeout=2.0) as pool:
+        pool.attach(outside_kernel.connection_file, session="ext")
+        os.kill(outside_kernel.provisioner.process.pid, signal.SIGKILL)
+        wait_for(lambda: pool.status()["counters"]["deaths"] == 1, timeout=10, what="death seen")
+        with pytest.raises(nbpool.WorkerDied, match="attach it again"):
+            pool.execute("1", session="ext")
+        assert pool.end_session("ext")
+        assert pool.execute("1 + 1", session="ext").result == "2", "a fresh local session now"
+
+
+def test_attached_sessions_are_never_evicted(outside_kernel):
+    """evict_idle_sessions never picks a session whose kernel nbpool did not start."""
+    with nbpool.Pool(size=1, evict_idle_sessions=True, lease_timeout=3) as pool:
+        pool.attach(outside_kernel.connection_file, session="ext")
+        pool.execute("x = 1", session="ext")
+        pool.execute("1", session="a")
+        pool.execute("1", session="b")  # evicts 'a', not 'ext'
+        assert pool.execute("x", session="ext").result == "1"

@@ -198,3 +198,26 @@ def test_cancel_right_after_a_job_starts_never_hangs():
             with pytest.raises((CancelledError, nbpool.WorkerDied)):
                 fut.result(20)
         assert pool.execute("1 + 1", session="race").result == "2"
+
+
+def test_notebook_holding_the_gil_does_not_kill_healthy_workers():
+    """Heartbeat verdicts rest on unanswered pings, not on the pool thread being starved."""
+    import ctypes
+
+    with nbpool.Pool(size=1, heartbeat_interval=0.5, heartbeat_timeout=1.5) as pool:
+        pool.execute("kept = 1", session="g")
+        ctypes.PyDLL(None).usleep(3_000_000)  # holds the GIL: no Python thread runs
+        released = time.monotonic()
+        hb = pool._coordinator._heartbeats
+        wait_for(lambda: hb._last_read > released + 0.6, what="the coordinator to judge again")
+        assert pool.execute("kept", session="g").result == "1"
+        assert pool.status()["counters"]["deaths"] == 0
+
+
+def test_timeout_before_the_kernel_starts_the_request_still_interrupts():
+    """An interrupt asked for before the worker reports busy is sent once it does."""
+    with nbpool.Pool(size=1, interrupt_grace=5) as pool:
+        pool.execute("kept = 1", session="early")
+        with pytest.raises(nbpool.ExecutionTimeout):
+            pool.execute("import time\ntime.sleep(10)", session="early", timeout=0.001)
+        assert pool.execute("kept", session="early").result == "1"
