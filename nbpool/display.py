@@ -48,7 +48,7 @@ from concurrent.futures import CancelledError
 from IPython import get_ipython
 from IPython.display import clear_output, display, publish_display_data
 
-from .errors import NbpoolError
+from .errors import InvalidConfig, NbpoolError, UnknownKernel
 from .result import ExecutionResult
 
 
@@ -157,6 +157,8 @@ def run_foreground(
         held = forward.errors[-1] if forward.errors else None
         lines = held["traceback"] if held else ["KeyboardInterrupt"]
         raise cell_error("KeyboardInterrupt", "", lines, KeyboardInterrupt) from None
+    except (InvalidConfig, UnknownKernel):
+        raise  # bad input: the magic turns it into a UsageError
     except NbpoolError as exc:
         raise short_error(exc) from None
     if not res.ok:

@@ -178,8 +178,6 @@ class PoolMagics(Magics):
             with _one_line():
                 check_kernel_name(args.kernel)
         pool = self._ensure_pool()
-        if args.kernel is not None:
-            self._check_session_kernel(pool, session, args.kernel)
         options = dict(session=session, timeout=args.timeout, kernel=args.kernel)
         with _one_line():
             if args.bg:
@@ -189,14 +187,6 @@ class PoolMagics(Magics):
         if args.output is not None:
             self.shell.user_ns[args.output] = kept
         return value
-
-    def _check_session_kernel(self, pool: Pool, session: str, kernel: str) -> None:
-        for info in pool.status()["sessions"]:
-            if info["name"] == session and info["worker"] and info["kernel"] != kernel:
-                raise UsageError(
-                    f"session {session!r} runs kernel {info['kernel']!r}; "
-                    f"`%pool end {session}` first to run it on {kernel!r}"
-                )
 
     # -- %pool_push / %pool_pull -----------------------------------------------
 

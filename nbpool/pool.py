@@ -436,11 +436,18 @@ class Pool(LoggingConfigurable):
             raise InvalidConfig(
                 f"lease timeout must be a positive number of seconds, got {timeout!r}"
             )
+        session = DEFAULT_SESSION if session is None else session
         if kernel is not None:
             check_kernel_name(kernel)
+            info = self._coordinator.sessions.get(session)  # lock-free read
+            if info is not None and info.worker_id is not None and info.kernel_name != kernel:
+                raise InvalidConfig(
+                    f"session {session!r} runs kernel {info.kernel_name!r}; end it first "
+                    f"(pool.end_session or %pool end {session}) to run it on {kernel!r}"
+                )
         if not self._started:
             self.start(wait=False)
-        return (DEFAULT_SESSION if session is None else session), (kernel or self.kernel_name)
+        return session, (kernel or self.kernel_name)
 
     def _exec_timeout(self, timeout: float | None) -> float | None:
         timeout = self.exec_timeout if timeout is None else timeout
