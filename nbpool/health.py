@@ -16,10 +16,11 @@ import zmq
 class Heartbeats:
     """One REQ socket per ready worker, pinged every ``interval`` seconds.
 
-    A worker counts as lost when a ping has gone unanswered for ``timeout``
-    seconds *and* the socket was read after that: the verdict rests on
-    unanswered pings, never on how long this thread itself was kept from
-    running (a notebook holding the GIL for seconds must not kill workers).
+    A worker counts as lost when no echo came for ``timeout`` seconds *and*
+    a ping has stayed unanswered for a while as seen by this thread's own
+    reads. The second condition keeps the verdict on the kernel, not on how
+    long this thread was kept from running: a notebook holding the GIL for
+    seconds must not get healthy workers killed.
 
     Parameters
     ----------
@@ -33,7 +34,7 @@ class Heartbeats:
         self.interval = interval
         self.timeout = timeout
         self._poller = zmq.Poller()
-        # worker id -> [socket, last ping sent, oldest unanswered ping or None]
+        # worker id -> [socket, last ping, oldest unanswered ping or None, last echo]
         self._entries: dict[str, list] = {}
         self._last_read = 0.0
 
@@ -49,7 +50,7 @@ class Heartbeats:
                     continue
                 sock = connect()
                 self._poller.register(sock, zmq.POLLIN)
-                self._entries[worker_id] = [sock, 0.0, None]
+                self._entries[worker_id] = [sock, 0.0, None, time.monotonic()]
 
     def wait(self, timeout: float) -> bool:
         """Read answers for up to ``timeout`` seconds, then send due pings.
@@ -62,8 +63,8 @@ class Heartbeats:
             while sock.poll(0):
                 sock.recv()
             for entry in self._entries.values():
-                if entry[0] is sock:
-                    entry[2] = None  # any echo proves the kernel alive
+                if entry[0] is sock:  # any echo proves the kernel alive
+                    entry[2], entry[3] = None, time.monotonic()
         now = self._last_read = time.monotonic()
         for entry in self._entries.values():
             if now - entry[1] >= self.interval:
@@ -78,8 +79,9 @@ class Heartbeats:
         entry = self._entries.get(worker_id)
         if entry is None or entry[2] is None:
             return None
-        silent = self._last_read - entry[2]
-        if silent > self.timeout:
+        silent = self._last_read - entry[3]
+        waited = self._last_read - entry[2]  # a healthy kernel echoes in milliseconds
+        if silent > self.timeout and waited >= min(1.0, self.timeout / 2):
             return f"stopped answering heartbeats for {silent:.1f} s (frozen or unreachable)"
         return None
 
