@@ -444,14 +444,13 @@ class Coordinator:
                 if w.state == "idle":
                     actions += self._grant(waiter, w)
                 continue
-            w = self._free_worker(waiter.kernel_name)
             if info is not None and info.attached:
                 actions += self._settle(waiter, WorkerDied(
                     f"session {waiter.session!r} ran on an attached kernel that is gone "
                     f"({info.reset_reason or 'disconnected'}); attach it again with "
                     "pool.attach(...), or end the session to reuse its name"
                 ))
-            elif w is not None:
+            elif (w := self._free_worker(waiter.kernel_name)) is not None:
                 actions += self._grant(waiter, w)
             elif self.settings.max_size == 0:
                 actions += self._settle(waiter, LeaseTimeout(
