@@ -155,18 +155,19 @@ def _zombie(pid: int) -> bool:
 # ----------------------------------------------------------------------
 
 
-def pool_kernel_settings(pool) -> dict:
-    """The launch settings nbpool uses for its workers, read from a Pool's traits.
+def raw_like(pool, procs: "Processes") -> "RawKernel":
+    """A raw baseline kernel launched exactly as the pool launches its workers.
 
     nbpool passes ``ipykernel_args`` only to ipykernel-based kernelspecs, binds
     to 127.0.0.1 over ``transport`` and applies ``transport_encryption``.
     """
-    return {
-        "kernel_name": pool.kernel_name,
-        "ipykernel_args": list(pool.ipykernel_args),
-        "transport_encryption": pool.transport_encryption,
-        "transport": pool.transport,
-    }
+    return RawKernel(
+        procs,
+        pool.kernel_name,
+        list(pool.ipykernel_args),
+        transport_encryption=pool.transport_encryption,
+        transport=pool.transport,
+    )
 
 
 class RawKernel:

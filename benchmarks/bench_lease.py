@@ -24,7 +24,7 @@ import time
 
 import nbpool
 
-from ._harness import Processes, RawKernel, Row, median, pool_kernel_settings, quantile
+from ._harness import Processes, Row, median, quantile, raw_like
 
 NAME = "lease"
 
@@ -37,14 +37,7 @@ def run(quick: bool = False) -> list[Row]:
         pool = nbpool.Pool(size=2)
         pool.start()
         procs.add_pool(pool)
-        s = pool_kernel_settings(pool)
-        raw = RawKernel(
-            procs,
-            s["kernel_name"],
-            s["ipykernel_args"],
-            transport_encryption=s["transport_encryption"],
-            transport=s["transport"],
-        )
+        raw = raw_like(pool, procs)
         hb = raw.connect_hb()
         hb.RCVTIMEO = 5000
 

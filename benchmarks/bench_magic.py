@@ -13,6 +13,8 @@ remote code to finish and show its output in the cell; ``%%px`` without
 
 from __future__ import annotations
 
+import importlib.util
+
 from ._harness import Processes, RawKernel, Row, descendants, interleaved, median
 
 NAME = "magic"
@@ -34,9 +36,7 @@ CELLS = {
 
 
 def run(quick: bool = False) -> list[Row]:
-    try:
-        import ipyparallel  # noqa: F401  (the kernel imports it too)
-    except ImportError:
+    if importlib.util.find_spec("ipyparallel") is None:  # the kernel imports it
         return [Row("g. %%pool_exec vs %%px", None, None, "", None, "", None,
                     "skipped: ipyparallel not installed (pip install -e '.[bench]')")]
     procs = Processes()

@@ -28,7 +28,7 @@ import time
 
 import nbpool
 
-from ._harness import Processes, RawKernel, Row, median, pool_kernel_settings, wait_until
+from ._harness import Processes, Row, median, raw_like, wait_until
 
 NAME = "new_session"
 SIZE = 4
@@ -90,11 +90,9 @@ def run(quick: bool = False) -> list[Row]:
 
 def _fresh_kernel_first_runs(procs, pool, kernels: int) -> tuple[list[float], list[float]]:
     """First and second ``1+1`` round trip of freshly started raw kernels."""
-    s = pool_kernel_settings(pool)
     first, second = [], []
     for _ in range(kernels):
-        raw = RawKernel(procs, s["kernel_name"], s["ipykernel_args"],
-                        transport_encryption=s["transport_encryption"], transport=s["transport"])
+        raw = raw_like(pool, procs)
         try:
             for times in (first, second):
                 t = time.perf_counter()

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import nbpool
 
-from ._harness import Processes, RawKernel, Row, interleaved, median, pool_kernel_settings
+from ._harness import Processes, RawKernel, Row, interleaved, median, raw_like
 
 NAME = "roundtrip"
 CODE = "1+1"
@@ -42,15 +42,8 @@ def run(quick: bool = False) -> list[Row]:
         pool = nbpool.Pool(size=1)
         pool.start()
         procs.add_pool(pool)
-        s = pool_kernel_settings(pool)
-        raw_same = RawKernel(
-            procs,
-            s["kernel_name"],
-            s["ipykernel_args"],
-            transport_encryption=s["transport_encryption"],
-            transport=s["transport"],
-        )
-        raw_default = RawKernel(procs, s["kernel_name"])
+        raw_same = raw_like(pool, procs)
+        raw_default = RawKernel(procs, pool.kernel_name)
         pool_encrypted = pool.status()["workers"][0]["encrypted"]
         if pool_encrypted != raw_same.encrypted:
             raise AssertionError(
