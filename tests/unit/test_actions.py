@@ -6,29 +6,16 @@ against real kernels are in ``tests/integration/test_pool_actions.py``.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 import nbpool
 from nbpool.coordinator import Coordinator, Settings
+from tests.conftest import wait_for
 from tests.unit.fake import FakeBackend
 
 
 #: Starts fake kernels (no processes) with distinct pids.
 fake_start = FakeBackend().start
-
-
-def wait_for(predicate, timeout: float = 5.0):
-    """Wait for a condition with a deadline (starts and stops run on I/O threads)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met within the deadline")
-        time.sleep(0.005)
 
 
 def states(coord: Coordinator) -> dict[str, str]:
