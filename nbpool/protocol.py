@@ -25,6 +25,10 @@ from .result import ExecutionResult, RemoteError
 #: Longest single socket wait; bounds how late a lease holder notices death.
 SLICE = 0.03
 
+#: Seconds after a first interrupt before it is sent once more (see
+#: :meth:`Execution.request_interrupt`); capped at half the interrupt grace.
+RESEND = 1.0
+
 OutputHook = Callable[[dict], None]
 StdinHandler = Callable[[str, bool], str]
 
@@ -163,9 +167,14 @@ class Execution:
 
         The signal goes out only once the kernel has started this request
         (iopub ``busy``): a SIGINT that lands between requests is swallowed
-        by ipykernel and can cost the request its reply. Whatever happens,
-        the execution must end within the interrupt grace, or the worker
-        counts as unresponsive (:class:`WorkerDied`, and it is replaced).
+        by ipykernel and can cost the request its reply. ipykernel publishes
+        ``busy`` a moment before it stops ignoring SIGINT, so a first signal
+        can still be lost: it is sent again once, :data:`RESEND` later, if
+        the execution has not ended. An interrupted request may also end
+        without a reply (the signal landed in ipykernel's own handler); its
+        iopub ``idle`` is then the end. Whatever happens, the execution must
+        end within the interrupt grace, or the worker counts as unresponsive
+        (:class:`WorkerDied`, and it is replaced).
         """
         self._interrupt_wanted = True
 
@@ -207,8 +216,10 @@ class Execution:
         )
         self._msg_id = msg["header"]["msg_id"]
         self._reply: dict | None = None
-        self._idle = self._started = self._interrupt_sent = False
+        self._idle = self._started = False
+        self._interrupts_sent = 0
         self._interrupt_deadline: float | None = None
+        self._resend_at: float | None = None
         deadline = None if timeout is None else started + timeout
         try:
             self._collect(deadline)
@@ -256,18 +267,12 @@ class Execution:
         for sock in (ch.shell, ch.iopub, ch.stdin):
             poller.register(sock, zmq.POLLIN)
         next_check = time.monotonic() + SLICE
-        while self._reply is None or not self._idle:
+        while not self._ended():
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 raise _Deadline
             if self._interrupt_wanted:
-                if self._interrupt_deadline is None:
-                    self._interrupt_deadline = now + self._grace
-                if self._started and not self._interrupt_sent:
-                    self._interrupt_sent = True
-                    self._interrupt()
-                if now >= self._interrupt_deadline:
-                    raise _Unresponsive
+                self._send_interrupt(now)
             if now >= next_check:
                 try:
                     self._check_alive()
@@ -284,6 +289,24 @@ class Execution:
             if ch.shell in ready:
                 self._drain(ch.shell, self._on_shell)
         self.finished = True
+
+    def _ended(self) -> bool:
+        """The request is over: idle, and its reply arrived or cannot come."""
+        return self._idle and (self._reply is not None or self._interrupts_sent > 0)
+
+    def _send_interrupt(self, now: float) -> None:
+        """Send the wanted interrupt when due (see :meth:`request_interrupt`)."""
+        if self._interrupt_deadline is None:
+            self._interrupt_deadline = now + self._grace
+        if self._started and (
+            self._interrupts_sent == 0
+            or (self._interrupts_sent == 1 and now >= self._resend_at)
+        ):
+            self._interrupts_sent += 1
+            self._resend_at = now + min(RESEND, self._grace / 2)
+            self._interrupt()
+        if now >= self._interrupt_deadline:
+            raise _Unresponsive
 
     def _drain(self, sock: zmq.Socket, handle: Callable[[dict], None]) -> None:
         while True:

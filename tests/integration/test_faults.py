@@ -221,3 +221,19 @@ def test_timeout_before_the_kernel_starts_the_request_still_interrupts():
         with pytest.raises(nbpool.ExecutionTimeout):
             pool.execute("import time\ntime.sleep(10)", session="early", timeout=0.001)
         assert pool.execute("kept", session="early").result == "1"
+
+
+def test_an_interrupt_the_kernel_lost_is_sent_again():
+    """ipykernel ignores SIGINT for a moment after it reports busy; one lost signal is not fatal."""
+    swallow_first_sigint = (
+        "import signal, time\n"
+        "def once(*_):\n"
+        "    signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        "signal.signal(signal.SIGINT, once)\n"
+        "time.sleep(30)"
+    )
+    with nbpool.Pool(size=1, interrupt_grace=5) as pool:
+        pool.execute("kept = 1", session="deaf")
+        with pytest.raises(nbpool.ExecutionTimeout):
+            pool.execute(swallow_first_sigint, session="deaf", timeout=0.5)
+        assert pool.execute("kept", session="deaf").result == "1"
