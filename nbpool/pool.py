@@ -85,6 +85,14 @@ class Pool(LoggingConfigurable):
         Unicode(),
         help="Running kernels to attach at start(): {session name: connection file path}.",
     ).tag(config=True)
+    sshserver = Unicode(
+        "",
+        help="SSH server ([user@]host[:port]) through which the connection_files kernels "
+        "are reached (as jupyter console's --ssh); empty: connect directly.",
+    ).tag(config=True)
+    sshkey = Unicode(
+        "", help="SSH private key file for sshserver; empty: ssh's own configuration."
+    ).tag(config=True)
     ipykernel_args = List(
         Unicode(),
         # The history database costs ~0.7 ms a run. ipykernel sleeps 0.5 ms
@@ -173,7 +181,10 @@ class Pool(LoggingConfigurable):
                 self._initial = self._coordinator.start(self.size)
                 self._started = True
             for session, path in self.connection_files.items():
-                self.attach(path, session=session)
+                self.attach(
+                    path, session=session, sshserver=self.sshserver or None,
+                    sshkey=self.sshkey or None,
+                )
         if wait:
             self._coordinator.wait_started(self._initial, self.start_timeout + 5)
         return self
@@ -306,13 +317,23 @@ class Pool(LoggingConfigurable):
         future._coordinator = self._coordinator
         return future
 
-    def attach(self, connection_file: str, session: str) -> str:
+    def attach(
+        self,
+        connection_file: str,
+        session: str,
+        *,
+        sshserver: str | None = None,
+        sshkey: str | None = None,
+    ) -> str:
         """Adopt a running kernel (another machine, a batch job) for ``session``.
 
         nbpool never stops or signals a kernel it did not start: shutdown and
         end_session only disconnect. If it dies, its session gets
         :class:`WorkerDied` and is not restarted. Kernels off this machine
-        must use CurveZMQ unless ``allow_insecure_transport`` is set.
+        must use CurveZMQ unless ``allow_insecure_transport`` is set, or be
+        reached through ``sshserver`` (``[user@]host[:port]``, with an
+        optional private key file ``sshkey``): jupyter_client's SSH tunnels
+        then forward its ports here, and the login must work without prompts.
 
         Returns the new worker's id.
 
@@ -320,14 +341,19 @@ class Pool(LoggingConfigurable):
         ------
         AttachFailed
             The file is missing, unreadable, not JSON, plaintext over a
-            network, or its kernel does not answer (dead, wrong key).
+            network, the SSH login or tunnel failed, or its kernel does not
+            answer (dead, wrong key).
         """
         self._check_open()
         if not isinstance(session, str) or not session.strip():
             raise ValueError(f"attach needs a session name, got {session!r}")
+        for name, value in (("sshserver", sshserver), ("sshkey", sshkey)):
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(f"{name} must be a non-empty string or None, got {value!r}")
         worker = self._coordinator.adopt(
             lambda wid: self._launcher.attach(
-                wid, connection_file, self.attach_timeout, self.allow_insecure_transport
+                wid, connection_file, self.attach_timeout, self.allow_insecure_transport,
+                sshserver, sshkey,
             ),
             session,
         )

@@ -16,6 +16,7 @@ What nbpool adds around it:
   process hosting the pool dies without shutting it down (SIGKILL, OOM);
 - an immediate retry when a kernel dies because another process took one of
   its ports between port choice and bind (jupyter_client #487);
+- SSH tunnels (:mod:`nbpool.ssh`) for attached kernels only SSH can reach;
 - one long-lived event loop per process on which every provisioner call runs
   (:func:`run_provisioner`), as in Jupyter Server: provisioners are async and
   may rely on a loop that keeps running between calls (gateway_provisioners
@@ -45,6 +46,7 @@ from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from jupyter_client.localinterfaces import is_local_ip
 
 from .errors import AttachFailed, UnknownKernel, WorkerStartFailed
+from .ssh import SshTunnel
 
 if TYPE_CHECKING:
     from .worker import AttachedKernel
@@ -195,15 +197,25 @@ class Launcher:
         raise AssertionError("unreachable")
 
     def attach(
-        self, worker_id: str, path: str, timeout: float, allow_insecure: bool
+        self,
+        worker_id: str,
+        path: str,
+        timeout: float,
+        allow_insecure: bool,
+        sshserver: str | None = None,
+        sshkey: str | None = None,
     ) -> "AttachedKernel":
         """Connect to a running kernel through its connection file; blocking.
+
+        With ``sshserver`` (``[user@]host[:port]``), the kernel's ports are first
+        forwarded to loopback here through that SSH server (:class:`SshTunnel`).
 
         Raises
         ------
         AttachFailed
             The file is missing, unreadable, not a connection file, plaintext
-            over a network, or its kernel does not answer within ``timeout``.
+            over a network, the SSH login or tunnel failed, or its kernel does
+            not answer within ``timeout``.
         """
         from .worker import AttachedKernel
 
@@ -211,13 +223,23 @@ class Launcher:
         info = _read_connection_file(path)
         client = BlockingKernelClient(connection_file=path, context=self.context)
         client.load_connection_file()
+        label, tunnel = os.path.basename(path), None
+        if sshserver is not None:
+            tunnel = SshTunnel.open(
+                f"connection file {path}", info, sshserver, sshkey, timeout, self.runtime_dir
+            )
+            self.reaper.watch(tunnel.pid)
+            client.ip = "127.0.0.1"
+            for key, port in tunnel.ports.items():
+                setattr(client, key, port)
+            label = f"{label} via ssh {sshserver}"
         try:
             self.check_transport(
-                info["ip"], info["transport"], client.curve_publickey is not None, allow_insecure
+                client.ip, client.transport, client.curve_publickey is not None, allow_insecure
             )
         except WorkerStartFailed as exc:
             raise AttachFailed(f"connection file {path}: {exc}") from None
-        kernel = AttachedKernel(worker_id, client, os.path.basename(path))
+        kernel = AttachedKernel(worker_id, client, label, tunnel, self.reaper)
         try:
             kernel.wait_ready(timeout, self.closing)
         except WorkerStartFailed as exc:

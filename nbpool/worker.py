@@ -197,7 +197,14 @@ class LocalKernel(Kernel):
                 run_provisioner(self.km.interrupt_kernel())
 
     def shutdown(self, now: bool = False, close_channels: bool = True) -> None:
-        """Stop the kernel and its process group; close our sockets; blocking."""
+        """Stop the kernel and its process group; close our sockets; blocking.
+
+        A kernel with no process here (a remote provisioner's) is always
+        stopped through its provisioner's kill: nbpool cannot see whether a
+        polite shutdown ended it, and gateway_provisioners 0.5 leaves the
+        remote process running after one.
+        """
+        now = now or self._process is None
         if close_channels:
             self.channels.close()
         try:
@@ -222,16 +229,19 @@ class LocalKernel(Kernel):
 class AttachedKernel(Kernel):
     """A kernel someone else started, used through its connection file.
 
-    nbpool never stops or signals it: ``shutdown`` only closes our sockets,
-    and ``interrupt`` sends an ``interrupt_request`` on its control channel.
+    nbpool never stops or signals it: ``shutdown`` only closes our sockets
+    (and our SSH tunnel to it, if any), and ``interrupt`` sends an
+    ``interrupt_request`` on its control channel.
     """
 
     attached = True
 
-    def __init__(self, worker_id: str, client, label: str) -> None:
+    def __init__(self, worker_id: str, client, label: str, tunnel=None, reaper=None) -> None:
         super().__init__(worker_id, client, label)
-        self._control = None
+        self._control = client.connect_control()
         self._interrupt_lock = threading.Lock()
+        self._tunnel = tunnel
+        self._reaper = reaper
 
     def _not_ready(self, timeout: float) -> str:
         return (
@@ -239,18 +249,21 @@ class AttachedKernel(Kernel):
             "is it running and reachable, and is the file's key the kernel's key?"
         )
 
+    def poll(self) -> str | None:
+        return None if self._tunnel is None else self._tunnel.poll()
+
     def interrupt(self) -> None:
         with self._interrupt_lock:
-            if self._control is None:
-                self._control = self._conn.connect_control()
             self.channels.session.send(self._control, "interrupt_request", {})
 
     def shutdown(self, now: bool = False, close_channels: bool = True) -> None:
         if close_channels:
             self.channels.close()
         with self._interrupt_lock:
-            if self._control is not None:
-                self._control.close(linger=0)
+            self._control.close(linger=0)
+        if self._tunnel is not None:
+            self._tunnel.close()
+            self._reaper.forget(self._tunnel.pid)
 
 
 def _tail(path: str) -> str:

@@ -129,6 +129,29 @@ def test_plaintext_kernel_off_this_machine_is_refused(tmp_path):
             pool.attach(str(path), session="remote")
 
 
+def test_bad_ssh_settings_fail_at_once_naming_the_cause(outside_kernel, tmp_path, monkeypatch):
+    """Bad sshserver/sshkey values, an ipc kernel, no ssh client: one line each, no wait.
+
+    The SSH path itself is tested against a real sshd in tests/netns/test_ssh_tunnel.py.
+    """
+    path = outside_kernel.connection_file
+    ipc = tmp_path / "kernel-ipc.json"
+    ipc.write_text(json.dumps({**json.loads(open(path).read()), "transport": "ipc"}))
+    with nbpool.Pool(size=0) as pool:
+        with pytest.raises(ValueError, match="sshserver must be a non-empty string"):
+            pool.attach(path, session="x", sshserver="")
+        with pytest.raises(ValueError, match="sshkey must be a non-empty string"):
+            pool.attach(path, session="x", sshserver="me@box", sshkey=3)
+        with pytest.raises(nbpool.AttachFailed, match="ipc transport cannot be reached over SSH"):
+            pool.attach(str(ipc), session="x", sshserver="me@box")
+        with pytest.raises(nbpool.AttachFailed, match="SSH key file .*nokey does not exist"):
+            pool.attach(path, session="x", sshserver="me@box", sshkey=str(tmp_path / "nokey"))
+        monkeypatch.setenv("PATH", str(tmp_path))  # no ssh here
+        with pytest.raises(nbpool.AttachFailed, match="needs the OpenSSH client `ssh` on PATH"):
+            pool.attach(path, session="x", sshserver="me@box")
+        assert pool.status()["workers"] == []
+
+
 def test_attach_to_a_bound_session_is_refused(outside_kernel):
     """A session that already has a worker cannot take a second one."""
     with nbpool.Pool(size=1) as pool:

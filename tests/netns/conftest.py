@@ -9,11 +9,13 @@ run these tests as root): it is never a skip.
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
 from ..conftest import extra_jupyter_path
 from . import hosts, provisioner
+from .sshhost import SSHD, SshHost
 
 
 @pytest.fixture(scope="session")
@@ -85,3 +87,33 @@ def remote(netns_ok, netns_provisioner, jupyter_path):
 def flaky_remote(netns_ok, netns_provisioner, jupyter_path):
     """A fresh namespace host for one test that cuts or removes its link."""
     yield from _remote_host("flaky", jupyter_path)
+
+
+@pytest.fixture(scope="module")
+def ssh_host(netns_ok, jupyter_path, tmp_path_factory):
+    """A namespace host with sshd, its SSH kernelspec, and both SSH clients set up for it."""
+    if not os.access(SSHD, os.X_OK):
+        pytest.fail(
+            f"the SSH tests need Debian's sshd at {SSHD}: apt-get install "
+            "openssh-server (the test command .ci/test installs it as root)",
+            pytrace=False,
+        )
+    host = _make_host("ssh")
+    ssh = None
+    try:
+        ssh = SshHost(host, tmp_path_factory.mktemp("ssh-host"))
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("HOME", str(ssh.home))
+            mp.setenv("PATH", os.pathsep.join([str(ssh.bin), os.environ["PATH"]]))
+            mp.setenv("GP_RESPONSE_IP", host.gateway)
+            mp.setenv("GP_KERNEL_LOG_DIR", str(ssh.remote_tmp))
+            mp.setenv("GP_UNAUTHORIZED_USERS", "")
+            mp.setenv("JUPYTER_PATH", os.pathsep.join([str(ssh.jupyter_dir), os.environ["JUPYTER_PATH"]]))
+            rm = sys.modules.get("gateway_provisioners.response_manager")
+            if rm is not None:  # imported earlier: its response address was read then
+                mp.setattr(rm, "response_ip", host.gateway)
+            yield ssh
+    finally:
+        if ssh is not None:
+            ssh.close()
+        hosts.remove(host)

@@ -1,0 +1,170 @@
+"""SSH tunnels to attached kernels that only SSH can reach.
+
+One :class:`SshTunnel` is one ``ssh -N`` process forwarding a kernel's five
+ports to loopback here; nbpool then talks to the kernel as if it were local
+(SSH encrypts the link). The process is nbpool's own: it starts in its own
+process group, the reaper kills it if the notebook process dies, it is
+stopped when the worker is detached, and if it exits (the link or the SSH
+server went away) the worker counts as dead at once, with ssh's own reason.
+
+Why not jupyter_client's ``tunnel_to_kernel``: its OpenSSH path starts one
+``ssh -f`` per port under a pexpect pty. The backgrounded ssh is still in the
+pty's session when its parent exits, so it can get that session's SIGHUP: on
+this machine 5 of 8 such tunnels died within a second. Those processes also
+outlive the pool for up to a minute and cannot be stopped by pid, and a login
+that needs a password calls ``getpass`` on a terminal a notebook does not
+have. The ports are still chosen by jupyter_client's helper, and the login
+is ssh's: ``~/.ssh/config`` (aliases, ``ProxyJump``, keys) applies.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import subprocess
+import time
+
+from jupyter_client.ssh.tunnel import select_random_ports
+
+from .errors import AttachFailed
+
+#: A connection file's ports, in the order the tunnel forwards them.
+PORT_KEYS = ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port")
+
+#: Tries when a chosen local port was taken before ssh could bind it.
+PORT_RACE_RETRIES = 3
+
+
+class SshTunnel:
+    """An ``ssh -N -L ...`` process forwarding one kernel's ports to 127.0.0.1.
+
+    ``ports`` maps each of :data:`PORT_KEYS` to its local port.
+    """
+
+    def __init__(self, proc: subprocess.Popen, server: str, log_path: str) -> None:
+        self._proc = proc
+        self.server = server
+        self.ports: dict[str, int] = {}
+        self.pid = proc.pid
+        self._log_path = log_path
+
+    @classmethod
+    def open(
+        cls, where: str, info: dict, server: str, sshkey: str | None, timeout: float, log_dir: str
+    ) -> "SshTunnel":
+        """Log in to ``server`` and forward the kernel's ports; blocking.
+
+        ``where`` names the connection file in messages.
+
+        Raises
+        ------
+        AttachFailed
+            Not a tcp kernel, no ssh client, a missing key file, a login that
+            fails or needs a prompt (ssh's reason is quoted), or no tunnel
+            within ``timeout``.
+        """
+        if info["transport"] != "tcp":
+            raise AttachFailed(
+                f"{where}: a kernel on {info['transport']} transport cannot be reached over SSH"
+            )
+        if sshkey is not None and not os.path.isfile(os.path.expanduser(sshkey)):
+            raise AttachFailed(f"{where}: the SSH key file {sshkey} does not exist")
+        log_path = os.path.join(log_dir, f"ssh-{os.urandom(4).hex()}.log")
+        for attempt in range(PORT_RACE_RETRIES):
+            local = select_random_ports(len(PORT_KEYS))
+            forwards = [
+                f"127.0.0.1:{lport}:{info['ip']}:{info[key]}" for lport, key in zip(local, PORT_KEYS)
+            ]
+            tunnel = cls._start(where, server, sshkey, forwards, timeout, log_path)
+            tunnel.ports = dict(zip(PORT_KEYS, local))
+            failure = tunnel._wait_listening(timeout)
+            if failure is None:
+                return tunnel
+            port_taken = "Address already in use" in tunnel._log_text()  # taken since chosen
+            tunnel.close()
+            if not port_taken or attempt == PORT_RACE_RETRIES - 1:
+                raise AttachFailed(f"{where}: ssh to {server} {failure}")
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def _start(
+        cls, where: str, server: str, sshkey: str | None, forwards: list[str], timeout: float, log_path: str
+    ) -> "SshTunnel":
+        host, _, port = server.partition(":")
+        argv = [
+            "ssh", "-N", "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes",
+            "-o", f"ConnectTimeout={max(1, math.ceil(timeout))}",
+        ]
+        argv += ["-i", os.path.expanduser(sshkey)] if sshkey else []
+        argv += ["-p", port] if port else []
+        for forward in forwards:
+            argv += ["-L", forward]
+        with open(log_path, "wb") as log:
+            try:
+                proc = subprocess.Popen(
+                    [*argv, host], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                    start_new_session=True,  # its own group: the reaper can kill it by pid
+                )
+            except FileNotFoundError:
+                raise AttachFailed(
+                    f"{where}: tunnelling over SSH needs the OpenSSH client `ssh` on PATH "
+                    "(e.g. apt-get install openssh-client)"
+                ) from None
+        return cls(proc, server, log_path)
+
+    def _wait_listening(self, timeout: float) -> str | None:
+        """None once every local port accepts connections, else why not (ssh stopped)."""
+        deadline = time.monotonic() + timeout
+        pending = list(self.ports.values())
+        while pending:
+            if self._proc.poll() is not None:
+                return f"failed: {self.reason()}"
+            if time.monotonic() >= deadline:
+                return f"did not log in and forward the kernel's ports within {timeout:g} s"
+            with socket.socket() as probe:
+                probe.settimeout(0.1)
+                if probe.connect_ex(("127.0.0.1", pending[0])) == 0:
+                    pending.pop(0)
+                    continue
+            time.sleep(0.05)  # ssh is still logging in; bounded by the deadline
+        return None
+
+    def _log_text(self) -> str:
+        try:
+            with open(self._log_path, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def reason(self) -> str:
+        """Why ssh exited, in its own words (the last line it wrote), or its code."""
+        lines = [line.strip() for line in self._log_text().splitlines() if line.strip()]
+        detail = lines[-1] if lines else f"exit code {self._proc.poll()}"
+        detail = detail.removeprefix(f"{self.server.partition(':')[0]}: ")  # "user@host: Permission denied"
+        if "Permission denied" in detail or "verification failed" in detail:
+            detail += (
+                " (the login must work without prompts: check "
+                f"`ssh -o BatchMode=yes {self.server} exit`)"
+            )
+        return detail
+
+    def poll(self) -> str | None:
+        """Why the tunnel is gone, or None while it runs."""
+        if self._proc.poll() is None:
+            return None
+        return f"its SSH tunnel exited: {self.reason()}"
+
+    def close(self) -> None:
+        """Stop ssh and remove its log; idempotent, blocking briefly."""
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(2)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        try:
+            os.unlink(self._log_path)
+        except OSError:
+            pass
