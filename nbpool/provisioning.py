@@ -12,8 +12,9 @@ What nbpool adds around it:
   kernels' own stdout/stderr logs, removed at shutdown;
 - loopback-only binding, unique keys per kernel (a new KernelManager for every
   start: a replacement never reuses keys or ports);
-- a *reaper* process that kills every worker's process group when the
-  process hosting the pool dies without shutting it down (SIGKILL, OOM);
+- a *reaper* process that kills every worker's process group (and asks
+  remote workers to shut down) when the process hosting the pool dies
+  without shutting it down (SIGKILL, OOM);
 - an immediate retry when a kernel dies because another process took one of
   its ports between port choice and bind (jupyter_client #487);
 - SSH tunnels (:mod:`nbpool.ssh`) for attached kernels only SSH can reach;
@@ -61,9 +62,12 @@ PORT_RACE_RETRIES = 3
 class Reaper:
     """A helper process that kills our worker kernels if this process dies.
 
-    It reads ``+PGID`` / ``-PGID`` lines on its stdin; at EOF (this process
-    exited, however it exited) it kills every process group still registered
-    and removes the pool's runtime directory (connection files, kernel logs).
+    It reads ``+PGID`` / ``-PGID`` lines on its stdin (and ``=ID JSON`` /
+    ``~ID`` for kernels with no process here); at EOF (this process exited,
+    however it exited) it sends those remote kernels a shutdown request,
+    kills every process group still registered and removes the pool's
+    runtime directory (connection files, kernel logs). The pipe is private
+    to the two processes, so connection keys stay out of argv and files.
     """
 
     def __init__(self, runtime_dir: str) -> None:
@@ -87,6 +91,18 @@ class Reaper:
     def forget(self, pgid: int) -> None:
         self._send(f"-{pgid}")
 
+    def watch_remote(self, kernel_id: str, km) -> None:
+        """A kernel with no process here: stop it through its provisioner if we die."""
+        entry = {
+            "kernel_name": km.kernel_name,
+            "connection_info": km.get_connection_info(),
+            "provisioner_info": run_provisioner(km.provisioner.get_provisioner_info()),
+        }
+        self._send(f"={kernel_id} {json.dumps(entry, default=_text)}")
+
+    def forget_remote(self, kernel_id: str) -> None:
+        self._send(f"~{kernel_id}")
+
     def close(self) -> None:
         with self._lock:
             if self._proc.stdin and not self._proc.stdin.closed:
@@ -96,6 +112,13 @@ class Reaper:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
+
+
+def _text(value):
+    """JSON for the bytes in connection info (keys)."""
+    if isinstance(value, bytes):
+        return value.decode()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
 _loop: asyncio.AbstractEventLoop | None = None

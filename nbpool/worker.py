@@ -151,6 +151,8 @@ class LocalKernel(Kernel):
         if self._process is not None:
             self.pid = self._process.pid
             launcher.reaper.watch(self.pid)
+        else:
+            launcher.reaper.watch_remote(worker_id, km)
 
     @classmethod
     def launch(cls, launcher, worker_id: str, kernel_name: str) -> "LocalKernel":
@@ -219,6 +221,8 @@ class LocalKernel(Kernel):
 
             kill_group(self.pid)
             self._launcher.reaper.forget(self.pid)
+        else:
+            self._launcher.reaper.forget_remote(self.worker_id)
         for path in (self.km.connection_file, self._log_path):
             try:
                 os.unlink(path)

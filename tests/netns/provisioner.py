@@ -14,7 +14,8 @@ as faithfully as one machine allows:
   LocalProvisioner does;
 - nbpool sees no local process (no ``process`` attribute), as with a kernel
   on another machine: it learns of the kernel's death through heartbeats only.
-  Signals and kill go through the provisioner API.
+  Signals and kill go through the provisioner API, also from another process
+  after ``load_provisioner_info`` (as the reaper does).
 
 It is registered the way any provisioner package is: an entry point in the
 ``jupyter_client.kernel_provisioners`` group, from a small dist-info
@@ -55,6 +56,7 @@ class NetnsProvisioner(KernelProvisionerBase):
     )
 
     _popen = None
+    _pgid: int | None = None  # set by load_provisioner_info in another process
     #: The event loop of every pre_launch and cleanup call, in order (tests read it).
     loops: list = []
 
@@ -82,7 +84,21 @@ class NetnsProvisioner(KernelProvisionerBase):
                 pass
 
     async def kill(self, restart: bool = False) -> None:
+        if self._popen is None and self._pgid is not None:  # restored in another process
+            try:
+                os.killpg(self._pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         await self.send_signal(signal.SIGKILL)
+
+    async def get_provisioner_info(self) -> dict[str, Any]:
+        info = await super().get_provisioner_info()
+        info["pgid"] = None if self._popen is None else self._popen.pid
+        return info
+
+    async def load_provisioner_info(self, provisioner_info: dict) -> None:
+        await super().load_provisioner_info(provisioner_info)
+        self._pgid = provisioner_info.get("pgid")
 
     async def terminate(self, restart: bool = False) -> None:
         await self.send_signal(signal.SIGTERM)

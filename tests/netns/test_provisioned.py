@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 import warnings
 
@@ -48,6 +50,37 @@ def test_provisioned_kernel_runs_on_the_other_host_encrypted(remote):
         assert len(capture.data) > 1000, "the traffic crossed the namespace link"
         assert MARKER not in capture.data and b"EAVESDROP" not in capture.data
     wait_for(lambda: not remote.pids(), what="the remote kernel stopped at shutdown")
+
+
+NOTEBOOK = """
+import sys, nbpool
+pool = nbpool.Pool(size=2, kernel_name=sys.argv[1]).start()
+print(pool.execute("1 + 1").result, flush=True)
+sys.stdin.read()  # wait to be SIGKILLed
+"""
+
+
+def kill_a_notebook_process_holding(kernel_name: str, pids_on_host) -> None:
+    """SIGKILL a process whose pool has two ``kernel_name`` workers; they must then stop.
+
+    ``pids_on_host()`` lists the kernel processes on the remote host.
+    """
+    notebook = subprocess.Popen(
+        [sys.executable, "-c", NOTEBOOK, kernel_name],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert notebook.stdout.readline().strip() == "2"
+        assert pids_on_host(), "the workers run on the host"
+    finally:
+        notebook.kill()
+        notebook.wait(30)
+    wait_for(lambda: not pids_on_host(), what="the remote kernels to stop after the SIGKILL")
+
+
+def test_remote_workers_are_shut_down_when_the_notebook_process_is_killed(remote):
+    """The reaper asks kernels it has no process of to shut down when the pool's process dies."""
+    kill_a_notebook_process_holding(remote.kernel, remote.pids)
 
 
 def test_provisioner_calls_share_one_long_lived_event_loop(remote):

@@ -26,7 +26,7 @@ import nbpool
 
 from ..conftest import wait_for
 from . import hosts
-from .test_provisioned import MARKER, MARKER_CODE, in_namespace_code
+from .test_provisioned import MARKER, MARKER_CODE, in_namespace_code, kill_a_notebook_process_holding
 
 
 def test_distributed_provisioner_over_ssh_runs_encrypted_workers_there(ssh_host):
@@ -65,3 +65,8 @@ def test_ssh_worker_killed_on_the_host_is_detected_and_replaced(ssh_host):
         res = pool.execute("print('again')", session="far")
         assert res.stdout == "again\n" and "state was lost" in res.session_reset
     wait_for(lambda: not ssh_host.kernel_pids(), what="the remote kernels stopped at shutdown")
+
+
+def test_ssh_workers_are_shut_down_when_the_notebook_process_is_killed(ssh_host):
+    """Remote kernels get a shutdown request from the reaper when the pool's process dies."""
+    kill_a_notebook_process_holding(ssh_host.kernel, ssh_host.kernel_pids)
