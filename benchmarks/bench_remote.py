@@ -10,7 +10,11 @@ by call:
 
 - round trip: ``pool.execute("1+1")`` in a session on each worker;
 - throughput: one execution that writes 8 MB to stdout, collected by nbpool
-  (MB/s of output delivered to the caller).
+  (MB/s of output delivered to the caller);
+- round trip to a kernel on the same host bound to *its* loopback, attached
+  through an SSH tunnel (``pool.attach(..., sshserver=...)``, Debian's sshd
+  in the namespace): what SSH's encryption and forwarding add instead of
+  CurveZMQ.
 
 Why the comparison is fair
 --------------------------
@@ -29,6 +33,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -43,6 +49,7 @@ THROUGHPUT_CODE = f"import sys; sys.stdout.write('x' * {PAYLOAD})"
 
 def run(quick: bool = False) -> list[Row]:
     from tests.netns import hosts, provisioner
+    from tests.netns.sshhost import SshHost
 
     rounds = 100 if quick else 400
     big_rounds = 6 if quick else 20
@@ -54,8 +61,9 @@ def run(quick: bool = False) -> list[Row]:
     os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(tmp / "jupyter"), old_path]))
     registered = provisioner.register(tmp / "provisioner")
     host = hosts.create("bench")
-    pool = None
+    pool = sshd = kernel = None
     procs = Processes()
+    old_env = {k: os.environ.get(k) for k in ("PATH", "HOME")}
     try:
         remote = provisioner.write_kernelspec(
             tmp / "jupyter" / "kernels", f"netns-{host.name}", host.name, host.address
@@ -84,7 +92,16 @@ def run(quick: bool = False) -> list[Row]:
         interleaved({"remote": big("remote"), "local": big("local")}, 2)
         big_times = interleaved({"remote": big("remote"), "local": big("local")}, big_rounds)
 
+        sshd = SshHost(host, tmp / "ssh")
+        os.environ["PATH"] = os.pathsep.join([str(sshd.bin), old_env["PATH"] or ""])
+        kernel = _loopback_kernel(host, tmp, list(pool.ipykernel_args))
+        pool.attach(kernel.connection_file, session="ssh", sshserver=f"root@{host.address}",
+                    sshkey=str(sshd.key))
+        interleaved({"ssh": rt("ssh"), "local": rt("local")}, 30)  # warm-up
+        ssh_times = interleaved({"ssh": rt("ssh"), "local": rt("local")}, rounds)
+
         us, mb = 1e6, PAYLOAD / 1e6
+        rt_ssh, rt_local_ssh = median(ssh_times["ssh"]) * us, median(ssh_times["local"]) * us
         rt_remote, rt_local = median(times["remote"]) * us, median(times["local"]) * us
         tp_remote, tp_local = mb / median(big_times["remote"]), mb / median(big_times["local"])
         where = f"veth to {host.address}, CurveZMQ on both"
@@ -99,10 +116,25 @@ def run(quick: bool = False) -> list[Row]:
                 tp_remote, tp_local, "MB/s", tp_remote / tp_local, "info", None,
                 f"{big_rounds} interleaved rounds; ratio = remote / local MB/s; {where}",
             ),
+            Row(
+                "f. execute('1+1'): kernel attached through an SSH tunnel vs local",
+                rt_ssh, rt_local_ssh, "us", rt_ssh / rt_local_ssh, "info", None,
+                f"{rounds} interleaved rounds; ssh -L to {host.address}, kernel on its loopback",
+            ),
         ]
     finally:
         if pool is not None:
             pool.shutdown()
+        if kernel is not None:
+            kernel.proc.kill()
+            kernel.proc.wait()
+        if sshd is not None:
+            sshd.close()
+        for key, value in old_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         procs.kill_leftovers()
         hosts.remove(host)
         provisioner.unregister(registered, old_pythonpath)
@@ -111,6 +143,24 @@ def run(quick: bool = False) -> list[Row]:
         else:
             os.environ["JUPYTER_PATH"] = old_path
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+class _Kernel:
+    def __init__(self, proc: subprocess.Popen, connection_file: str) -> None:
+        self.proc, self.connection_file = proc, connection_file
+
+
+def _loopback_kernel(host, tmp: Path, args: list[str]) -> _Kernel:
+    """An ipykernel in ``host``'s namespace on its 127.0.0.1, with the pool's arguments."""
+    from jupyter_client.connect import write_connection_file
+
+    path, _ = write_connection_file(
+        str(tmp / "kernel-ssh.json"), ip="127.0.0.1", key=os.urandom(16).hex().encode()
+    )
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", path,
+            *args]
+    proc = subprocess.Popen(host.argv(argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return _Kernel(proc, path)
 
 
 if __name__ == "__main__":
