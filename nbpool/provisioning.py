@@ -299,9 +299,15 @@ class Launcher:
         return []
 
     def close(self) -> None:
-        """Stop the reaper and remove the runtime directory (after all kernels)."""
+        """Stop the reaper, remove the runtime directory, free the ZMQ context.
+
+        Called after all kernels stopped. The context is terminated on a
+        daemon thread: ``term()`` waits for every socket to close, and a
+        lease holder that never returned may still own some.
+        """
         self.reaper.close()
         shutil.rmtree(self.runtime_dir, ignore_errors=True)
+        threading.Thread(target=self.context.term, name="nbpool-zmq-term", daemon=True).start()
 
 
 def kill_group(pgid: int) -> None:
