@@ -9,13 +9,13 @@ Run as ``python -m nbpool._reaper RUNTIME_DIR`` by
   ``connection_info`` and its provisioner's ``provisioner_info``.
 
 Stdin reaches EOF when the pool's process exits, however it exits (even
-SIGKILL). Then every local process group gets SIGTERM; every remote kernel
-still registered is killed by its provisioner, made again from the
-kernelspec and restored with ``load_provisioner_info`` (jupyter_client's
-API for handing a kernel's provisioner to another process), and is sent a
-``shutdown_request`` on its control channel (the signed, encrypted message
-jupyter_client sends); process groups still alive get SIGKILL; the runtime
-directory is removed.
+SIGKILL). Then every local process group gets SIGTERM, and SIGKILL a
+second later if still alive; the runtime directory is removed; and every
+remote kernel still registered is killed by its provisioner, made again
+from the kernelspec and restored with ``load_provisioner_info``
+(jupyter_client's API for handing a kernel's provisioner to another
+process), and is sent a ``shutdown_request`` on its control channel (the
+signed, encrypted message jupyter_client sends).
 """
 
 from __future__ import annotations
@@ -105,23 +105,27 @@ def main() -> None:
     for line in sys.stdin:
         line = line.strip()
         kind, rest = line[:1], line[1:]
-        if kind == "+":
-            groups.add(int(rest))
-        elif kind == "-":
-            groups.discard(int(rest))
-        elif kind == "=":
-            kernel_id, _, info = rest.partition(" ")
-            remote[kernel_id] = json.loads(info)
-        elif kind == "~":
-            remote.pop(rest, None)
+        try:
+            if kind == "+":
+                groups.add(int(rest))
+            elif kind == "-":
+                groups.discard(int(rest))
+            elif kind == "=":
+                kernel_id, _, info = rest.partition(" ")
+                remote[kernel_id] = json.loads(info)
+            elif kind == "~":
+                remote.pop(rest, None)
+        except ValueError:  # a garbled line must not cost the others their cleanup
+            continue
+    # Local first: it takes at most a second; remote kills may take longer.
     alive = _signal_all(groups, signal.SIGTERM)
-    _stop_remote(remote)
     deadline = time.monotonic() + 1.0
     while alive and time.monotonic() < deadline:
         time.sleep(0.05)
         alive = _signal_all(alive, 0)
     _signal_all(alive, signal.SIGKILL)
     shutil.rmtree(sys.argv[1], ignore_errors=True)
+    _stop_remote(remote)
 
 
 if __name__ == "__main__":

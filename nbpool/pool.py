@@ -26,6 +26,7 @@ from .protocol import OutputHook, StdinHandler
 from .provisioning import Launcher, check_kernel_name
 from .result import ExecutionResult
 from .sessions import DEFAULT_SESSION
+from .ssh import check_server
 from .status import PoolStatus
 
 
@@ -147,10 +148,16 @@ class Pool(LoggingConfigurable):
             (s.heartbeat_timeout > s.heartbeat_interval, f"heartbeat_timeout must exceed heartbeat_interval ({s.heartbeat_interval}), got {s.heartbeat_timeout}"),
             (s.max_executions >= 0, f"max_executions must be >= 0, got {s.max_executions}"),
             (s.idle_timeout >= 0, f"idle_timeout must be >= 0 seconds, got {s.idle_timeout}"),
+            (not s.sshkey or s.sshserver, "sshkey is for the SSH login: set sshserver too"),
         ]
         for ok, message in checks:
             if not ok:
                 raise InvalidConfig(message)
+        if s.sshserver:
+            try:
+                check_server(s.sshserver)
+            except ValueError as exc:
+                raise InvalidConfig(str(exc)) from None
         return Settings(
             size=s.size,
             min_size=min_size,
@@ -332,8 +339,9 @@ class Pool(LoggingConfigurable):
         :class:`WorkerDied` and is not restarted. Kernels off this machine
         must use CurveZMQ unless ``allow_insecure_transport`` is set, or be
         reached through ``sshserver`` (``[user@]host[:port]``, with an
-        optional private key file ``sshkey``): jupyter_client's SSH tunnels
-        then forward its ports here, and the login must work without prompts.
+        optional private key file ``sshkey``): an SSH tunnel
+        (:mod:`nbpool.ssh`) then forwards its ports here, and the login must
+        work without prompts.
 
         Returns the new worker's id.
 
@@ -347,9 +355,12 @@ class Pool(LoggingConfigurable):
         self._check_open()
         if not isinstance(session, str) or not session.strip():
             raise ValueError(f"attach needs a session name, got {session!r}")
-        for name, value in (("sshserver", sshserver), ("sshkey", sshkey)):
-            if value is not None and (not isinstance(value, str) or not value.strip()):
-                raise ValueError(f"{name} must be a non-empty string or None, got {value!r}")
+        if sshserver is not None:
+            check_server(sshserver)
+        if sshkey is not None and (not isinstance(sshkey, str) or not sshkey.strip()):
+            raise ValueError(f"sshkey must be a key file path or None, got {sshkey!r}")
+        if sshkey is not None and sshserver is None:
+            raise ValueError("sshkey is for the SSH login: pass sshserver too")
         worker = self._coordinator.adopt(
             lambda wid: self._launcher.attach(
                 wid, connection_file, self.attach_timeout, self.allow_insecure_transport,

@@ -29,6 +29,9 @@ SLICE = 0.03
 #: :meth:`Execution.request_interrupt`); capped at half the interrupt grace.
 RESEND = 1.0
 
+#: Seconds an interrupted request's reply may trail its iopub idle.
+REPLY_WAIT = 0.1
+
 OutputHook = Callable[[dict], None]
 StdinHandler = Callable[[str, bool], str]
 
@@ -170,11 +173,11 @@ class Execution:
         by ipykernel and can cost the request its reply. ipykernel publishes
         ``busy`` a moment before it stops ignoring SIGINT, so a first signal
         can still be lost: it is sent again once, :data:`RESEND` later, if
-        the execution has not ended. An interrupted request may also end
-        without a reply (the signal landed in ipykernel's own handler); its
-        iopub ``idle`` is then the end. Whatever happens, the execution must
-        end within the interrupt grace, or the worker counts as unresponsive
-        (:class:`WorkerDied`, and it is replaced).
+        the execution has neither ended nor raised. An interrupted request
+        may also end without a reply (the signal landed in ipykernel's own
+        handler); its iopub ``idle`` is then the end. Whatever happens, the
+        execution must end within the interrupt grace, or the worker counts
+        as unresponsive (:class:`WorkerDied`, and it is replaced).
         """
         self._interrupt_wanted = True
 
@@ -217,6 +220,7 @@ class Execution:
         self._msg_id = msg["header"]["msg_id"]
         self._reply: dict | None = None
         self._idle = self._started = False
+        self._idle_at = 0.0
         self._interrupts_sent = 0
         self._interrupt_deadline: float | None = None
         self._resend_at: float | None = None
@@ -291,16 +295,24 @@ class Execution:
         self.finished = True
 
     def _ended(self) -> bool:
-        """The request is over: idle, and its reply arrived or cannot come."""
-        return self._idle and (self._reply is not None or self._interrupts_sent > 0)
+        """The request is over: idle, and its reply arrived or will not come.
+
+        After an interrupt the reply may never come (the signal landed in
+        ipykernel's own code); it is then given :data:`REPLY_WAIT` after the
+        idle, as reply and idle travel on different sockets.
+        """
+        if not self._idle or self._reply is not None:
+            return self._reply is not None and self._idle
+        return self._interrupts_sent > 0 and time.monotonic() >= self._idle_at + REPLY_WAIT
 
     def _send_interrupt(self, now: float) -> None:
         """Send the wanted interrupt when due (see :meth:`request_interrupt`)."""
         if self._interrupt_deadline is None:
             self._interrupt_deadline = now + self._grace
+        taken = self._outputs.error is not None  # it raised KeyboardInterrupt: no resend
         if self._started and (
             self._interrupts_sent == 0
-            or (self._interrupts_sent == 1 and now >= self._resend_at)
+            or (self._interrupts_sent == 1 and now >= self._resend_at and not taken)
         ):
             self._interrupts_sent += 1
             self._resend_at = now + min(RESEND, self._grace / 2)
@@ -321,6 +333,8 @@ class Execution:
         if msg_type == "status":
             state = msg["content"].get("execution_state")
             self._idle = state == "idle"
+            if self._idle:
+                self._idle_at = time.monotonic()
             self._started = self._started or state == "busy"
         else:
             self._outputs.add(msg_type, msg["content"])

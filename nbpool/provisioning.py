@@ -12,9 +12,9 @@ What nbpool adds around it:
   kernels' own stdout/stderr logs, removed at shutdown;
 - loopback-only binding, unique keys per kernel (a new KernelManager for every
   start: a replacement never reuses keys or ports);
-- a *reaper* process that kills every worker's process group (and asks
-  remote workers to shut down) when the process hosting the pool dies
-  without shutting it down (SIGKILL, OOM);
+- a *reaper* process that kills every worker's process group (and stops
+  remote workers through their provisioner) when the process hosting the
+  pool dies without shutting it down (SIGKILL, OOM);
 - an immediate retry when a kernel dies because another process took one of
   its ports between port choice and bind (jupyter_client #487);
 - SSH tunnels (:mod:`nbpool.ssh`) for attached kernels only SSH can reach;
@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 import warnings
 from typing import TYPE_CHECKING
@@ -64,9 +65,10 @@ class Reaper:
 
     It reads ``+PGID`` / ``-PGID`` lines on its stdin (and ``=ID JSON`` /
     ``~ID`` for kernels with no process here); at EOF (this process exited,
-    however it exited) it sends those remote kernels a shutdown request,
-    kills every process group still registered and removes the pool's
-    runtime directory (connection files, kernel logs). The pipe is private
+    however it exited) it kills every process group still registered,
+    removes the pool's runtime directory (connection files, kernel logs),
+    and stops those remote kernels through their provisioner's ``kill()``
+    and a shutdown request (see :mod:`nbpool._reaper`). The pipe is private
     to the two processes, so connection keys stay out of argv and files.
     """
 
@@ -114,11 +116,14 @@ class Reaper:
             self._proc.wait()
 
 
-def _text(value):
-    """JSON for the bytes in connection info (keys)."""
-    if isinstance(value, bytes):
-        return value.decode()
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+def _loopback(ip: str) -> bool:
+    """Whether ``ip`` means the machine itself, wherever it is read."""
+    return ip.startswith("127.") or ip in ("localhost", "::1", "0.0.0.0", "")
+
+
+def _text(value) -> str:
+    """JSON for what connection and provisioner info may hold besides JSON (key bytes)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 _loop: asyncio.AbstractEventLoop | None = None
@@ -246,50 +251,74 @@ class Launcher:
         info = _read_connection_file(path)
         client = BlockingKernelClient(connection_file=path, context=self.context)
         client.load_connection_file()
+        encrypted = client.curve_publickey is not None
+        deadline = time.monotonic() + timeout  # one bound for tunnel and answer together
         label, tunnel = os.path.basename(path), None
+        try:
+            if sshserver is None:
+                self.check_transport(client.ip, client.transport, encrypted, allow_insecure)
+            else:
+                # The hop from the SSH server on to the kernel is outside the tunnel.
+                self.check_transport(
+                    info["ip"], info["transport"], encrypted, allow_insecure,
+                    local=_loopback(info["ip"]), seen_from=sshserver,
+                )
+        except WorkerStartFailed as exc:
+            raise AttachFailed(f"connection file {path}: {exc}") from None
         if sshserver is not None:
             tunnel = SshTunnel.open(
-                f"connection file {path}", info, sshserver, sshkey, timeout, self.runtime_dir
+                f"connection file {path}", info, sshserver, sshkey, timeout, self
             )
-            self.reaper.watch(tunnel.pid)
             client.ip = "127.0.0.1"
             for key, port in tunnel.ports.items():
                 setattr(client, key, port)
             label = f"{label} via ssh {sshserver}"
+        kernel = None
         try:
-            self.check_transport(
-                client.ip, client.transport, client.curve_publickey is not None, allow_insecure
-            )
-        except WorkerStartFailed as exc:
-            raise AttachFailed(f"connection file {path}: {exc}") from None
-        kernel = AttachedKernel(worker_id, client, label, tunnel, self.reaper)
-        try:
-            kernel.wait_ready(timeout, self.closing)
-        except WorkerStartFailed as exc:
-            kernel.shutdown()
-            raise AttachFailed(f"connection file {path}: {exc}") from None
+            kernel = AttachedKernel(worker_id, client, label, tunnel)
+            kernel.wait_ready(max(0.0, deadline - time.monotonic()), self.closing)
+        except BaseException as exc:  # never leave a tunnel or sockets behind
+            if kernel is not None:
+                kernel.shutdown()
+            elif tunnel is not None:
+                tunnel.close()
+            if isinstance(exc, WorkerStartFailed):
+                raise AttachFailed(f"connection file {path}: {exc}") from None
+            raise
         return kernel
 
     def check_transport(
-        self, ip: str, transport: str, encrypted: bool, allow_insecure: bool | None = None
+        self,
+        ip: str,
+        transport: str,
+        encrypted: bool,
+        allow_insecure: bool | None = None,
+        *,
+        local: bool | None = None,
+        seen_from: str | None = None,
     ) -> None:
         """Refuse plain text to a kernel that is not on loopback or ipc.
+
+        ``local`` overrides the loopback test (for an address as seen from
+        the SSH server ``seen_from``).
 
         Raises
         ------
         WorkerStartFailed
             Unless ``allow_insecure_transport`` is set (then it warns once).
         """
-        local = transport == "ipc" or ip.startswith("127.") or is_local_ip(ip)
+        if local is None:
+            local = transport == "ipc" or ip.startswith("127.") or is_local_ip(ip)
         if local or encrypted:
             return
         if allow_insecure is None:
             allow_insecure = self.allow_insecure_transport
         if not allow_insecure:
+            where = f"the kernel at {ip}" + (f" (as seen from {seen_from})" if seen_from else "")
             raise WorkerStartFailed(
-                f"the kernel at {ip} has no CurveZMQ keys, so code and outputs would cross the "
-                "network in plain text; enable transport encryption for it, tunnel it over SSH, "
-                "or set allow_insecure_transport=True"
+                f"{where} has no CurveZMQ keys, so code and outputs would cross the "
+                "network in plain text; enable transport encryption for it, tunnel it over SSH "
+                "to its own host, or set allow_insecure_transport=True"
             )
         _warn_insecure(ip)
 

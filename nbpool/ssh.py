@@ -46,23 +46,27 @@ PORT_RACE_RETRIES = 3
 class SshTunnel:
     """An ``ssh -L ...`` process forwarding one kernel's ports to 127.0.0.1.
 
-    ``ports`` maps each of :data:`PORT_KEYS` to its local port.
+    ``ports`` maps each of :data:`PORT_KEYS` to its local port. The reaper
+    knows the process from the moment it starts until :meth:`close`.
     """
 
-    def __init__(self, proc: subprocess.Popen, server: str, log_path: str) -> None:
+    def __init__(self, proc: subprocess.Popen, server: str, log_path: str, reaper) -> None:
         self._proc = proc
         self.server = server
         self.ports: dict[str, int] = {}
         self.pid = proc.pid
         self._log_path = log_path
+        self._reaper = reaper
+        reaper.watch(self.pid)
 
     @classmethod
     def open(
-        cls, where: str, info: dict, server: str, sshkey: str | None, timeout: float, log_dir: str
+        cls, where: str, info: dict, server: str, sshkey: str | None, timeout: float, launcher
     ) -> "SshTunnel":
         """Log in to ``server`` and forward the kernel's ports; blocking.
 
-        ``where`` names the connection file in messages.
+        ``where`` names the connection file in messages; ``launcher``
+        provides the runtime directory (ssh's log) and the reaper.
 
         Raises
         ------
@@ -77,15 +81,21 @@ class SshTunnel:
             )
         if sshkey is not None and not os.path.isfile(os.path.expanduser(sshkey)):
             raise AttachFailed(f"{where}: the SSH key file {sshkey} does not exist")
-        log_path = os.path.join(log_dir, f"ssh-{os.urandom(4).hex()}.log")
+        log_path = os.path.join(launcher.runtime_dir, f"ssh-{os.urandom(4).hex()}.log")
         for attempt in range(PORT_RACE_RETRIES):
             local = select_random_ports(len(PORT_KEYS))
             forwards = [
-                f"127.0.0.1:{lport}:{info['ip']}:{info[key]}" for lport, key in zip(local, PORT_KEYS)
+                f"127.0.0.1:{lport}:{info['ip']}:{info[key]}"
+                for lport, key in zip(local, PORT_KEYS)
             ]
-            tunnel = cls._start(where, server, sshkey, forwards, timeout, log_path)
+            argv = _argv(server, sshkey, forwards, timeout)
+            tunnel = cls._start(where, argv, server, log_path, launcher.reaper)
             tunnel.ports = dict(zip(PORT_KEYS, local))
-            failure = tunnel._wait_listening(timeout)
+            try:
+                failure = tunnel._wait_listening(timeout)
+            except BaseException:  # Ctrl-C in the cell, pool shutdown: never leave ssh behind
+                tunnel.close()
+                raise
             if failure is None:
                 return tunnel
             port_taken = "Address already in use" in tunnel._log_text()  # taken since chosen
@@ -95,30 +105,20 @@ class SshTunnel:
         raise AssertionError("unreachable")
 
     @classmethod
-    def _start(
-        cls, where: str, server: str, sshkey: str | None, forwards: list[str], timeout: float, log_path: str
-    ) -> "SshTunnel":
-        host, _, port = server.partition(":")
-        argv = [
-            "ssh", "-tt", "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes",
-            "-o", f"ConnectTimeout={max(1, math.ceil(timeout))}",
-        ]
-        argv += ["-i", os.path.expanduser(sshkey)] if sshkey else []
-        argv += ["-p", port] if port else []
-        for forward in forwards:
-            argv += ["-L", forward]
+    def _start(cls, where: str, argv: list[str], server: str, log_path: str, reaper) -> "SshTunnel":
         with open(log_path, "wb") as log:
             try:
                 proc = subprocess.Popen(
-                    [*argv, host, IDLE_COMMAND], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                     start_new_session=True,  # its own group: the reaper can kill it by pid
                 )
             except FileNotFoundError:
+                os.unlink(log_path)
                 raise AttachFailed(
                     f"{where}: tunnelling over SSH needs the OpenSSH client `ssh` on PATH "
                     "(e.g. apt-get install openssh-client)"
                 ) from None
-        return cls(proc, server, log_path)
+        return cls(proc, server, log_path, reaper)
 
     def _wait_listening(self, timeout: float) -> str | None:
         """None once every local port accepts connections, else why not (ssh stopped)."""
@@ -135,6 +135,10 @@ class SshTunnel:
                     pending.pop(0)
                     continue
             time.sleep(0.05)  # ssh is still logging in; bounded by the deadline
+        # A port another program took answers the probe too; ssh then exits
+        # at once (ExitOnForwardFailure) after binding the others.
+        if self._proc.poll() is not None:
+            return f"failed: {self.reason()}"
         return None
 
     def _log_text(self) -> str:
@@ -148,7 +152,8 @@ class SshTunnel:
         """Why ssh exited, in its own words (the last line it wrote), or its code."""
         lines = [line.strip() for line in self._log_text().splitlines() if line.strip()]
         detail = lines[-1] if lines else f"exit code {self._proc.poll()}"
-        detail = detail.removeprefix(f"{self.server.partition(':')[0]}: ")  # "user@host: Permission denied"
+        # ssh says "user@host: Permission denied (publickey)."
+        detail = detail.removeprefix(f"{_split(self.server)[0]}: ")
         if "Permission denied" in detail or "verification failed" in detail:
             detail += (
                 " (the login must work without prompts: check "
@@ -171,7 +176,40 @@ class SshTunnel:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
+        self._reaper.forget(self.pid)
         try:
             os.unlink(self._log_path)
         except OSError:
             pass
+
+
+def check_server(server) -> None:
+    """Raise ValueError unless ``server`` reads as ``[user@]host[:port]``."""
+    if not isinstance(server, str) or not server.strip() or server.startswith("-") or any(
+        c.isspace() for c in server
+    ):
+        raise ValueError(
+            f"sshserver must be '[user@]host[:port]' (no spaces, not starting with '-'), "
+            f"got {server!r}"
+        )
+
+
+def _split(server: str) -> tuple[str, str]:
+    """``(user@host, port)``; an IPv6 address (several colons) has no port part."""
+    if server.count(":") == 1:
+        host, _, port = server.partition(":")
+        return host, port
+    return server, ""
+
+
+def _argv(server: str, sshkey: str | None, forwards: list[str], timeout: float) -> list[str]:
+    host, port = _split(server)
+    argv = [
+        "ssh", "-tt", "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes",
+        "-o", f"ConnectTimeout={max(1, math.ceil(timeout))}",
+    ]
+    argv += ["-i", os.path.expanduser(sshkey)] if sshkey else []
+    argv += ["-p", port] if port else []
+    for forward in forwards:
+        argv += ["-L", forward]
+    return [*argv, "--", host, IDLE_COMMAND]

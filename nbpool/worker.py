@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import warnings
 
 import zmq
 import zmq.asyncio
@@ -152,7 +153,14 @@ class LocalKernel(Kernel):
             self.pid = self._process.pid
             launcher.reaper.watch(self.pid)
         else:
-            launcher.reaper.watch_remote(worker_id, km)
+            try:
+                launcher.reaper.watch_remote(worker_id, km)
+            except Exception as exc:  # usable all the same; only not stopped if we are killed
+                warnings.warn(
+                    f"nbpool: the provisioner of {km.kernel_name!r} could not describe its "
+                    f"kernel ({exc}); if this process is killed, that kernel is not stopped",
+                    stacklevel=2,
+                )
 
     @classmethod
     def launch(cls, launcher, worker_id: str, kernel_name: str) -> "LocalKernel":
@@ -240,12 +248,11 @@ class AttachedKernel(Kernel):
 
     attached = True
 
-    def __init__(self, worker_id: str, client, label: str, tunnel=None, reaper=None) -> None:
+    def __init__(self, worker_id: str, client, label: str, tunnel=None) -> None:
         super().__init__(worker_id, client, label)
         self._control = client.connect_control()
         self._interrupt_lock = threading.Lock()
         self._tunnel = tunnel
-        self._reaper = reaper
 
     def _not_ready(self, timeout: float) -> str:
         return (
@@ -267,7 +274,6 @@ class AttachedKernel(Kernel):
             self._control.close(linger=0)
         if self._tunnel is not None:
             self._tunnel.close()
-            self._reaper.forget(self._tunnel.pid)
 
 
 def _tail(path: str) -> str:

@@ -138,10 +138,13 @@ def test_bad_ssh_settings_fail_at_once_naming_the_cause(outside_kernel, tmp_path
     ipc = tmp_path / "kernel-ipc.json"
     ipc.write_text(json.dumps({**json.loads(open(path).read()), "transport": "ipc"}))
     with nbpool.Pool(size=0) as pool:
-        with pytest.raises(ValueError, match="sshserver must be a non-empty string"):
-            pool.attach(path, session="x", sshserver="")
-        with pytest.raises(ValueError, match="sshkey must be a non-empty string"):
+        for bad in ("", "-oProxyCommand=touch /tmp/x", "me @box", 3):
+            with pytest.raises(ValueError, match=r"sshserver must be '\[user@\]host\[:port\]'"):
+                pool.attach(path, session="x", sshserver=bad)
+        with pytest.raises(ValueError, match="sshkey must be a key file path"):
             pool.attach(path, session="x", sshserver="me@box", sshkey=3)
+        with pytest.raises(ValueError, match="pass sshserver too"):
+            pool.attach(path, session="x", sshkey="~/.ssh/id_ed25519")
         with pytest.raises(nbpool.AttachFailed, match="ipc transport cannot be reached over SSH"):
             pool.attach(str(ipc), session="x", sshserver="me@box")
         with pytest.raises(nbpool.AttachFailed, match="SSH key file .*nokey does not exist"):

@@ -120,6 +120,8 @@ def test_no_worker_outlives_its_host_process(how):
         ({"heartbeat_timeout": 0.5}, "heartbeat_timeout must exceed"),
         ({"size": "four"}, "invalid Pool setting"),
         ({"transport": "udp"}, "invalid Pool setting"),
+        ({"sshkey": "~/.ssh/id_ed25519"}, "set sshserver too"),
+        ({"sshserver": "-oProxyCommand=x"}, "sshserver must be"),
     ],
 )
 def test_bad_settings_raise_value_error_naming_the_value(kwargs, message):

@@ -108,7 +108,8 @@ def ssh_host(netns_ok, jupyter_path, tmp_path_factory):
             mp.setenv("GP_RESPONSE_IP", host.gateway)
             mp.setenv("GP_KERNEL_LOG_DIR", str(ssh.remote_tmp))
             mp.setenv("GP_UNAUTHORIZED_USERS", "")
-            mp.setenv("JUPYTER_PATH", os.pathsep.join([str(ssh.jupyter_dir), os.environ["JUPYTER_PATH"]]))
+            paths = [str(ssh.jupyter_dir), os.environ["JUPYTER_PATH"]]
+            mp.setenv("JUPYTER_PATH", os.pathsep.join(paths))
             rm = sys.modules.get("gateway_provisioners.response_manager")
             if rm is not None:  # imported earlier: its response address was read then
                 mp.setattr(rm, "response_ip", host.gateway)

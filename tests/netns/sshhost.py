@@ -2,7 +2,7 @@
 
 The host gets its own host key and one authorized client key. Two kinds of
 SSH client use it: paramiko (gateway_provisioners) finds the key and
-``known_hosts`` under ``$HOME``; the OpenSSH client (jupyter_client's tunnels)
+``known_hosts`` under ``$HOME``; the OpenSSH client (nbpool's SSH tunnels)
 reads ``~/.ssh`` from the real home directory, which tests must not touch, so
 an ``ssh`` first on ``PATH`` adds ``-F`` with a config naming the known_hosts
 file, as a user's ``~/.ssh/config`` could; the tests pass the key themselves.

@@ -1,13 +1,14 @@
-"""Attaching a kernel that only SSH can reach, through jupyter_client's tunnels.
+"""Attaching a kernel that only SSH can reach, through nbpool's SSH tunnel.
 
 The kernel runs on the namespace host bound to *its* loopback, so nothing on
 this side can reach its ports directly; the host's sshd is the only way in.
 ``pool.attach(file, session, sshserver="root@HOST")`` forwards the five ports
-over SSH with the OpenSSH client (see sshhost.py for its configuration).
+with one OpenSSH client process (see sshhost.py for its configuration).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -104,7 +105,10 @@ def test_the_tunnel_is_ours_stopped_at_detach_and_its_loss_is_a_death(ssh_host, 
         pool.attach(path, session="far", sshserver=server, sshkey=str(ssh_host.key))
         assert pool.execute("1 + 1", session="far").result == "2"
         (tunnel,) = set(_tunnel_pids(ssh_host)) - before
+        assert len(ssh_host.kernel_pids()) > 1, "the tunnel's session runs on the host"
     assert tunnel not in _tunnel_pids(ssh_host), "shutdown stopped the tunnel"
+    wait_for(lambda: ssh_host.kernel_pids() == [kernel.pid], what="the tunnel's session on the "
+             "host (sshd child, idle command) to end")
     assert kernel.poll() is None, "and only the tunnel: the kernel still runs"
 
     with nbpool.Pool(size=0, attach_timeout=30) as pool:
@@ -120,7 +124,24 @@ def test_the_tunnel_is_ours_stopped_at_detach_and_its_loss_is_a_death(ssh_host, 
             pool.execute("1", session="far")
 
 
-def test_a_local_port_taken_before_ssh_binds_it_is_chosen_again(ssh_host, loopback_kernel, monkeypatch):
+def test_plain_text_beyond_the_ssh_server_is_refused(ssh_host, loopback_kernel, tmp_path):
+    """A kernel the SSH server reaches over the network, without Curve: refused, nothing sent."""
+    path, _ = loopback_kernel
+    info = json.loads(open(path).read())
+    elsewhere = tmp_path / "kernel-elsewhere.json"
+    elsewhere.write_text(json.dumps({**info, "ip": "192.0.2.10"}))
+    with nbpool.Pool(size=0) as pool:
+        before = set(_tunnel_pids(ssh_host))
+        refused = r"192.0.2.10 \(as seen from root@.*plain text"
+        with pytest.raises(nbpool.AttachFailed, match=refused):
+            pool.attach(str(elsewhere), session="far", sshserver=f"root@{ssh_host.host.address}",
+                        sshkey=str(ssh_host.key))
+        assert set(_tunnel_pids(ssh_host)) == before, "refused before any ssh was started"
+
+
+def test_a_local_port_taken_before_ssh_binds_it_is_chosen_again(
+    ssh_host, loopback_kernel, monkeypatch
+):
     """ssh refuses a forward whose port another program took meanwhile; nbpool picks new ports."""
     import nbpool.ssh
 
@@ -178,7 +199,8 @@ def test_no_tunnel_outlives_a_killed_notebook_process(ssh_host, loopback_kernel)
 
 def _tunnel_pids(ssh_host) -> list[int]:
     """Local ``ssh -L`` processes forwarding to this host."""
-    return [p for p in pids_with(b"ExitOnForwardFailure") if ssh_host.host.address.encode() in _cmdline(p)]
+    address = ssh_host.host.address.encode()
+    return [p for p in pids_with(b"ExitOnForwardFailure") if address in _cmdline(p)]
 
 
 def _cmdline(pid: int) -> bytes:
