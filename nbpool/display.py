@@ -44,6 +44,7 @@ import getpass
 import sys
 import time
 from concurrent.futures import CancelledError
+from typing import Callable
 
 from IPython import get_ipython
 from IPython.display import clear_output, display, publish_display_data
@@ -79,6 +80,8 @@ class Forwarder:
     execution_count : int, optional
         The prompt number of a background cell, for its ``Out[n]``.
 
+    ``before_first`` (settable) is called once, before the first output.
+
     Attributes
     ----------
     value : RemoteValue or None
@@ -96,8 +99,12 @@ class Forwarder:
         self.value: RemoteValue | None = None
         self.errors: list[dict] = []
         self._stream: str | None = None
+        self.before_first: Callable[[], None] | None = None
 
     def __call__(self, event: dict) -> None:
+        if self.before_first is not None:
+            first, self.before_first = self.before_first, None
+            first()
         kind = event["output_type"]
         if kind == "stream":
             if self._stream not in (None, event["name"]):
@@ -181,6 +188,7 @@ def run_background(
     cell = BackgroundCell(session)
     cell._display = display(cell, display_id=True)
     forward = Forwarder(session, background=True, execution_count=shell.execution_count)
+    forward.before_first = cell._announce_reset  # as in a foreground cell: before the outputs
     try:
         future = pool.submit(code, session, timeout, kernel=kernel, on_output=forward)
     except BaseException as exc:
@@ -207,6 +215,7 @@ class BackgroundCell:
         self._submit_error: BaseException | None = None
         self._started = time.monotonic()
         self._ended: float | None = None
+        self._announced = False
         # The end may be settled by a pool thread: report it in this cell.
         self._context = contextvars.copy_context()
 
@@ -224,9 +233,17 @@ class BackgroundCell:
         if exc is not None and not isinstance(exc, CancelledError):
             name = type(exc).__name__  # a pool error: one line, as in a foreground cell
             publish_raw("error", {"ename": name, "evalue": str(exc), "traceback": [f"{name}: {exc}"]})
-        elif exc is None and not future.cancelled() and future.result().session_reset:
-            print(reset_notice(self.session, future.result().session_reset), file=sys.stderr)
+        elif exc is None and not future.cancelled():
+            self._announce_reset(future.result().session_reset)
         self._show()
+
+    def _announce_reset(self, reason: str | None = None) -> None:
+        """Say once, in this cell, that the session's state was reset (if it was)."""
+        lease = getattr(self.future, "_lease", None)
+        reason = reason or (lease.session_reset if lease is not None else None)
+        if reason and not self._announced:
+            self._announced = True
+            print(reset_notice(self.session, reason), file=sys.stderr, flush=True)
 
     def _failed_to_submit(self, exc: BaseException) -> None:
         self._submit_error, self._ended = exc, time.monotonic()

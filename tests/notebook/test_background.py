@@ -101,3 +101,21 @@ def test_bg_failure_is_reported_by_the_handle(run_notebook):
     )
     assert run.error is None, run.error
     assert run.text(2) == "False ValueError: bad input | failed: ValueError\n"
+
+
+def test_a_bg_cell_says_its_session_was_reset_before_its_outputs(kernel):
+    """As in a foreground cell, the reset notice comes first in the bg cell's own output."""
+    kernel.execute(LOAD)
+    kernel.execute("%%pool_exec -s a\nx = 1")
+    kernel.execute("%%pool_exec -s a\nimport os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+    bg = kernel.execute("%%pool_exec --bg -s a -o job\nprint('after the reset')")
+    assert kernel.execute("job.result(30).stdout")["reply"]["status"] == "ok"
+    kernel.drain(0.5)
+    streams = [
+        (m["content"]["name"], m["content"]["text"])
+        for _, m in kernel.iopub
+        if m["parent_header"].get("msg_id") == bg["msg_id"] and m["msg_type"] == "stream"
+    ]
+    assert [name for name, _ in streams] == ["stderr", "stdout"], streams
+    assert streams[0][1].startswith("nbpool: session 'a' starts from a fresh state:")
+    assert streams[1][1] == "after the reset\n"
