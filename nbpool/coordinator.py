@@ -799,7 +799,8 @@ class Coordinator:
                         "kernel": w.kernel_name,
                         "session": info.name if info else None,
                         "pid": getattr(w.kernel, "pid", None),
-                        "executions": w.executions,
+                        # counted at release; a held lease's runs count at once
+                        "executions": w.executions + (w.lease.executions if w.lease else 0),
                         "uptime": round(now - w.started_at, 1) if w.kernel is not None else 0.0,
                         "attached": _attached(w),
                         "encrypted": bool(getattr(w.kernel, "encrypted", False)),
@@ -822,7 +823,9 @@ class Coordinator:
                 "workers": workers,
                 "sessions": sessions,
                 "waiting": len(self._waiters),
-                "counters": dict(self.counters),
+                "counters": {**self.counters, "executions": self.counters["executions"] + sum(
+                    w.lease.executions for w in self._workers.values() if w.lease is not None
+                )},
                 "events": list(self.events)[-10:],
             }
 

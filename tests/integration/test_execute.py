@@ -181,8 +181,14 @@ def test_cancel_interrupts_a_running_future():
 def test_lease_gives_exclusive_use_until_released(shared_pool):
     """Inside a lease several executions run on the same worker; after it, it refuses."""
     with shared_pool.lease("leased", timeout=10) as lease:
+        before = shared_pool.status()
         a = lease.execute("import os; os.getpid()")
         b = lease.execute("os.getpid()")
         assert a.result == b.result and a.worker_id == lease.worker_id
+        after = shared_pool.status()  # runs inside a held lease count at once
+        assert after["counters"]["executions"] == before["counters"]["executions"] + 2
+        row = next(w for w in after["workers"] if w["id"] == lease.worker_id)
+        assert row["executions"] == next(
+            w for w in before["workers"] if w["id"] == lease.worker_id)["executions"] + 2
     with pytest.raises(nbpool.LeaseReleased):
         lease.execute("1")
