@@ -4,6 +4,7 @@ finding processes, and private kernelspec directories."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 
@@ -48,3 +49,32 @@ def extra_jupyter_path(root):
             os.environ.pop("JUPYTER_PATH")
         else:
             os.environ["JUPYTER_PATH"] = old
+
+
+@pytest.fixture(scope="session", autouse=True)
+def bash_kernel_with_a_clean_home(tmp_path_factory):
+    """The ``bash`` kernelspec, shadowed by a copy whose kernels get an empty HOME.
+
+    bash_kernel starts an interactive bash that reads ``~/.bashrc``. On this
+    kind of machine that runs ``pyenv init``, whose ``pyenv rehash`` takes a
+    lock file; a bash worker killed at that moment (tests stop pools while
+    workers start) leaves the lock behind, and every later bash start then
+    waits 60 s for it and fails bash_kernel's 30 s prompt timeout. The tests
+    are about nbpool, not the machine's shell setup.
+    """
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec("bash")
+    except NoSuchKernel:  # the tests that need it fail saying how to install it
+        yield
+        return
+    root = tmp_path_factory.mktemp("bash-kernelspec")
+    home = root / "home"
+    home.mkdir()
+    (root / "kernels" / "bash").mkdir(parents=True)
+    shadow = spec.to_dict()
+    shadow["env"] = {**shadow.get("env", {}), "HOME": str(home)}
+    (root / "kernels" / "bash" / "kernel.json").write_text(json.dumps(shadow))
+    with extra_jupyter_path(root):
+        yield
