@@ -94,6 +94,15 @@ async def _kill(entry: dict) -> None:
         info["kernel_id"], km.kernel_spec, parent=km
     )
     await provisioner.load_provisioner_info(info)
+    # The notebook is gone: nothing to wind down. The calls a shutdown makes,
+    # forceful first: SIGKILL through the provisioner (gateway_provisioners'
+    # kill() starts with SIGTERM, which its launcher may survive while its
+    # listener stops, and then poll() reports it gone); shutdown_requested()
+    # so the provisioner's own helpers on the host exit (that listener runs
+    # in a process of its own); kill() for provisioners whose signals need
+    # state we do not have; cleanup().
+    await provisioner.send_signal(signal.SIGKILL)
+    await provisioner.shutdown_requested()
     await provisioner.kill()
     await provisioner.cleanup()
 

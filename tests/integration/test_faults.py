@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import _thread
+import contextlib
 import os
 import signal
 import threading
@@ -108,7 +109,8 @@ def test_frozen_worker_is_noticed_by_heartbeat(pool):
         assert isinstance(box.get("error"), nbpool.WorkerDied)
         assert "heartbeats" in str(box["error"])
     finally:
-        os.kill(pid, signal.SIGCONT) if not _gone(pid) else None
+        with contextlib.suppress(ProcessLookupError):  # it may be killed meanwhile
+            os.kill(pid, signal.SIGCONT)
     wait_for(lambda: _gone(pid), what="frozen kernel killed")
 
 

@@ -37,7 +37,8 @@ class SshHost:
     def __init__(self, host: hosts.Host, root: Path) -> None:
         self.host, self.root = host, root
         self.home, self.remote_tmp, etc = root / "home", root / "remote-tmp", root / "sshd"
-        for d in (self.home / ".ssh", self.remote_tmp, etc):
+        self.remote_home = root / "remote-home"
+        for d in (self.home / ".ssh", self.remote_tmp, self.remote_home, etc):
             d.mkdir(parents=True, mode=0o700)
         _keygen(etc / "host_key")
         self.key = self.home / ".ssh" / "id_ed25519"  # paramiko finds it under $HOME
@@ -51,7 +52,10 @@ class SshHost:
             f"ListenAddress {host.address}\nPort 22\nHostKey {etc}/host_key\n"
             f"AuthorizedKeysFile {etc}/authorized_keys\nPermitRootLogin prohibit-password\n"
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
-            f"StrictModes no\nPidFile none\nSetEnv TMPDIR={self.remote_tmp}\n"
+            # The "remote" account's HOME is its own: bash run by sshd reads
+            # ~/.bashrc, and this machine's runs `pyenv init` (see the root conftest).
+            f"StrictModes no\nPidFile none\n"
+            f"SetEnv TMPDIR={self.remote_tmp} HOME={self.remote_home}\n"
         )
         os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege-separation directory
         self._log = open(root / "sshd.log", "wb")

@@ -18,6 +18,7 @@ import pytest
 from jupyter_client.manager import KernelManager
 
 import nbpool
+import nbpool._reaper
 import nbpool.provisioning
 
 from ..conftest import wait_for
@@ -75,7 +76,12 @@ def kill_a_notebook_process_holding(kernel_name: str, pids_on_host) -> None:
     finally:
         notebook.kill()
         notebook.wait(30)
-    wait_for(lambda: not pids_on_host(), what="the remote kernels to stop after the SIGKILL")
+    # The reaper's bound: provisioner kills (KILL_TIMEOUT) plus the shutdown
+    # requests' grace; gateway_provisioners' kill() alone waits up to 5 s
+    # for SIGTERM to work before it sends SIGKILL.
+    bound = nbpool._reaper.KILL_TIMEOUT + nbpool._reaper.REMOTE_GRACE + 5
+    wait_for(lambda: not pids_on_host(), timeout=bound,
+             what="the remote kernels to stop after the SIGKILL")
 
 
 def test_remote_workers_are_shut_down_when_the_notebook_process_is_killed(remote):
