@@ -34,7 +34,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -94,8 +93,10 @@ def run(quick: bool = False) -> list[Row]:
 
         sshd = SshHost(host, tmp / "ssh")
         os.environ["PATH"] = os.pathsep.join([str(sshd.bin), old_env["PATH"] or ""])
-        kernel = _loopback_kernel(host, tmp, list(pool.ipykernel_args))
-        pool.attach(kernel.connection_file, session="ssh", sshserver=f"root@{host.address}",
+        kernel = sshd.start_loopback_kernel(
+            tmp / "kernel-ssh.json", subprocess.DEVNULL, list(pool.ipykernel_args)
+        )
+        pool.attach(str(tmp / "kernel-ssh.json"), session="ssh", sshserver=f"root@{host.address}",
                     sshkey=str(sshd.key))
         interleaved({"ssh": rt("ssh"), "local": rt("local")}, 30)  # warm-up
         ssh_times = interleaved({"ssh": rt("ssh"), "local": rt("local")}, rounds)
@@ -126,8 +127,8 @@ def run(quick: bool = False) -> list[Row]:
         if pool is not None:
             pool.shutdown()
         if kernel is not None:
-            kernel.proc.kill()
-            kernel.proc.wait()
+            kernel.kill()
+            kernel.wait()
         if sshd is not None:
             sshd.close()
         for key, value in old_env.items():
@@ -143,24 +144,6 @@ def run(quick: bool = False) -> list[Row]:
         else:
             os.environ["JUPYTER_PATH"] = old_path
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-class _Kernel:
-    def __init__(self, proc: subprocess.Popen, connection_file: str) -> None:
-        self.proc, self.connection_file = proc, connection_file
-
-
-def _loopback_kernel(host, tmp: Path, args: list[str]) -> _Kernel:
-    """An ipykernel in ``host``'s namespace on its 127.0.0.1, with the pool's arguments."""
-    from jupyter_client.connect import write_connection_file
-
-    path, _ = write_connection_file(
-        str(tmp / "kernel-ssh.json"), ip="127.0.0.1", key=os.urandom(16).hex().encode()
-    )
-    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", path,
-            *args]
-    proc = subprocess.Popen(host.argv(argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return _Kernel(proc, path)
 
 
 if __name__ == "__main__":

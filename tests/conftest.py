@@ -38,6 +38,19 @@ def pids_with(marker: bytes) -> list[int]:
 
 
 @contextlib.contextmanager
+def started_kernel(kernel_name: str, connection_file, **kwargs):
+    """A kernel "someone else" started (its own KernelManager); killed on exit."""
+    from jupyter_client.manager import KernelManager
+
+    km = KernelManager(kernel_name=kernel_name, connection_file=str(connection_file), **kwargs)
+    km.start_kernel()
+    try:
+        yield km
+    finally:
+        km.shutdown_kernel(now=True)
+
+
+@contextlib.contextmanager
 def extra_jupyter_path(root):
     """Put ``root`` first on JUPYTER_PATH (its ``kernels/`` become kernelspecs)."""
     old = os.environ.get("JUPYTER_PATH")

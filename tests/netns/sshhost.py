@@ -107,6 +107,20 @@ class SshHost:
         spec_file.write_text(json.dumps(spec))
         return name
 
+    def start_loopback_kernel(
+        self, path: Path, log, args: tuple[str, ...] | list[str] = ()
+    ) -> subprocess.Popen:
+        """An ipykernel on this host bound to the host's own 127.0.0.1 only.
+
+        Writes the connection file at ``path`` (a fresh key); ``ip netns exec``
+        execs the kernel, so the returned process's pid is the kernel's.
+        """
+        from jupyter_client.connect import write_connection_file
+
+        write_connection_file(str(path), ip="127.0.0.1", key=os.urandom(16).hex().encode())
+        argv = [sys.executable, "-m", "ipykernel_launcher", "-f", str(path), *args]
+        return subprocess.Popen(self.host.argv(argv), stdout=log, stderr=subprocess.STDOUT)
+
     def kernel_pids(self) -> list[int]:
         """Processes on the host other than sshd (kernels, their listeners)."""
         return [p for p in self.host.pids() if p != self.sshd.pid]

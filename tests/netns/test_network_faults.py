@@ -12,11 +12,10 @@ import threading
 import time
 
 import pytest
-from jupyter_client.manager import KernelManager
 
 import nbpool
 
-from ..conftest import wait_for
+from ..conftest import started_kernel, wait_for
 
 HB_INTERVAL, HB_TIMEOUT = 0.5, 2.0
 #: The holder learns of a death within the heartbeat timeout plus coordinator
@@ -125,13 +124,9 @@ def test_attached_host_that_comes_back_sends_nothing_stray(flaky_remote, remote,
     link is back it is attached again, its state is intact, and neither the
     new session's nor a neighbour's outputs contain anything of the old run.
     """
-    km = KernelManager(
-        kernel_name=flaky_remote.kernel,
-        connection_file=str(tmp_path / "kernel-ext.json"),
-        transport_encryption="auto",
-    )
-    km.start_kernel()
-    try:
+    with started_kernel(
+        flaky_remote.kernel, tmp_path / "kernel-ext.json", transport_encryption="auto"
+    ) as km:
         with pool_for(remote.kernel, attach_timeout=30) as pool:
             pool.attach(km.connection_file, session="ext")
             pool.execute("state = 'kept'", session="ext")
@@ -153,8 +148,6 @@ def test_attached_host_that_comes_back_sends_nothing_stray(flaky_remote, remote,
             assert other_host.check() > 0
             again = pool.execute("print('once')", session="ext")
             assert again.stdout == "once\n"
-    finally:
-        km.shutdown_kernel(now=True)
 
 
 def test_shutdown_with_a_cut_off_host_does_not_hang(flaky_remote):

@@ -15,13 +15,12 @@ import time
 import warnings
 
 import pytest
-from jupyter_client.manager import KernelManager
 
 import nbpool
 import nbpool._reaper
 import nbpool.provisioning
 
-from ..conftest import wait_for
+from ..conftest import started_kernel, wait_for
 from . import hosts
 from .provisioner import NetnsProvisioner
 
@@ -190,13 +189,9 @@ def test_provisioner_that_fails_to_start_is_retried_and_reported(
 
 def test_attach_a_kernel_running_on_another_host(remote, tmp_path):
     """A kernel someone started on the other host is attached by its connection file (Curve keys in it)."""
-    km = KernelManager(
-        kernel_name=remote.kernel,
-        connection_file=str(tmp_path / "kernel-far.json"),
-        transport_encryption="auto",
-    )
-    km.start_kernel()
-    try:
+    with started_kernel(
+        remote.kernel, tmp_path / "kernel-far.json", transport_encryption="auto"
+    ) as km:
         with nbpool.Pool(size=0) as pool:
             with hosts.Capture(remote.host) as capture:
                 pool.attach(km.connection_file, session="far")
@@ -207,18 +202,12 @@ def test_attach_a_kernel_running_on_another_host(remote, tmp_path):
             assert row["attached"] is True and row["encrypted"] is True
             assert MARKER not in capture.data
         assert km.is_alive(), "nbpool never stops a kernel it attached"
-    finally:
-        km.shutdown_kernel(now=True)
 
 
 def test_attaching_a_plaintext_remote_kernel_needs_allow_insecure(remote, tmp_path, monkeypatch):
     """A plain-text kernel on another host is refused by attach unless explicitly allowed."""
     monkeypatch.setattr(nbpool.provisioning, "_warned_insecure", set())
-    km = KernelManager(
-        kernel_name=remote.plain_kernel, connection_file=str(tmp_path / "kernel-plain.json")
-    )
-    km.start_kernel()
-    try:
+    with started_kernel(remote.plain_kernel, tmp_path / "kernel-plain.json") as km:
         with nbpool.Pool(size=0) as pool:
             with pytest.raises(nbpool.AttachFailed, match="kernel-plain.json: .*plain text"):
                 pool.attach(km.connection_file, session="far")
@@ -226,5 +215,3 @@ def test_attaching_a_plaintext_remote_kernel_needs_allow_insecure(remote, tmp_pa
             with pytest.warns(UserWarning, match="plain text"):
                 pool.attach(km.connection_file, session="far")
             assert pool.execute("6 * 7", session="far").result == "42"
-    finally:
-        km.shutdown_kernel(now=True)

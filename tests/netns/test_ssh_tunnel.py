@@ -15,10 +15,8 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 
 import pytest
-from jupyter_client.connect import write_connection_file
 
 import nbpool
 
@@ -31,18 +29,13 @@ from .test_provisioned import MARKER, MARKER_CODE, in_namespace_code
 @pytest.fixture
 def loopback_kernel(ssh_host, tmp_path):
     """An ipykernel on the SSH host listening on the host's own 127.0.0.1 only."""
-    path, _ = write_connection_file(
-        str(tmp_path / "kernel-behind-ssh.json"), ip="127.0.0.1", key=uuid.uuid4().hex.encode()
-    )
+    path = str(tmp_path / "kernel-behind-ssh.json")
     log = open(tmp_path / "kernel.log", "wb")
-    proc = subprocess.Popen(
-        ssh_host.host.argv([sys.executable, "-m", "ipykernel_launcher", "-f", path]),
-        stdout=log, stderr=subprocess.STDOUT,
-    )
+    proc = ssh_host.start_loopback_kernel(path, log)
     try:
         yield path, proc
     finally:
-        proc.kill()  # `ip netns exec` execs the kernel: this pid is the kernel's
+        proc.kill()
         proc.wait()
         log.close()
 
