@@ -67,8 +67,8 @@ class Reaper:
     ``~ID`` for kernels with no process here); at EOF (this process exited,
     however it exited) it kills every process group still registered,
     removes the pool's runtime directory (connection files, kernel logs),
-    and stops those remote kernels through their provisioner's ``kill()``
-    and a shutdown request (see :mod:`nbpool._reaper`). The pipe is private
+    and stops those remote kernels through their restored provisioner and a
+    shutdown request (see :mod:`nbpool._reaper`). The pipe is private
     to the two processes, so connection keys stay out of argv and files.
     """
 
