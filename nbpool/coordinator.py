@@ -472,6 +472,7 @@ class Coordinator:
                 if failed is not None:
                     actions += self._fail_unbound(kernel_name, failed)
                     continue
+            hopeless = 0
             for _ in range(count - len(pending)):
                 spare = self._spare_worker(kernel_name)
                 if self._live_count() < self.settings.max_size:
@@ -482,6 +483,35 @@ class Coordinator:
                     actions += self._replace(spare, None, retired=True, kernel_name=kernel_name)
                 elif self.settings.evict_idle_sessions:
                     actions += self._evict_one(kernel_name)
+                elif not self._coming_free():
+                    hopeless += 1
+            if hopeless:
+                actions += self._fail_hopeless(kernel_name, hopeless)
+        return actions
+
+    def _coming_free(self) -> bool:
+        """Whether a worker slot will free up without the user (a session ending, a death)."""
+        return any(
+            (w.retire is not None or w.death is not None) and not _attached(w)
+            for w in self._workers.values()
+            if w.state != "stopping"
+        )
+
+    def _fail_hopeless(self, kernel_name: str, count: int) -> list:
+        """Fail the last ``count`` new-session waiters of ``kernel_name`` at once.
+
+        Every worker is bound to another session, none is starting or being
+        replaced, and no eviction may free one: only the user can, so waiting
+        out the lease timeout would be a dead wait.
+        """
+        doomed = [
+            waiter
+            for waiter in self._waiters
+            if waiter.kernel_name == kernel_name and _unbound(self.sessions.get(waiter.session))
+        ][-count:]
+        actions: list = []
+        for waiter in doomed:
+            actions += self._settle(waiter, LeaseTimeout(self._explain_wait(waiter, None)))
         return actions
 
     def _free_worker(self, kernel_name: str) -> Worker | None:
@@ -760,7 +790,8 @@ class Coordinator:
 
     def _explain_wait(self, waiter: Waiter, timeout: float | None) -> str:
         info = self.sessions.get(waiter.session)
-        head = f"no worker for session {waiter.session!r} within {timeout:g} s: "
+        within = "" if timeout is None else f" within {timeout:g} s"  # None: failed at once
+        head = f"no worker for session {waiter.session!r}{within}: "
         if info is not None and info.worker_id is not None:
             ahead = sum(1 for x in self._waiters if x.session == waiter.session)
             return head + (
@@ -863,6 +894,11 @@ class Coordinator:
         for thread in stoppers:
             thread.join()
         self._io.shutdown(wait=True)
+
+
+def _unbound(info) -> bool:
+    """A session with no worker (new, or its worker was lost)."""
+    return info is None or info.worker_id is None
 
 
 def _attached(w: Worker) -> bool:

@@ -66,3 +66,7 @@ class LeaseReleased(NbpoolError):
 
 class WorkerUnavailable(NbpoolError, LookupError):
     """No worker of that id can take the action: unknown, starting, or already replaced."""
+
+
+class TransferError(NbpoolError, ValueError):
+    """A variable could not be moved to or from a session; the message names it."""

@@ -45,7 +45,7 @@ from . import display as forwarding
 from .errors import InvalidConfig, NbpoolError, UnknownKernel
 from .pool import Pool
 from .provisioning import check_kernel_name
-from .sessions import DEFAULT_SESSION
+from .sessions import DEFAULT_SESSION, session_name
 
 ACTIONS = ("start", "status", "stop", "widget", "sessions", "end")
 
@@ -136,12 +136,13 @@ class PoolMagics(Magics):
     def _pool_end(self, args) -> None:
         if args.session is None:
             raise UsageError("%pool end needs a SESSION name (see `%pool sessions`)")
-        if self._pool is None or not self._pool.end_session(args.session):
+        session = _session(args.session)
+        if self._pool is None or not self._pool.end_session(session):
             known = [s["name"] for s in self._pool.status()["sessions"]] if self._pool else []
             raise UsageError(
-                f"no session named {args.session!r} (sessions: {', '.join(known) or 'none'})"
+                f"no session named {session!r} (sessions: {', '.join(known) or 'none'})"
             )
-        print(f"nbpool: ended session {args.session!r}; its worker is replaced by a fresh one")
+        print(f"nbpool: ended session {session!r}; its worker is replaced by a fresh one")
 
     def _pool_stop(self, args) -> None:
         if self._pool is None:
@@ -215,11 +216,21 @@ class PoolMagics(Magics):
 
 
 def _session(name: str | None) -> str:
+    """The session a magic names: what the user typed, without its quotes.
+
+    IPython's argument splitting keeps quotes (``-s 'a b'`` arrives as
+    ``"'a b'"``), so matching surrounding quotes and whitespace are stripped
+    before the name is checked like any session name.
+    """
     if name is None:
         return DEFAULT_SESSION
-    if not name.strip():
-        raise UsageError("-s/--session needs a non-empty session name")
-    return name
+    name = name.strip()
+    while len(name) >= 2 and name[0] == name[-1] and name[0] in "'\"":
+        name = name[1:-1].strip()
+    try:
+        return session_name(name)
+    except InvalidConfig as exc:
+        raise UsageError(f"-s/--session: {exc}") from None
 
 
 @contextmanager

@@ -25,9 +25,13 @@ from .lease import Lease
 from .protocol import OutputHook, StdinHandler
 from .provisioning import Launcher, check_kernel_name
 from .result import ExecutionResult
-from .sessions import DEFAULT_SESSION
+from .sessions import session_name
 from .ssh import check_server
 from .status import PoolStatus
+
+#: ``max_size`` when none is set: people open sessions freely, and ``size``
+#: is how many workers are kept warm, not a cap.
+DEFAULT_MAX_SIZE = 8
 
 
 class Pool(LoggingConfigurable):
@@ -46,7 +50,9 @@ class Pool(LoggingConfigurable):
         None, allow_none=True, help="Fewest workers kept when idle ones are culled (default: size)."
     ).tag(config=True)
     max_size = Int(
-        None, allow_none=True, help="Most workers the pool grows to for new sessions (default: size)."
+        None,
+        allow_none=True,
+        help="Most workers the pool grows to for new sessions (default: max(size, 8)).",
     ).tag(config=True)
     kernel_name = Unicode("python3", help="Kernelspec of the workers.").tag(config=True)
     lease_timeout = Float(30.0, help="Seconds to wait for a free worker.").tag(config=True)
@@ -135,7 +141,7 @@ class Pool(LoggingConfigurable):
     def _validated(self) -> Settings:
         s = self
         min_size = s.size if s.min_size is None else s.min_size
-        max_size = s.size if s.max_size is None else s.max_size
+        max_size = max(s.size, DEFAULT_MAX_SIZE) if s.max_size is None else s.max_size
         checks = [
             (s.size >= 0, f"size must be >= 0, got {s.size}"),
             (0 <= min_size <= s.size, f"min_size must be between 0 and size ({s.size}), got {min_size}"),
@@ -154,10 +160,7 @@ class Pool(LoggingConfigurable):
             if not ok:
                 raise InvalidConfig(message)
         if s.sshserver:
-            try:
-                check_server(s.sshserver)
-            except ValueError as exc:
-                raise InvalidConfig(str(exc)) from None
+            check_server(s.sshserver)
         return Settings(
             size=s.size,
             min_size=min_size,
@@ -353,14 +356,15 @@ class Pool(LoggingConfigurable):
             answer (dead, wrong key).
         """
         self._check_open()
-        if not isinstance(session, str) or not session.strip():
-            raise ValueError(f"attach needs a session name, got {session!r}")
+        if session is None:
+            raise InvalidConfig("attach needs a session name for the kernel")
+        session = session_name(session)
         if sshserver is not None:
             check_server(sshserver)
         if sshkey is not None and (not isinstance(sshkey, str) or not sshkey.strip()):
-            raise ValueError(f"sshkey must be a key file path or None, got {sshkey!r}")
+            raise InvalidConfig(f"sshkey must be a key file path or None, got {sshkey!r}")
         if sshkey is not None and sshserver is None:
-            raise ValueError("sshkey is for the SSH login: pass sshserver too")
+            raise InvalidConfig("sshkey is for the SSH login: pass sshserver too")
         worker = self._coordinator.adopt(
             lambda wid: self._launcher.attach(
                 wid, connection_file, self.attach_timeout, self.allow_insecure_transport,
@@ -376,7 +380,7 @@ class Pool(LoggingConfigurable):
         Returns False when no such session exists.
         """
         self._check_open()
-        return self._coordinator.end_session(DEFAULT_SESSION if session is None else session)
+        return self._coordinator.end_session(session_name(session))
 
     def interrupt(self, worker_id: str) -> bool:
         """Interrupt what worker ``worker_id`` is running (e.g. from a UI).
@@ -467,13 +471,11 @@ class Pool(LoggingConfigurable):
 
     def _request_args(self, session, kernel, timeout) -> tuple[str, str]:
         self._check_open()
-        if session is not None and (not isinstance(session, str) or not session.strip()):
-            raise InvalidConfig(f"session must be a non-empty string or None, got {session!r}")
+        session = session_name(session)
         if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
             raise InvalidConfig(
                 f"lease timeout must be a positive number of seconds, got {timeout!r}"
             )
-        session = DEFAULT_SESSION if session is None else session
         if kernel is not None:
             check_kernel_name(kernel)
             info = self._coordinator.sessions.get(session)  # lock-free read

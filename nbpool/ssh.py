@@ -27,7 +27,7 @@ import time
 
 from jupyter_client.ssh.tunnel import select_random_ports
 
-from .errors import AttachFailed
+from .errors import AttachFailed, InvalidConfig
 
 #: A connection file's ports, in the order the tunnel forwards them.
 PORT_KEYS = ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port")
@@ -184,11 +184,11 @@ class SshTunnel:
 
 
 def check_server(server) -> None:
-    """Raise ValueError unless ``server`` reads as ``[user@]host[:port]``."""
+    """Raise :class:`InvalidConfig` unless ``server`` reads as ``[user@]host[:port]``."""
     if not isinstance(server, str) or not server.strip() or server.startswith("-") or any(
         c.isspace() for c in server
     ):
-        raise ValueError(
+        raise InvalidConfig(
             f"sshserver must be '[user@]host[:port]' (no spaces, not starting with '-'), "
             f"got {server!r}"
         )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import pickle
 
-from .errors import NbpoolError
+from .errors import TransferError
 from .sessions import DEFAULT_SESSION
 
 try:
@@ -59,10 +59,6 @@ for _name in _names:
 from IPython.display import publish_display_data
 publish_display_data({_mime: base64.b64encode(pickle.dumps(_blobs)).decode()})
 """
-
-
-class TransferError(NbpoolError, ValueError):
-    """A variable could not be moved; the message names it."""
 
 
 def push(pool, namespace: dict, names: list[str], session: str | None = None) -> None:

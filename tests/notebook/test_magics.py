@@ -200,3 +200,39 @@ def test_widget_updates_are_rate_limited_and_stay_with_their_cell(kernel):
         return [o.get("text") for o in final["outputs"]] == ["2\n"]
 
     wait_for(both_idle_shown, timeout=10, what="the widget to show both workers idle again")
+
+
+def test_bad_session_names_are_usage_errors_and_create_no_session(run_notebook):
+    """Empty, blank, control-character and over-long session names are one-line
+    UsageErrors in every magic that takes a session, and create no session;
+    quotes around a name are stripped; the default session still gets a worker
+    at once afterwards."""
+    bad = ["''", "'   '", '""', "' \"\" '", "'" + "x" * 201 + "'"]
+    cells = [LOAD + "\n%pool start"]
+    for name in bad:
+        cells += [f"%%pool_exec -s {name}\npass", f"%pool_push x -s {name}", f"%pool end {name}"]
+    cells += [
+        "get_ipython().run_cell_magic('pool_exec', '-s \"a\\nb\"', 'pass')",
+        "get_ipython().run_cell_magic('pool_exec', '-s \"a\\x07b\"', 'pass')",
+        "%%pool_exec -s 'a b'\nname = 'spaced'",
+        "%%pool_exec -s \"a b\"\nprint(name)",
+        "import time\nt0 = time.monotonic()",
+        "%%pool_exec\nprint('default ok')",
+        "print(round(time.monotonic() - t0, 3))\n"
+        "print(sorted(s['name'] for s in get_ipython().find_magic('pool', 'line')"
+        ".__self__.get_pool().status()['sessions']))",
+    ]
+    run = run_notebook(cells, allow_errors=True)
+    first_good = 1 + 3 * len(bad) + 2
+    for index in range(1, first_good):
+        text = run.text(index, "stderr")
+        assert text.startswith("UsageError: ") and text.count("\n") == 1, (cells[index], text)
+    assert "session name is empty" in run.text(1, "stderr")
+    assert "at most 200" in run.text(first_good - 3, "stderr")
+    assert "control character '\\n'" in run.text(first_good - 2, "stderr")
+    assert "control character '\\x07'" in run.text(first_good - 1, "stderr")
+    assert run.text(first_good + 1) == "spaced\n", "-s 'a b' and -s \"a b\" are one session"
+    assert run.text(first_good + 3) == "default ok\n"
+    seconds, sessions = run.text(first_good + 4).splitlines()
+    assert float(seconds) < 5, "the default session waited behind phantom sessions"
+    assert sessions == "['a b', 'default']"

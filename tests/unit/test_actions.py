@@ -158,7 +158,8 @@ def test_pool_resize_validates_and_leaves_the_pool_unchanged(pool):
         assert "\n" not in str(info.value)
     after = pool.status()
     assert [w["id"] for w in after["workers"]] == [w["id"] for w in before["workers"]]
-    assert (after["size"], after["min_size"], after["max_size"]) == (2, 2, 2)
+    settings = ("size", "min_size", "max_size")
+    assert [after[k] for k in settings] == [before[k] for k in settings] == [2, 2, 8]
 
 
 def test_pool_resize_updates_status_and_runs(pool):
@@ -167,7 +168,7 @@ def test_pool_resize_updates_status_and_runs(pool):
     pool.resize(3)
     wait_for(lambda: sum(w["state"] == "idle" for w in pool.status()["workers"]) == 3)
     st = pool.status()
-    assert (st["size"], st["min_size"], st["max_size"]) == (3, 3, 3)
+    assert (st["size"], st["min_size"], st["max_size"]) == (3, 3, 8)  # max: max(size, 8)
     pool.resize(1)
     wait_for(lambda: len(pool.status()["workers"]) == 1)
     assert pool.status()["size"] == 1 and pool.size == 1

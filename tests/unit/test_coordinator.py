@@ -55,18 +55,18 @@ def test_waiters_of_a_session_are_served_in_arrival_order(make):
 
 
 def test_new_sessions_are_served_in_arrival_order(make):
-    """With the pool full, unbound sessions get freed capacity in FIFO order."""
+    """With the pool full and a slot coming free, unbound sessions queue FIFO;
+    once nothing more can come free, the rest fail at once."""
     coord = make(size=1, evict_idle_sessions=False)
     held = lease(coord, "a")
+    coord.end_session("a")  # in flight: its worker is replaced when released
     b, c = coord.request("b", "python3"), coord.request("c", "python3")
-    coord.end_session("a")  # frees capacity: a fresh worker starts
+    assert not b.event.is_set() and not c.event.is_set(), "a slot is coming free: both wait"
     held.release()
     wait_for(lambda: b.event.is_set(), what="b granted")
-    assert b.lease is not None and not c.event.is_set()
-    coord.end_session("b")
+    assert b.lease is not None, "the first in line gets the fresh worker"
+    assert c.event.is_set() and isinstance(c.error, LeaseTimeout), "c cannot be helped now"
     b.lease.release()
-    wait_for(lambda: c.event.is_set(), what="c granted")
-    c.lease.release()
 
 
 def test_a_session_never_moves_to_another_worker(make):
@@ -102,6 +102,34 @@ def test_pool_grows_to_max_size_then_times_out_naming_sessions(make, backend):
     assert "\n" not in message
     for held in leases:
         held.release()
+
+
+def test_new_session_fails_at_once_when_waiting_cannot_help(make):
+    """Every worker bound to an idle session, none starting, no eviction: a new
+    session gets LeaseTimeout at once (not after its lease timeout), saying how
+    to free a worker."""
+    coord = make(size=2, max_size=2)
+    for name in ("a", "b"):
+        lease(coord, name).release()
+    waiter = coord.request("c", "python3")
+    assert waiter.event.is_set(), "decided in the request itself"
+    assert isinstance(waiter.error, LeaseTimeout)
+    message = str(waiter.error)
+    assert "within" not in message and "sessions a, b" in message and "end_session" in message
+
+
+def test_new_session_waits_while_a_replacement_starts(make, backend):
+    """A worker being replaced may serve a new session: it waits and gets it."""
+    coord = make(size=1, max_size=1)
+    lease(coord, "a").release()
+    backend.gate.clear()  # hold the replacement's start
+    coord.end_session("a")
+    waiter = coord.request("b", "python3")
+    assert not waiter.event.is_set(), "a fresh worker is starting: waiting can help"
+    backend.gate.set()
+    wait_for(lambda: waiter.event.is_set(), what="b granted")
+    assert waiter.lease is not None
+    waiter.lease.release()
 
 
 def test_lease_timeout_for_a_busy_session_says_its_worker_is_busy(make):
