@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 
-from . import Pool, WorkerDied, ExecutionTimeout
+from . import ExecutionTimeout, Pool, WorkerDied
 
 
 def _say(text: str) -> None:

@@ -2,7 +2,7 @@
 
 Thin: each magic parses its arguments (IPython's ``magic_arguments``, so
 ``%%pool_exec?`` shows the help), validates them, delegates to the pool,
-:mod:`nbpool.display` or :mod:`nbpool.transfer`, and turns bad input into a
+:mod:`nbpool.forwarding` or :mod:`nbpool.transfer`, and turns bad input into a
 one-line :class:`~IPython.core.error.UsageError`.
 
 The pool is created from the shell's configuration, so ``c.Pool.size = 8``
@@ -40,12 +40,12 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
-from . import comm, transfer
-from . import display as forwarding
+from . import checks, comm, transfer
+from . import forwarding
 from .errors import InvalidConfig, NbpoolError, UnknownKernel
 from .pool import Pool
 from .provisioning import check_kernel_name
-from .sessions import DEFAULT_SESSION, session_name
+from .sessions import DEFAULT_SESSION
 
 ACTIONS = ("start", "status", "stop", "widget", "sessions", "end")
 
@@ -171,8 +171,8 @@ class PoolMagics(Magics):
         """
         args = parse_argstring(self.pool_exec, line)
         session = _session(args.session)
-        if args.timeout is not None and not args.timeout > 0:
-            raise UsageError(f"-t/--timeout must be a positive number of seconds, got {args.timeout:g}")
+        with _one_line():
+            checks.timeout(args.timeout, "-t/--timeout")
         if args.output is not None and not args.output.isidentifier():
             raise UsageError(f"-o needs a variable name, got {args.output!r}")
         if args.kernel is not None:
@@ -228,7 +228,7 @@ def _session(name: str | None) -> str:
     while len(name) >= 2 and name[0] == name[-1] and name[0] in "'\"":
         name = name[1:-1].strip()
     try:
-        return session_name(name)
+        return checks.session_name(name)
     except InvalidConfig as exc:
         raise UsageError(f"-s/--session: {exc}") from None
 

@@ -8,40 +8,10 @@ and replaced whole, so a reader sees either the old or the new binding).
 from __future__ import annotations
 
 import time
-import unicodedata
 from dataclasses import dataclass, replace
-
-from .errors import InvalidConfig
 
 #: The name ``session=None`` stands for.
 DEFAULT_SESSION = "default"
-#: Longest session name accepted.
-MAX_NAME = 200
-
-
-def session_name(name: object) -> str:
-    """``name`` as a session name (surrounding whitespace stripped), or InvalidConfig.
-
-    ``None`` is the default session. A name must be a non-empty string of at
-    most :data:`MAX_NAME` characters with no newline or other control
-    character: such a name is almost always a typo or a quoting slip, and
-    would otherwise silently open a session nobody can address.
-    """
-    if name is None:
-        return DEFAULT_SESSION
-    if not isinstance(name, str):
-        raise InvalidConfig(f"session name must be a string, got {type(name).__name__}")
-    name = name.strip()
-    if not name:
-        raise InvalidConfig("session name is empty; give a name such as 'etl', or none for the default session")
-    if len(name) > MAX_NAME:
-        raise InvalidConfig(f"session name is {len(name)} characters long; at most {MAX_NAME} are allowed")
-    bad = next((c for c in name if unicodedata.category(c) == "Cc"), None)
-    if bad is not None:
-        raise InvalidConfig(f"session name {name!r} contains the control character {bad!r}")
-    return name
-
-
 @dataclass(frozen=True)
 class SessionInfo:
     """One session's binding.

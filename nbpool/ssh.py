@@ -24,10 +24,15 @@ import os
 import socket
 import subprocess
 import time
+from typing import TYPE_CHECKING
 
 from jupyter_client.ssh.tunnel import select_random_ports
 
 from .errors import AttachFailed, InvalidConfig
+from .processes import PORT_RACE_TRIES
+
+if TYPE_CHECKING:
+    from .kernels import Runtime
 
 #: A connection file's ports, in the order the tunnel forwards them.
 PORT_KEYS = ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port")
@@ -39,8 +44,6 @@ PORT_KEYS = ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port"
 #: command up when the connection closes.
 IDLE_COMMAND = "exec sleep 2147483647"
 
-#: Tries when a chosen local port was taken before ssh could bind it.
-PORT_RACE_RETRIES = 3
 
 
 class SshTunnel:
@@ -61,11 +64,11 @@ class SshTunnel:
 
     @classmethod
     def open(
-        cls, where: str, info: dict, server: str, sshkey: str | None, timeout: float, launcher
-    ) -> "SshTunnel":
+        cls, where: str, info: dict, server: str, sshkey: str | None, timeout: float, runtime: Runtime
+    ) -> SshTunnel:
         """Log in to ``server`` and forward the kernel's ports; blocking.
 
-        ``where`` names the connection file in messages; ``launcher``
+        ``where`` names the connection file in messages; ``runtime``
         provides the runtime directory (ssh's log) and the reaper.
 
         Raises
@@ -81,15 +84,15 @@ class SshTunnel:
             )
         if sshkey is not None and not os.path.isfile(os.path.expanduser(sshkey)):
             raise AttachFailed(f"{where}: the SSH key file {sshkey} does not exist")
-        log_path = os.path.join(launcher.runtime_dir, f"ssh-{os.urandom(4).hex()}.log")
-        for attempt in range(PORT_RACE_RETRIES):
+        log_path = os.path.join(runtime.runtime_dir, f"ssh-{os.urandom(4).hex()}.log")
+        for attempt in range(1, PORT_RACE_TRIES + 1):
             local = select_random_ports(len(PORT_KEYS))
             forwards = [
                 f"127.0.0.1:{lport}:{info['ip']}:{info[key]}"
                 for lport, key in zip(local, PORT_KEYS)
             ]
             argv = _argv(server, sshkey, forwards, timeout)
-            tunnel = cls._start(where, argv, server, log_path, launcher.reaper)
+            tunnel = cls._start(where, argv, server, log_path, runtime.reaper)
             tunnel.ports = dict(zip(PORT_KEYS, local))
             try:
                 failure = tunnel._wait_listening(timeout)
@@ -100,7 +103,7 @@ class SshTunnel:
                 return tunnel
             port_taken = "Address already in use" in tunnel._log_text()  # taken since chosen
             tunnel.close()
-            if not port_taken or attempt == PORT_RACE_RETRIES - 1:
+            if not port_taken or attempt == PORT_RACE_TRIES:
                 raise AttachFailed(f"{where}: ssh to {server} {failure}")
         raise AssertionError("unreachable")
 

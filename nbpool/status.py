@@ -63,10 +63,49 @@ class PoolStatus(dict):
     """A status snapshot (a plain dict of the schema above) that prints well."""
 
     @classmethod
-    def from_snapshot(cls, snap: dict) -> "PoolStatus":
-        status = cls(schema=SCHEMA, time=time.time(), **snap)
-        for worker in status["workers"]:
-            worker["memory"] = None if worker["attached"] else rss_bytes(worker["pid"])
+    def from_snapshot(cls, snap, **settings) -> "PoolStatus":
+        """Render a :class:`~nbpool.coordinator.Snapshot` (plus the pool's ``settings``)."""
+        now = time.monotonic()
+        workers = []
+        for w, info in snap.workers:
+            lease = w.lease
+            workers.append(
+                {
+                    "id": w.id,
+                    "state": w.public_state(),
+                    "kernel": w.kernel_name,
+                    "session": info.name if info else None,
+                    "pid": getattr(w.kernel, "pid", None),
+                    "executions": w.executions + (lease.executions if lease else 0),
+                    "uptime": round(now - w.started_at, 1) if w.kernel is not None else 0.0,
+                    "memory": None if w.attached else rss_bytes(getattr(w.kernel, "pid", None)),
+                    "attached": w.attached,
+                    "encrypted": bool(getattr(w.kernel, "encrypted", False)),
+                    "last_error": str(w.last_error) if w.last_error else None,
+                }
+            )
+        sessions = [
+            {
+                "name": i.name,
+                "worker": i.worker_id,
+                "kernel": i.kernel_name,
+                "generation": i.generation,
+                "queued": snap.queued.get(i.name, 0),
+            }
+            for i in snap.sessions
+        ]
+        status = cls(
+            schema=SCHEMA,
+            time=time.time(),
+            closed=snap.closed,
+            **settings,
+            workers=workers,
+            sessions=sessions,
+            waiting=sum(snap.queued.values()),
+            counters=snap.counters,
+            events=snap.events,
+        )
+        status["summary"] = status.summary()
         return status
 
     def summary(self) -> str:

@@ -112,7 +112,7 @@ def test_dead_kernel_or_wrong_key_fails_within_the_attach_timeout(outside_kernel
 
 def test_attach_only_pool_refuses_unattached_sessions_at_once():
     """With max_size=0 a session without an attached kernel fails at once, saying why."""
-    with nbpool.Pool(size=0) as pool:
+    with nbpool.Pool(size=0, max_size=0) as pool:  # size=0 alone is a lazy pool
         with pytest.raises(nbpool.LeaseTimeout, match="starts none"):
             pool.execute("1", session="nowhere", lease_timeout=60)
 

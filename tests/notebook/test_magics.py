@@ -49,7 +49,7 @@ def test_bad_input_gives_one_line_usage_errors(run_notebook):
     assert "invalid choice: 'frobnicate'" in errors[9]
     assert "%pool end needs a SESSION name" in errors[10]
     assert "no session named 'nobody'" in errors[11]
-    assert "size must be >= 0, got -1" in errors[14]
+    assert "size must be a whole number >= 0, got -1" in errors[14]
 
 
 @pytest.fixture

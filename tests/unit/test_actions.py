@@ -11,15 +11,16 @@ import pytest
 import nbpool
 from nbpool.coordinator import Coordinator, Settings
 from tests.conftest import wait_for
-from tests.unit.fake import FakeBackend
+from tests.unit.fake import FakeBackend, status_of
 
 
 #: Starts fake kernels (no processes) with distinct pids.
-fake_start = FakeBackend().start
+fake = FakeBackend()
+fake_start = fake.start
 
 
 def states(coord: Coordinator) -> dict[str, str]:
-    return {w["id"]: w["state"] for w in coord.snapshot()["workers"]}
+    return {w["id"]: w["state"] for w in status_of(coord)["workers"]}
 
 
 def ready(coord: Coordinator, n: int) -> bool:
@@ -38,8 +39,7 @@ def coord():
 @pytest.fixture
 def pool():
     """A real Pool whose kernels come from the fake backend."""
-    p = nbpool.Pool(size=2)
-    p._coordinator._start_kernel = fake_start
+    p = nbpool.Pool(size=2, backend=fake)
     p.start()
     yield p
     p.shutdown()
@@ -54,7 +54,7 @@ def test_restart_idle_worker_replaces_it_and_resets_its_session(coord):
     coord.restart_worker(old)
     wait_for(lambda: old not in states(coord) and ready(coord, 2))
     assert old_kernel.stopped.is_set()
-    session = next(s for s in coord.snapshot()["sessions"] if s["name"] == "etl")
+    session = next(s for s in status_of(coord)["sessions"] if s["name"] == "etl")
     assert session["worker"] is None and session["generation"] == 1
     with coord.wait(coord.request("etl", "python3"), 5) as lease:
         assert lease.worker_id != old
@@ -104,7 +104,7 @@ def test_restart_failed_worker_retries_its_start_now():
 
     c = Coordinator(Settings(size=1, min_size=1, max_size=1), flaky)
     try:
-        c.pause()  # no timer-driven retry: only the restart may retry
+        c.monitor.pause()  # no timer-driven retry: only the restart may retry
         c.start(1)
         wait_for(lambda: states(c) == {"w1": "failed"})
         c.restart_worker("w1")
@@ -177,8 +177,7 @@ def test_pool_resize_updates_status_and_runs(pool):
 def test_pool_resize_before_start_only_changes_settings():
     """Resizing a pool that was never started starts nothing; start() then
     starts the new size."""
-    p = nbpool.Pool(size=1)
-    p._coordinator._start_kernel = fake_start
+    p = nbpool.Pool(size=1, backend=fake)
     try:
         p.resize(3)
         assert p.status()["workers"] == []

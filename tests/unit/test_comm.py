@@ -123,8 +123,7 @@ def holder():
 
 
 def start_pool(holder: Holder, size: int = 2) -> nbpool.Pool:
-    pool = nbpool.Pool(size=size)
-    pool._coordinator._start_kernel = FakeBackend().start
+    pool = nbpool.Pool(size=size, backend=FakeBackend())
     holder.pool = pool.start()
     return pool
 

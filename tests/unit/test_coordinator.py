@@ -10,7 +10,7 @@ from nbpool.coordinator import Coordinator, Settings
 from nbpool.errors import LeaseTimeout, PoolClosed, WorkerDied, WorkerStartFailed
 
 from ..conftest import wait_for
-from .fake import FakeBackend
+from .fake import FakeBackend, status_of
 
 
 @pytest.fixture
@@ -179,7 +179,7 @@ def test_dirty_release_restarts_the_worker_and_resets_the_session(make, backend)
     again = lease(coord, "s")
     assert again.worker_id != held.worker_id
     assert again.generation == 1 and "abandoned" in again.session_reset
-    assert coord.snapshot()["counters"]["restarts"] == 1
+    assert status_of(coord)["counters"]["restarts"] == 1
     again.release()
 
 
@@ -205,7 +205,7 @@ def test_start_failure_reaches_waiter_at_once_with_stderr(make, backend):
         lease(coord, "s", timeout=30)
     assert "nope" in info.value.stderr_tail
     assert "retries in" in str(info.value)
-    snap = coord.snapshot()
+    snap = status_of(coord)
     assert snap["workers"][0]["state"] == "failed"
     assert snap["counters"]["start_failures"] == 1
 
@@ -217,7 +217,7 @@ def test_failed_start_is_retried_with_backoff_and_the_pool_recovers(make, backen
     with pytest.raises(WorkerStartFailed):
         lease(coord, "s")
     backend.fail_with = None
-    wait_for(lambda: coord.snapshot()["workers"][0]["state"] == "idle", what="retried start")
+    wait_for(lambda: status_of(coord)["workers"][0]["state"] == "idle", what="retried start")
     with lease(coord, "s"):
         pass
 
@@ -240,7 +240,7 @@ def test_idle_dead_worker_is_replaced_at_once(make, backend):
     coord = make(size=1)
     backend.started[0].dead = "exited with code 1"
     wait_for(lambda: len(backend.started) == 2, what="replacement start")
-    assert coord.snapshot()["counters"]["deaths"] == 1
+    assert status_of(coord)["counters"]["deaths"] == 1
 
 
 def test_lease_of_a_dead_holder_thread_is_reclaimed(make):
@@ -256,11 +256,11 @@ def test_lease_of_a_dead_holder_thread_is_reclaimed(make):
 def test_pause_holds_health_checks(make, backend):
     """pause() stops the coordinator thread's checks; resume() runs them again."""
     coord = make(size=1)
-    coord.pause()
+    coord.monitor.pause()
     backend.started[0].dead = "exited with code 1"
-    assert coord.snapshot()["counters"]["deaths"] == 0
-    coord.resume()
-    wait_for(lambda: coord.snapshot()["counters"]["deaths"] == 1, what="death after resume")
+    assert status_of(coord)["counters"]["deaths"] == 0
+    coord.monitor.resume()
+    wait_for(lambda: status_of(coord)["counters"]["deaths"] == 1, what="death after resume")
 
 
 def test_background_request_times_out_only_while_it_has_no_worker(make):
@@ -298,7 +298,7 @@ def test_snapshot_reports_states_sessions_and_queue(make):
     coord = make(size=2)
     held = lease(coord, "etl")
     coord.request("etl", "python3")
-    snap = coord.snapshot()
+    snap = status_of(coord)
     states = {w["session"]: w["state"] for w in snap["workers"]}
     assert states == {"etl": "leased", None: "idle"}
     assert snap["waiting"] == 1
@@ -316,8 +316,8 @@ def test_idle_timeout_recycles_a_bound_worker_and_culls_above_min_size(make, bac
             pass
     assert len(backend.started) == 2
     wait_for(lambda: all(k.stopped.is_set() for k in backend.started[:2]), what="recycling")
-    wait_for(lambda: len(coord.snapshot()["workers"]) == 1, what="culled down to min_size")
-    coord.pause()
+    wait_for(lambda: len(status_of(coord)["workers"]) == 1, what="culled down to min_size")
+    coord.monitor.pause()
     with lease(coord, "a") as again:
         assert again.generation == 1 and "idle" in again.session_reset
 

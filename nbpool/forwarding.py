@@ -1,4 +1,4 @@
-"""Display forwarding: a worker's outputs re-published in the cell that ran it.
+"""Forwarding a worker's outputs: re-published in the cell that ran it.
 
 A :class:`Forwarder` is the ``on_output`` hook of one ``%%pool_exec``
 execution. It is called in the thread that runs the execution: the cell's

@@ -1,8 +1,8 @@
-"""One worker kernel: its process, its sockets, its readiness and its end.
+"""The kernels workers run on: their process, sockets, readiness and end.
 
 A :class:`LocalKernel` wraps one jupyter_client
 :class:`~jupyter_client.AsyncKernelManager`, whose lifecycle calls run on the
-provisioner loop (:func:`~nbpool.provisioning.run_provisioner`); an
+provisioner loop (:func:`~nbpool.processes.run_provisioner`); an
 :class:`AttachedKernel` only a running kernel's connection info. Both talk to
 their kernel through a blocking client's sockets. Either is
 created and made ready on a starter thread, then handed to the coordinator. Its
@@ -16,6 +16,7 @@ import os
 import threading
 import time
 import warnings
+from dataclasses import dataclass, fields
 
 import zmq
 import zmq.asyncio
@@ -24,13 +25,42 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.session import Session
 
 from .errors import WorkerStartFailed
+from .processes import Reaper, kill_group, run_provisioner
 from .protocol import Channels
-from .provisioning import run_provisioner
 
 #: How long to wait for iopub traffic before nudging with another kernel_info.
 NUDGE_INTERVAL = 0.2
 #: Bytes of a kernel's own stderr log quoted in a start failure.
 STDERR_TAIL = 2000
+
+
+@dataclass(frozen=True)
+class LaunchSettings:
+    """How kernels are launched: the :class:`~nbpool.Pool` traits of the same names."""
+
+    transport: str = "tcp"
+    transport_encryption: str = "auto"
+    ipykernel_args: tuple[str, ...] = ()
+    allow_insecure_transport: bool = False
+
+    @classmethod
+    def of(cls, source) -> LaunchSettings:
+        """The launch settings of ``source`` (a Pool)."""
+        values = {f.name: getattr(source, f.name) for f in fields(cls)}
+        return cls(**dict(values, ipykernel_args=tuple(values["ipykernel_args"])))
+
+    def extra_arguments(self, argv: list[str]) -> list[str]:
+        """The tuning arguments for a kernelspec's ``argv`` (ipykernel ones only)."""
+        return list(self.ipykernel_args) if any("ipykernel" in part for part in argv) else []
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What a launcher owns for its kernels: files, sockets' context, reaper."""
+
+    runtime_dir: str  # private (0700): connection files, kernel logs
+    context: zmq.Context
+    reaper: Reaper
 
 
 class Kernel:
@@ -138,23 +168,23 @@ class Kernel:
 class LocalKernel(Kernel):
     """A kernel nbpool started (through a KernelManager and its provisioner)."""
 
-    def __init__(self, launcher, worker_id: str, km: AsyncKernelManager, log_path: str) -> None:
+    def __init__(self, runtime: Runtime, worker_id: str, km: AsyncKernelManager, log_path: str) -> None:
         # The manager's own sockets are asyncio ones for the provisioner loop;
         # nbpool's threads use plain sockets made from the same connection info.
-        conn = BlockingKernelClient(context=launcher.context)
+        conn = BlockingKernelClient(context=runtime.context)
         conn.load_connection_info(km.get_connection_info())
         super().__init__(worker_id, conn, km.kernel_name)
         self.km = km
-        self._launcher = launcher
+        self._reaper = runtime.reaper
         self._log_path = log_path
         self._interrupt_lock = threading.Lock()
         self._process = getattr(km.provisioner, "process", None)
         if self._process is not None:
             self.pid = self._process.pid
-            launcher.reaper.watch(self.pid)
+            self._reaper.watch(self.pid)
         else:
             try:
-                launcher.reaper.watch_remote(worker_id, km)
+                self._reaper.watch_remote(worker_id, km)
             except Exception as exc:  # usable all the same; only not stopped if we are killed
                 warnings.warn(
                     f"nbpool: the provisioner of {km.kernel_name!r} could not describe its "
@@ -163,19 +193,21 @@ class LocalKernel(Kernel):
                 )
 
     @classmethod
-    def launch(cls, launcher, worker_id: str, kernel_name: str) -> "LocalKernel":
+    def launch(
+        cls, settings: LaunchSettings, runtime: Runtime, worker_id: str, kernel_name: str
+    ) -> LocalKernel:
         """Start the kernel process (not yet ready); raises WorkerStartFailed."""
-        conn = os.path.join(launcher.runtime_dir, f"kernel-{worker_id}.json")
-        log_path = os.path.join(launcher.runtime_dir, f"kernel-{worker_id}.log")
+        conn = os.path.join(runtime.runtime_dir, f"kernel-{worker_id}.json")
+        log_path = os.path.join(runtime.runtime_dir, f"kernel-{worker_id}.log")
         km = AsyncKernelManager(
             kernel_name=kernel_name,
-            context=zmq.asyncio.Context.shadow(launcher.context.underlying),
+            context=zmq.asyncio.Context.shadow(runtime.context.underlying),
             connection_file=conn,
-            transport=launcher.transport,
-            ip="127.0.0.1" if launcher.transport == "tcp" else conn[:-5] + "-ipc",
-            transport_encryption=launcher.transport_encryption,
+            transport=settings.transport,
+            ip="127.0.0.1" if settings.transport == "tcp" else conn[:-5] + "-ipc",
+            transport_encryption=settings.transport_encryption,
         )
-        extra = launcher.extra_arguments(km.kernel_spec.argv)
+        extra = settings.extra_arguments(km.kernel_spec.argv)
         with open(log_path, "ab") as log:
             try:
                 run_provisioner(km.start_kernel(stdout=log, stderr=log, extra_arguments=extra))
@@ -183,7 +215,7 @@ class LocalKernel(Kernel):
                 raise WorkerStartFailed(
                     f"kernel {kernel_name!r} could not be launched: {exc}", _tail(log_path)
                 ) from None
-        return cls(launcher, worker_id, km, log_path)
+        return cls(runtime, worker_id, km, log_path)
 
     def _start_failure(self, message: str) -> WorkerStartFailed:
         tail = _tail(self._log_path)
@@ -225,12 +257,10 @@ class LocalKernel(Kernel):
         except Exception:  # the kernel is going away either way; make sure of it
             pass
         if self.pid is not None:
-            from .provisioning import kill_group
-
             kill_group(self.pid)
-            self._launcher.reaper.forget(self.pid)
+            self._reaper.forget(self.pid)
         else:
-            self._launcher.reaper.forget_remote(self.worker_id)
+            self._reaper.forget_remote(self.worker_id)
         for path in (self.km.connection_file, self._log_path):
             try:
                 os.unlink(path)
