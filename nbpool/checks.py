@@ -33,9 +33,13 @@ def session_name(name: object) -> str:
         raise InvalidConfig(f"session name must be a string, got {type(name).__name__}")
     name = name.strip()
     if not name:
-        raise InvalidConfig("session name is empty; give a name such as 'etl', or none for the default session")
+        raise InvalidConfig(
+            "session name is empty; give a name such as 'etl', or none for the default session"
+        )
     if len(name) > MAX_NAME:
-        raise InvalidConfig(f"session name is {len(name)} characters long; at most {MAX_NAME} are allowed")
+        raise InvalidConfig(
+            f"session name is {len(name)} characters long; at most {MAX_NAME} are allowed"
+        )
     bad = next((c for c in name if unicodedata.category(c) == "Cc"), None)
     if bad is not None:
         raise InvalidConfig(f"session name {name!r} contains the control character {bad!r}")

@@ -226,7 +226,9 @@ class Coordinator(Policy):
             actions: list[Action] = []
             limit = self.settings.max_executions
             if w.death is not None:
-                actions += self._replace(w, f"worker {w.id} {w.death}; the session's state was lost")
+                actions += self._replace(
+                    w, f"worker {w.id} {w.death}; the session's state was lost"
+                )
             elif lease.dirty:
                 self.counters["failures"] += 1
                 self._log("restarted", w, lease.dirty)
@@ -236,7 +238,8 @@ class Coordinator(Policy):
             elif limit and w.executions >= limit and not w.attached:
                 self._log("recycled", w, f"after {w.executions} executions")
                 actions += self._replace(
-                    w, f"worker {w.id} was recycled after {w.executions} executions (max_executions)"
+                    w,
+                    f"worker {w.id} was recycled after {w.executions} executions (max_executions)",
                 )
             else:
                 w.state = "idle"
@@ -278,7 +281,9 @@ class Coordinator(Policy):
                     f"worker {w.id} {w.death}; it is replaced as soon as its holder lets go"
                 )
             if w.state == "starting":
-                raise WorkerUnavailable(f"worker {w.id} is still starting; restart it once it is ready")
+                raise WorkerUnavailable(
+                    f"worker {w.id} is still starting; restart it once it is ready"
+                )
             reason = "was restarted on request"
             self._log("restart requested", w, f"worker {w.id} {reason}")
             actions: list[Action] = []
@@ -289,7 +294,9 @@ class Coordinator(Policy):
                 w.death = reason
             else:
                 actions += self._replace(
-                    w, f"worker {w.id} {reason}; the session's state was lost", kernel_name=w.kernel_name
+                    w,
+                    f"worker {w.id} {reason}; the session's state was lost",
+                    kernel_name=w.kernel_name,
                 )
             actions += self._assign()
             self._changed.notify_all()
@@ -463,7 +470,9 @@ class Coordinator(Policy):
                     continue  # queued behind its own session's work: not starving
                 if waiter.deadline is not None and now >= waiter.deadline:
                     timeout = waiter.deadline - waiter.since
-                    actions += self._settle(waiter, LeaseTimeout(self._explain_wait(waiter, timeout)))
+                    actions += self._settle(
+                        waiter, LeaseTimeout(self._explain_wait(waiter, timeout))
+                    )
         self._runner.run(actions)
 
     # ------------------------------------------------------------------
@@ -480,7 +489,9 @@ class Coordinator(Policy):
             held = sum(w.lease.executions for w in self._workers.values() if w.lease is not None)
             return Snapshot(
                 closed=self.closed,
-                workers=[(replace(w), self.sessions.bound_to(w.id)) for w in self._workers.values()],
+                workers=[
+                    (replace(w), self.sessions.bound_to(w.id)) for w in self._workers.values()
+                ],
                 sessions=self.sessions.all(),
                 queued=collections.Counter(x.session for x in self._waiters),
                 counters={**self.counters, "executions": self.counters["executions"] + held},
@@ -513,4 +524,3 @@ class Coordinator(Policy):
         self._runner.run(settled)
         self.monitor.stop()
         self._runner.stop_all(doomed)
-

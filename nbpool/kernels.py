@@ -168,7 +168,9 @@ class Kernel:
 class LocalKernel(Kernel):
     """A kernel nbpool started (through a KernelManager and its provisioner)."""
 
-    def __init__(self, runtime: Runtime, worker_id: str, km: AsyncKernelManager, log_path: str) -> None:
+    def __init__(
+        self, runtime: Runtime, worker_id: str, km: AsyncKernelManager, log_path: str
+    ) -> None:
         # The manager's own sockets are asyncio ones for the provisioner loop;
         # nbpool's threads use plain sockets made from the same connection info.
         conn = BlockingKernelClient(context=runtime.context)

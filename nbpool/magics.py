@@ -40,8 +40,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
-from . import checks, comm, transfer
-from . import forwarding
+from . import checks, comm, forwarding, render, transfer
 from .errors import InvalidConfig, NbpoolError, UnknownKernel
 from .pool import Pool
 from .provisioning import check_kernel_name
@@ -98,7 +97,9 @@ class PoolMagics(Magics):
         return getattr(self, f"_pool_{args.action}")(args)
 
     def _pool_start(self, args) -> None:
-        overrides = {k: v for k, v in (("size", args.size), ("kernel_name", args.kernel)) if v is not None}
+        overrides = {
+            k: v for k, v in (("size", args.size), ("kernel_name", args.kernel)) if v is not None
+        }
         pool = self._pool
         if pool is not None:
             wanted = {k: v for k, v in overrides.items() if getattr(pool, k) != v}
@@ -123,11 +124,10 @@ class PoolMagics(Magics):
         if self._pool is None:
             print("nbpool: no pool yet, so no sessions")
             return
-        from .widget import render_sessions
-
         status = self._pool.status()
         display(
-            {"text/plain": status.sessions_table(), "text/html": render_sessions(status)}, raw=True
+            {"text/plain": status.sessions_table(), "text/html": render.sessions_html(status)},
+            raw=True,
         )
 
     def _pool_widget(self, args):
@@ -156,7 +156,9 @@ class PoolMagics(Magics):
 
     @magic_arguments()
     @argument("-s", "--session", help="Session to run in (default: the pool's default session).")
-    @argument("-t", "--timeout", type=float, help="Seconds the code may run; then it is interrupted.")
+    @argument(
+        "-t", "--timeout", type=float, help="Seconds the code may run; then it is interrupted."
+    )
     @argument("--bg", action="store_true", help="Run in the background; the cell returns at once.")
     @argument("-o", "--output", metavar="NAME", help="Store the result (or --bg handle) as NAME.")
     @argument("--kernel", metavar="NAME", help="Kernelspec for a new session.")

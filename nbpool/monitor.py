@@ -29,7 +29,9 @@ TICK = 0.03
 class Monitor:
     """The coordinator thread (``nbpool-coordinator``); see the module docstring."""
 
-    def __init__(self, coordinator: Coordinator, heartbeat_interval: float, heartbeat_timeout: float) -> None:
+    def __init__(
+        self, coordinator: Coordinator, heartbeat_interval: float, heartbeat_timeout: float
+    ) -> None:
         self._coordinator = coordinator
         self.heartbeats = Heartbeats(heartbeat_interval, heartbeat_timeout)
         self._running = threading.Event()

@@ -54,7 +54,6 @@ class Policy:
         reason = f"worker {w.id} was recycled after {self.settings.idle_timeout:g} s idle"
         return self._replace(w, reason, retired=True)
 
-
     def _assign(self) -> list[Action]:
         """Serve waiters in FIFO order; start, repurpose or evict workers for the rest."""
         actions: list[Action] = []
@@ -67,18 +66,24 @@ class Policy:
                     actions += self._grant(waiter, w)
                 continue
             if info is not None and info.attached:
-                actions += self._settle(waiter, WorkerDied(
-                    f"session {waiter.session!r} ran on an attached kernel that is gone "
-                    f"({info.reset_reason or 'disconnected'}); attach it again with "
-                    "pool.attach(...), or end the session to reuse its name"
-                ))
+                actions += self._settle(
+                    waiter,
+                    WorkerDied(
+                        f"session {waiter.session!r} ran on an attached kernel that is gone "
+                        f"({info.reset_reason or 'disconnected'}); attach it again with "
+                        "pool.attach(...), or end the session to reuse its name"
+                    ),
+                )
             elif (w := self._find(waiter.kernel_name, same_kernel=True)) is not None:
                 actions += self._grant(waiter, w)
             elif self.settings.max_size == 0:
-                actions += self._settle(waiter, LeaseTimeout(
-                    f"session {waiter.session!r} has no worker and this pool starts none "
-                    "(max_size=0): attach a kernel for it (pool.attach) or raise max_size"
-                ))
+                actions += self._settle(
+                    waiter,
+                    LeaseTimeout(
+                        f"session {waiter.session!r} has no worker and this pool starts none "
+                        "(max_size=0): attach a kernel for it (pool.attach) or raise max_size"
+                    ),
+                )
             else:
                 needed[waiter.kernel_name] += 1
         for kernel_name, count in needed.items():
@@ -90,7 +95,9 @@ class Policy:
         pending = [
             w
             for w in self._workers.values()
-            if w.kernel_name == kernel_name and w.state in ("starting", "failed") and not self._bound(w)
+            if w.kernel_name == kernel_name
+            and w.state in ("starting", "failed")
+            and not self._bound(w)
         ]
         if not any(w.state == "starting" for w in pending):
             failed = next((w for w in pending if w.state == "failed"), None)
@@ -122,7 +129,11 @@ class Policy:
     def _find(self, kernel_name: str, *, same_kernel: bool) -> Worker | None:
         """An idle, unbound worker of ``kernel_name`` (or, to repurpose, of another one)."""
         for w in self._workers.values():
-            if w.state == "idle" and not self._bound(w) and (w.kernel_name == kernel_name) == same_kernel:
+            if (
+                w.state == "idle"
+                and not self._bound(w)
+                and (w.kernel_name == kernel_name) == same_kernel
+            ):
                 if same_kernel or not w.attached:
                     return w
         return None
@@ -130,7 +141,8 @@ class Policy:
     def _coming_free(self) -> bool:
         """Whether a worker slot frees up without the user (a retiring or dead worker)."""
         return any(
-            (w.retire is not None or w.death is not None) and w.counts for w in self._workers.values()
+            (w.retire is not None or w.death is not None) and w.counts
+            for w in self._workers.values()
         )
 
     def _grant(self, waiter: Waiter, w: Worker) -> list[Action]:
@@ -188,7 +200,12 @@ class Policy:
         )
 
     def _replace(
-        self, w: Worker, reason: str | None, *, retired: bool = False, kernel_name: str | None = None
+        self,
+        w: Worker,
+        reason: str | None,
+        *,
+        retired: bool = False,
+        kernel_name: str | None = None,
     ) -> list[Action]:
         """Stop ``w`` (reset its session) and start a fresh kernel in its place if wanted."""
         info = self.sessions.bound_to(w.id)

@@ -93,7 +93,8 @@ class Pool(LoggingConfigurable):
         help="CurveZMQ encryption (jupyter_client): auto encrypts kernels that support it.",
     ).tag(config=True)
     allow_insecure_transport = Bool(
-        False, help="Allow attaching non-loopback kernels without CurveZMQ (plain text; warns once)."
+        False,
+        help="Allow attaching non-loopback kernels without CurveZMQ (plain text; warns once).",
     ).tag(config=True)
     attach_timeout = Float(10.0, help="Seconds an attached kernel has to answer.").tag(config=True)
     connection_files = Dict(
@@ -153,7 +154,10 @@ class Pool(LoggingConfigurable):
         min_size = s.size if s.min_size is None else s.min_size
         max_size = max(s.size, DEFAULT_MAX_SIZE) if s.max_size is None else s.max_size
         relations = [
-            (0 <= min_size <= s.size, f"min_size must be between 0 and size ({s.size}), got {min_size}"),
+            (
+                0 <= min_size <= s.size,
+                f"min_size must be between 0 and size ({s.size}), got {min_size}",
+            ),
             (max_size >= s.size, f"max_size must be >= size ({s.size}), got {max_size}"),
             (
                 s.heartbeat_timeout > s.heartbeat_interval,
@@ -187,7 +191,9 @@ class Pool(LoggingConfigurable):
                 self._started = True
             for session, path in self.connection_files.items():
                 self.attach(
-                    path, session=session, sshserver=self.sshserver or None,
+                    path,
+                    session=session,
+                    sshserver=self.sshserver or None,
                     sshkey=self.sshkey or None,
                 )
         if wait:
@@ -362,8 +368,12 @@ class Pool(LoggingConfigurable):
             raise InvalidConfig("sshkey is for the SSH login: pass sshserver too")
         worker = self._coordinator.attach(
             lambda wid: self._launcher.attach(
-                wid, connection_file, self.attach_timeout, self.allow_insecure_transport,
-                sshserver, sshkey,
+                wid,
+                connection_file,
+                self.attach_timeout,
+                self.allow_insecure_transport,
+                sshserver,
+                sshkey,
             ),
             session,
         )

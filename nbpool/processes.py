@@ -45,7 +45,9 @@ def run_provisioner(coro):
     with _loop_lock:
         if _loop is None:
             _loop = asyncio.new_event_loop()
-            threading.Thread(target=_loop.run_forever, name="nbpool-provisioners", daemon=True).start()
+            threading.Thread(
+                target=_loop.run_forever, name="nbpool-provisioners", daemon=True
+            ).start()
     return asyncio.run_coroutine_threadsafe(coro, _loop).result()
 
 

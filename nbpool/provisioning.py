@@ -45,7 +45,16 @@ from .processes import PORT_RACE_TRIES, Reaper
 from .ssh import SshTunnel
 
 #: Keys a connection file must have to be attached.
-CONNECTION_KEYS = ("ip", "key", "transport", "shell_port", "iopub_port", "stdin_port", "hb_port", "control_port")
+CONNECTION_KEYS = (
+    "ip",
+    "key",
+    "transport",
+    "shell_port",
+    "iopub_port",
+    "stdin_port",
+    "hb_port",
+    "control_port",
+)
 
 
 def _loopback(ip: str) -> bool:
@@ -67,8 +76,7 @@ def check_kernel_name(name: str) -> None:
     except NoSuchKernel:
         available = ", ".join(kernel_names()) or "none"
         raise UnknownKernel(
-            f"no kernelspec named {name!r}; available: {available} "
-            "(see `jupyter kernelspec list`)"
+            f"no kernelspec named {name!r}; available: {available} (see `jupyter kernelspec list`)"
         ) from None
 
 
@@ -152,8 +160,12 @@ class Launcher:
             else:
                 # The hop from the SSH server on to the kernel is outside the tunnel.
                 self.check_transport(
-                    info["ip"], info["transport"], encrypted, allow_insecure,
-                    local=_loopback(info["ip"]), seen_from=sshserver,
+                    info["ip"],
+                    info["transport"],
+                    encrypted,
+                    allow_insecure,
+                    local=_loopback(info["ip"]),
+                    seen_from=sshserver,
                 )
         except WorkerStartFailed as exc:
             raise AttachFailed(f"connection file {path}: {exc}") from None

@@ -65,7 +65,9 @@ class Runner:
 
     def _start(self, w: Worker) -> None:
         try:
-            kernel = self._start_kernel(w.id, w.kernel_name, self._coordinator.settings.start_timeout)
+            kernel = self._start_kernel(
+                w.id, w.kernel_name, self._coordinator.settings.start_timeout
+            )
         except WorkerStartFailed as exc:
             self._coordinator.start_failed(w, exc)
             return

@@ -45,7 +45,6 @@ PORT_KEYS = ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port"
 IDLE_COMMAND = "exec sleep 2147483647"
 
 
-
 class SshTunnel:
     """An ``ssh -L ...`` process forwarding one kernel's ports to 127.0.0.1.
 
@@ -64,7 +63,13 @@ class SshTunnel:
 
     @classmethod
     def open(
-        cls, where: str, info: dict, server: str, sshkey: str | None, timeout: float, runtime: Runtime
+        cls,
+        where: str,
+        info: dict,
+        server: str,
+        sshkey: str | None,
+        timeout: float,
+        runtime: Runtime,
     ) -> SshTunnel:
         """Log in to ``server`` and forward the kernel's ports; blocking.
 
@@ -112,7 +117,10 @@ class SshTunnel:
         with open(log_path, "wb") as log:
             try:
                 proc = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
                     start_new_session=True,  # its own group: the reaper can kill it by pid
                 )
             except FileNotFoundError:
@@ -188,8 +196,11 @@ class SshTunnel:
 
 def check_server(server) -> None:
     """Raise :class:`InvalidConfig` unless ``server`` reads as ``[user@]host[:port]``."""
-    if not isinstance(server, str) or not server.strip() or server.startswith("-") or any(
-        c.isspace() for c in server
+    if (
+        not isinstance(server, str)
+        or not server.strip()
+        or server.startswith("-")
+        or any(c.isspace() for c in server)
     ):
         raise InvalidConfig(
             f"sshserver must be '[user@]host[:port]' (no spaces, not starting with '-'), "
@@ -208,8 +219,14 @@ def _split(server: str) -> tuple[str, str]:
 def _argv(server: str, sshkey: str | None, forwards: list[str], timeout: float) -> list[str]:
     host, port = _split(server)
     argv = [
-        "ssh", "-tt", "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes",
-        "-o", f"ConnectTimeout={max(1, math.ceil(timeout))}",
+        "ssh",
+        "-tt",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ExitOnForwardFailure=yes",
+        "-o",
+        f"ConnectTimeout={max(1, math.ceil(timeout))}",
     ]
     argv += ["-i", os.path.expanduser(sshkey)] if sshkey else []
     argv += ["-p", port] if port else []

@@ -102,7 +102,9 @@ def pull(pool, names: list[str], session: str | None = None) -> dict:
         try:
             values[name] = pickle.loads(blob)
         except Exception as exc:
-            raise TransferError(f"cannot pull {name!r}: it cannot be loaded here: {_why(exc)}") from None
+            raise TransferError(
+                f"cannot pull {name!r}: it cannot be loaded here: {_why(exc)}"
+            ) from None
     return values
 
 

@@ -333,7 +333,7 @@ function sessionsTable(status: IPoolStatus, pending: Set<string>): HTMLElement {
     );
     const details = [
       s.kernel,
-      `generation ${s.generation}`,
+      `${s.generation} reset${s.generation === 1 ? '' : 's'}`,
       s.queued ? `${s.queued} queued` : ''
     ];
     row.append(main, el('div', 'jp-nbpool-row-details', details.filter(Boolean).join(' · ')));

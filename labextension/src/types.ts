@@ -56,6 +56,10 @@ export interface IPoolStatus {
   workers: IWorker[];
   sessions: ISession[];
   waiting: number;
+  /**
+   * The one-line summary (`PoolStatus.summary()`), e.g. `3/4 busy, 2 queued`.
+   */
+  summary: string;
   counters: { [name: string]: number };
   events: IPoolEvent[];
 }

@@ -34,15 +34,20 @@ def test_example_runs_top_to_bottom(path, bash_kernel_installed):
         nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
     ).execute()
     text = "\n".join(
-        out.get("text", "") + str(out.get("data", {}).get("text/plain", ""))
-        + out.get("ename", "")
-        for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs
+        out.get("text", "") + str(out.get("data", {}).get("text/plain", "")) + out.get("ename", "")
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for out in cell.outputs
     )
     expected = {
         "01-quickstart": ["step 2 on worker pid", "loaded 3 rows", "[1, 2, 3]", "False"],
         "02-background-and-parallel": ["speed-up on 4 workers", "['first', 'second']"],
-        "03-fault-tolerance": ["WorkerDied: worker", "still here", "starts from a fresh state",
-                               "ExecutionTimeout"],
+        "03-fault-tolerance": [
+            "WorkerDied: worker",
+            "still here",
+            "starts from a fresh state",
+            "ExecutionTimeout",
+        ],
         "04-data": ["[0, 10, 20, 30, 40]", "[12, 15, 18, 21]", "no_such_variable"],
         "05-other-kernels": ["hello from bash", "42", "and Python"],
         "06-configuration": ["max_executions", "False"],

@@ -124,7 +124,9 @@ def test_worker_crashing_mid_execution_reports_how(kernel, reason):
         seen = []
         with pytest.raises(nbpool.WorkerDied, match=reason) as info:
             pool.execute("boom", session="c", on_output=seen.append, timeout=60)
-        assert info.value.outputs == [{"output_type": "stream", "name": "stdout", "text": "going down\n"}]
+        assert info.value.outputs == [
+            {"output_type": "stream", "name": "stdout", "text": "going down\n"}
+        ]
         assert pool.execute("after", session="c").stdout == "after"
 
 

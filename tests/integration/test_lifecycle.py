@@ -51,8 +51,18 @@ def test_status_and_repr_carry_no_secrets():
     with nbpool.Pool(size=1) as pool:
         pool.execute("1", session="s")
         info = json.load(open(pool._coordinator._workers["w1"].kernel.km.connection_file))
-        text = json.dumps(pool.status()) + repr(pool) + repr(pool.status()) + pool.status()._repr_html_()
-        for secret in (info["key"], info["curve_secretkey"], info["curve_publickey"], pool._launcher.runtime.runtime_dir):
+        text = (
+            json.dumps(pool.status())
+            + repr(pool)
+            + repr(pool.status())
+            + pool.status()._repr_html_()
+        )
+        for secret in (
+            info["key"],
+            info["curve_secretkey"],
+            info["curve_publickey"],
+            pool._launcher.runtime.runtime_dir,
+        ):
             assert secret not in text
 
 
@@ -92,7 +102,10 @@ def test_no_worker_outlives_its_host_process(how):
     """Workers go away when the host exits without shutdown() or is SIGKILLed (<= 10 s)."""
     host = subprocess.Popen(
         [sys.executable, "-c", HOST, how],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         *pids, runtime = host.stdout.readline().split()
@@ -133,7 +146,9 @@ def test_bad_settings_raise_value_error_naming_the_value(kwargs, message):
 
 def test_unknown_kernelspec_lists_the_available_ones():
     """An unknown kernel name is refused with the installed kernelspecs listed."""
-    with pytest.raises(nbpool.UnknownKernel, match="no kernelspec named 'nope'; available: .*python3"):
+    with pytest.raises(
+        nbpool.UnknownKernel, match="no kernelspec named 'nope'; available: .*python3"
+    ):
         nbpool.Pool(kernel_name="nope")
 
 

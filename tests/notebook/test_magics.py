@@ -56,12 +56,18 @@ def test_bad_input_gives_one_line_usage_errors(run_notebook):
 def kernelspecs(tmp_path, monkeypatch):
     """A JUPYTER_PATH with a broken kernelspec and a second Python one, for the notebook kernel."""
     for name, argv in {
-        "broken": [sys.executable, "-c", "import sys; sys.stderr.write('no such module: boom\\n'); sys.exit(3)"],
+        "broken": [
+            sys.executable,
+            "-c",
+            "import sys; sys.stderr.write('no such module: boom\\n'); sys.exit(3)",
+        ],
         "python-other": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
     }.items():
         spec = tmp_path / "kernels" / name
         spec.mkdir(parents=True)
-        (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": name, "language": "python"}))
+        (spec / "kernel.json").write_text(
+            json.dumps({"argv": argv, "display_name": name, "language": "python"})
+        )
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
 
 
@@ -96,7 +102,9 @@ def test_kernel_picks_the_kernelspec_of_a_new_session_only(run_notebook, kernels
     )
 
 
-def test_configuration_comes_from_ipython_config_and_config_magic(run_notebook, tmp_path, monkeypatch):
+def test_configuration_comes_from_ipython_config_and_config_magic(
+    run_notebook, tmp_path, monkeypatch
+):
     """c.Pool.* in ipython_config.py and %config Pool.* apply to the pool the magics create."""
     profile = tmp_path / "profile_default"
     profile.mkdir()
@@ -113,7 +121,10 @@ def test_configuration_comes_from_ipython_config_and_config_magic(run_notebook, 
         allow_errors=True,
     )
     assert run.text(1) == "3 7.0\n"
-    assert run.text(2) == "nbpool: stopped the pool (3 worker(s))\nnbpool: 0/2 busy, 0 queued (2 x python3)\n"
+    assert (
+        run.text(2)
+        == "nbpool: stopped the pool (3 worker(s))\nnbpool: 0/2 busy, 0 queued (2 x python3)\n"
+    )
     assert "the pool is already running with size=2" in run.text(3, "stderr")
 
 
@@ -173,9 +184,7 @@ def test_widget_updates_are_rate_limited_and_stay_with_their_cell(kernel):
     """Widget updates: only changes, at most ~4 a second, all parented to the widget's cell."""
     kernel.execute("%load_ext nbpool\n%config Pool.size = 2\n%pool start")
     shown = kernel.execute("w = %pool widget\nw")
-    model_ids = {
-        m["content"]["comm_id"] for _, m in kernel.iopub if m["msg_type"] == "comm_open"
-    }
+    model_ids = {m["content"]["comm_id"] for _, m in kernel.iopub if m["msg_type"] == "comm_open"}
     mark = len(kernel.iopub)
     kernel.drain(1.5)  # nothing runs: only uptimes tick (once a second)
     idle = [m for _, m in kernel.iopub[mark:] if m["msg_type"] == "comm_msg"]
@@ -194,7 +203,10 @@ def test_widget_updates_are_rate_limited_and_stay_with_their_cell(kernel):
     rounds = {round(t / 0.25) for t, _ in updates}  # one snapshot per 0.25 s tick at most
     assert len(rounds) <= elapsed / 0.25 + 2
     assert len(updates) <= 4 * len(rounds)  # at most one message per part per snapshot
-    print(f"{len(idle)} idle messages; {len(updates)} updates in {len(rounds)} rounds, {elapsed:.1f} s")
+    print(
+        f"{len(idle)} idle messages; {len(updates)} updates in {len(rounds)} rounds, {elapsed:.1f} s"
+    )
+
     def both_idle_shown():
         final = kernel.execute("print(w._workers.value.count(\"data-state='idle'\"))")
         return [o.get("text") for o in final["outputs"]] == ["2\n"]
@@ -215,7 +227,7 @@ def test_bad_session_names_are_usage_errors_and_create_no_session(run_notebook):
         "get_ipython().run_cell_magic('pool_exec', '-s \"a\\nb\"', 'pass')",
         "get_ipython().run_cell_magic('pool_exec', '-s \"a\\x07b\"', 'pass')",
         "%%pool_exec -s 'a b'\nname = 'spaced'",
-        "%%pool_exec -s \"a b\"\nprint(name)",
+        '%%pool_exec -s "a b"\nprint(name)',
         "import time\nt0 = time.monotonic()",
         "%%pool_exec\nprint('default ok')",
         "print(round(time.monotonic() - t0, 3))\n"

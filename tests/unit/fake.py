@@ -59,7 +59,9 @@ class FakeBackend:
     def start(self, worker_id: str, kernel_name: str, start_timeout: float) -> FakeKernel:
         self.gate.wait(start_timeout)
         if self.fail_with is not None:
-            raise WorkerStartFailed(f"kernel {kernel_name!r} exited with code 1 while starting", self.fail_with)
+            raise WorkerStartFailed(
+                f"kernel {kernel_name!r} exited with code 1 while starting", self.fail_with
+            )
         with self._lock:
             kernel = FakeKernel(worker_id, kernel_name, next(self._pids))
             self.started.append(kernel)

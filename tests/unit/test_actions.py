@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 
 import nbpool
-from nbpool.coordinator import Coordinator, Settings
+from nbpool.coordinator import Coordinator
+from nbpool.records import Settings
 from tests.conftest import wait_for
 from tests.unit.fake import FakeBackend, status_of
-
 
 #: Starts fake kernels (no processes) with distinct pids.
 fake = FakeBackend()
@@ -79,7 +79,9 @@ def test_restart_unknown_or_replaced_worker_is_a_clear_error(coord):
     """Restarting a worker id that is not (or no longer) in the pool raises
     WorkerUnavailable naming the current workers; nothing changes."""
     before = states(coord)
-    with pytest.raises(nbpool.WorkerUnavailable, match=r"no worker 'w9' in the pool.*workers now: w1, w2"):
+    with pytest.raises(
+        nbpool.WorkerUnavailable, match=r"no worker 'w9' in the pool.*workers now: w1, w2"
+    ):
         coord.restart_worker("w9")
     lease = coord.wait(coord.request("etl", "python3"), 5)
     coord.restart_worker(lease.worker_id)
@@ -210,7 +212,9 @@ def test_interrupt_of_an_unknown_or_idle_worker_is_clear():
     coord = Coordinator(Settings(size=1, min_size=1, max_size=1), backend.start)
     try:
         coord.wait_started(coord.start(1), 5)
-        with pytest.raises(WorkerUnavailable, match=r"no worker 'w9' in the pool \(workers now: w1\)"):
+        with pytest.raises(
+            WorkerUnavailable, match=r"no worker 'w9' in the pool \(workers now: w1\)"
+        ):
             coord.interrupt("w9")
         assert coord.interrupt("w1") is False
         lease = coord.wait(coord.request("s", "python3"), 5)

@@ -6,8 +6,9 @@ import threading
 
 import pytest
 
-from nbpool.coordinator import Coordinator, Settings
+from nbpool.coordinator import Coordinator
 from nbpool.errors import LeaseTimeout, PoolClosed, WorkerDied, WorkerStartFailed
+from nbpool.records import Settings
 
 from ..conftest import wait_for
 from .fake import FakeBackend, status_of
