@@ -419,7 +419,8 @@ class Coordinator(Policy):
             w.failures += 1
             w.last_error = exc
             delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (w.failures - 1))
-            w.retry_at = time.monotonic() + delay * random.uniform(1.0, 1.5)
+            # A failure that would repeat (a preload that raises) is not retried.
+            w.retry_at = time.monotonic() + delay * random.uniform(1.0, 1.5) if exc.retry else None
             w.state = "failed"
             self.counters["start_failures"] += 1
             self._log("start failed", w, str(exc))

@@ -24,9 +24,9 @@ from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.session import Session
 
-from .errors import WorkerStartFailed
+from .errors import ExecutionTimeout, WorkerDied, WorkerStartFailed
 from .processes import Reaper, kill_group, run_provisioner
-from .protocol import Channels
+from .protocol import Channels, Execution
 
 #: How long to wait for iopub traffic before nudging with another kernel_info.
 NUDGE_INTERVAL = 0.2
@@ -42,12 +42,22 @@ class LaunchSettings:
     transport_encryption: str = "auto"
     ipykernel_args: tuple[str, ...] = ()
     allow_insecure_transport: bool = False
+    preload: str = ""  # run on every new python worker before it counts as ready
+    env: tuple[tuple[str, str], ...] = ()  # added to this process's environment
+    cwd: str | None = None  # None: this process's working directory
+    fork_server: str = "auto"
 
     @classmethod
     def of(cls, source) -> LaunchSettings:
         """The launch settings of ``source`` (a Pool)."""
         values = {f.name: getattr(source, f.name) for f in fields(cls)}
-        return cls(**dict(values, ipykernel_args=tuple(values["ipykernel_args"])))
+        values["ipykernel_args"] = tuple(values["ipykernel_args"])
+        values["env"] = tuple(sorted(values["env"].items()))
+        return cls(**values)
+
+    def environment(self) -> dict[str, str]:
+        """A worker's environment: this process's, plus ``env``."""
+        return {**os.environ, **dict(self.env)}
 
     def extra_arguments(self, argv: list[str]) -> list[str]:
         """The tuning arguments for a kernelspec's ``argv`` (ipykernel ones only)."""
@@ -132,6 +142,42 @@ class Kernel:
                         iopub_seen = True
         self._drain_iopub()
 
+    def run_preload(self, code: str, timeout: float) -> None:
+        """Run ``code`` silently (no history, no prompt number) before the kernel counts
+        as ready; its outputs are dropped.
+
+        Raises
+        ------
+        WorkerStartFailed
+            The code raised (``retry=False``: it would raise again; the
+            worker's traceback is the ``stderr_tail``), did not finish within
+            ``timeout``, or the kernel died.
+        """
+        execution = Execution(
+            self.channels,
+            check_alive=self._check_started,
+            interrupt=self.interrupt,
+            interrupt_grace=2.0,
+        )
+        try:
+            res = execution.run(code, timeout=timeout, silent=True)
+        except (ExecutionTimeout, WorkerDied) as exc:
+            raise self._start_failure(
+                f"kernel {self.kernel_name!r}: its preload did not finish: {exc}"
+            )
+        if res.error is not None:
+            raise WorkerStartFailed(
+                f"the preload raised {res.error.ename}: {res.error.evalue} (the pool does not retry "
+                "it: fix the preload and start the pool again)",
+                res.error.text(),
+                retry=False,
+            )
+
+    def _check_started(self) -> None:
+        reason = self.poll()
+        if reason:
+            raise WorkerDied(f"kernel {self.kernel_name!r} {reason} while running its preload")
+
     def _drain_iopub(self) -> None:
         """Drop the readiness chatter so the first lease starts clean."""
         ch = self.channels
@@ -167,6 +213,9 @@ class Kernel:
 
 class LocalKernel(Kernel):
     """A kernel nbpool started (through a KernelManager and its provisioner)."""
+
+    #: How its process came to be: ``"spawn"`` (a new process from the kernelspec's argv).
+    started = "spawn"
 
     def __init__(
         self, runtime: Runtime, worker_id: str, km: AsyncKernelManager, log_path: str
@@ -212,7 +261,14 @@ class LocalKernel(Kernel):
         extra = settings.extra_arguments(km.kernel_spec.argv)
         with open(log_path, "ab") as log:
             try:
-                run_provisioner(km.start_kernel(stdout=log, stderr=log, extra_arguments=extra))
+                start = km.start_kernel(
+                    stdout=log,
+                    stderr=log,
+                    extra_arguments=extra,
+                    env=settings.environment(),
+                    cwd=settings.cwd or os.getcwd(),
+                )
+                run_provisioner(start)
             except Exception as exc:  # a bad argv, a provisioner that refused
                 raise WorkerStartFailed(
                     f"kernel {kernel_name!r} could not be launched: {exc}", _tail(log_path)

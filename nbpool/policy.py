@@ -171,8 +171,11 @@ class Policy:
 
     def _fail_unbound(self, kernel_name: str, failed: Worker) -> list[Action]:
         error = failed.last_error
-        retry = max(0.0, (failed.retry_at or 0) - time.monotonic())
-        message = f"{error} (failed {failed.failures} time(s); nbpool retries in {retry:.1f} s)"
+        if failed.retry_at is None:  # not retried: the message says what to fix
+            message = str(error)
+        else:
+            retry = max(0.0, failed.retry_at - time.monotonic())
+            message = f"{error} (failed {failed.failures} time(s); nbpool retries in {retry:.1f} s)"
         actions: list[Action] = []
         for waiter in list(self._waiters):
             if waiter.kernel_name == kernel_name and unbound(self.sessions.get(waiter.session)):

@@ -109,6 +109,21 @@ class Pool(LoggingConfigurable):
     sshkey = Unicode(
         "", help="SSH private key file for sshserver; empty: ssh's own configuration."
     ).tag(config=True)
+    preload = Unicode(
+        "",
+        help="Code run on every new python worker before it counts as ready (e.g. imports); "
+        "its output is not shown. A preload that raises fails the start (not retried).",
+    ).tag(config=True)
+    env = Dict(Unicode(), help="Extra environment variables of the workers.").tag(config=True)
+    cwd = Unicode(
+        None, allow_none=True, help="Working directory of the workers (default: this process's)."
+    ).tag(config=True)
+    fork_server = CaselessStrEnum(
+        ["auto", "never"],
+        "auto",
+        help="auto: fork python workers on Linux from a template that ran the preload once; "
+        "never: always spawn.",
+    ).tag(config=True)
     ipykernel_args = List(
         Unicode(),
         # The history database costs ~0.7 ms a run. ipykernel sleeps 0.5 ms

@@ -114,7 +114,10 @@ class Launcher:
             kernel = LocalKernel.launch(self.settings, self.runtime, worker_id, kernel_name)
             try:
                 self.check_transport(kernel.km.ip, kernel.km.transport, kernel.encrypted)
+                deadline = time.monotonic() + start_timeout
                 kernel.wait_ready(start_timeout, self.closing)
+                if self.settings.preload and kernel.km.kernel_spec.language == "python":
+                    kernel.run_preload(self.settings.preload, max(0.1, deadline - time.monotonic()))
                 return kernel
             except WorkerStartFailed as exc:
                 kernel.shutdown(now=True)

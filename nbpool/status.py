@@ -14,6 +14,7 @@ Schema ``nbpool.status/1`` (a JSON-safe dict; no keys, tokens or paths)::
           "uptime": 83.2,              # seconds since ready
           "memory": 54001664 | null,   # resident bytes, local workers only
           "attached": false, "encrypted": true,
+          "started": "fork" | "spawn" | null,   # how its process began (null: attached)
           "last_error": null | "kernel 'x' exited with code 1 while starting; ..."
       }],
       "sessions": [{"name": "etl", "worker": "w1" | null, "kernel": "python3",
@@ -70,6 +71,7 @@ class PoolStatus(dict):
                     "uptime": round(now - w.started_at, 1) if w.kernel is not None else 0.0,
                     "memory": None if w.attached else rss_bytes(getattr(w.kernel, "pid", None)),
                     "attached": w.attached,
+                    "started": getattr(w.kernel, "started", None),
                     "encrypted": bool(getattr(w.kernel, "encrypted", False)),
                     "last_error": str(w.last_error) if w.last_error else None,
                 }
