@@ -27,7 +27,7 @@ What it measures, and how fair each comparison is
    SIGKILLed one at a time (3 trials). The time from the signal until the
    caller's future fails (nbpool ``WorkerDied``, ipyparallel ``EngineError``)
    is the time to notice. Both with default settings (nbpool: process poll
-   every 50 ms + 1 s heartbeats, 3 s timeout; ipyparallel: a nanny process
+   every 30 ms + 1 s heartbeats, 3 s timeout; ipyparallel: a nanny process
    per engine + 3 s heartbeats, 10 misses allowed).
 
 Everything binds to 127.0.0.1 (``controller_ip``); the ipyparallel profile
