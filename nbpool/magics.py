@@ -80,6 +80,12 @@ class PoolMagics(Magics):
     @argument("session", nargs="?", help="The session to end (`%%pool end SESSION`).")
     @argument("-n", "--size", type=int, help="Workers to start (`start` only).")
     @argument("--kernel", help="Kernelspec of the workers (`start` only).")
+    @argument(
+        "--preload",
+        metavar="CODE",
+        help="Code every new python worker runs before it is ready, e.g. "
+        "\"import pandas as pd\" (`start` only).",
+    )
     @line_magic
     def pool(self, line: str):
         """Manage the pool of worker kernels.
@@ -92,14 +98,13 @@ class PoolMagics(Magics):
         args = parse_argstring(self.pool, line)
         if args.action != "end" and args.session is not None:
             raise UsageError(f"%pool {args.action} takes no session name")
-        if args.action != "start" and (args.size is not None or args.kernel is not None):
-            raise UsageError("-n/--size and --kernel apply to `%pool start` only")
+        if args.action != "start" and (args.size, args.kernel, args.preload) != (None,) * 3:
+            raise UsageError("-n/--size, --kernel and --preload apply to `%pool start` only")
         return getattr(self, f"_pool_{args.action}")(args)
 
     def _pool_start(self, args) -> None:
-        overrides = {
-            k: v for k, v in (("size", args.size), ("kernel_name", args.kernel)) if v is not None
-        }
+        options = {"size": args.size, "kernel_name": args.kernel, "preload": _unquote(args.preload)}
+        overrides = {k: v for k, v in options.items() if v is not None}
         pool = self._pool
         if pool is not None:
             wanted = {k: v for k, v in overrides.items() if getattr(pool, k) != v}
@@ -226,13 +231,21 @@ def _session(name: str | None) -> str:
     """
     if name is None:
         return DEFAULT_SESSION
-    name = name.strip()
-    while len(name) >= 2 and name[0] == name[-1] and name[0] in "'\"":
-        name = name[1:-1].strip()
+    name = _unquote(name)
     try:
         return checks.session_name(name)
     except InvalidConfig as exc:
         raise UsageError(f"-s/--session: {exc}") from None
+
+
+def _unquote(text: str | None) -> str | None:
+    """``text`` without surrounding whitespace and matching quotes (which IPython keeps)."""
+    if text is None:
+        return None
+    text = text.strip()
+    while len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        text = text[1:-1].strip()
+    return text
 
 
 @contextmanager

@@ -248,3 +248,22 @@ def test_bad_session_names_are_usage_errors_and_create_no_session(run_notebook):
     seconds, sessions = run.text(first_good + 4).splitlines()
     assert float(seconds) < 5, "the default session waited behind phantom sessions"
     assert sessions == "['a b', 'default']"
+
+
+def test_pool_start_preload_warms_every_worker(run_notebook):
+    """`%pool start --preload CODE` (quotes stripped) runs CODE on the workers
+    before they serve a cell; a raising preload fails `%pool start` in one line."""
+    run = run_notebook(
+        [
+            LOAD,
+            "%pool start --preload \"import json; WARM = 'yes'\"",
+            "%%pool_exec -s x\nprint(WARM, json.dumps(1))",
+            "%pool stop",
+            "%pool start --preload 'import no_such_module_here'",
+        ],
+        allow_errors=True,
+    )
+    assert run.text(2) == "yes 1\n"
+    errors = [o for o in run.outputs(4) if o["output_type"] == "error"]
+    assert errors and errors[0]["ename"] == "WorkerStartFailed"
+    assert "preload raised ModuleNotFoundError" in errors[0]["evalue"]
