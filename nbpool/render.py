@@ -26,7 +26,7 @@ STATE_COLOURS = {
     "stopping": "#757575",
 }
 
-WORKER_COLUMNS = ("worker", "state", "session", "pid", "runs", "uptime", "memory")
+WORKER_COLUMNS = ("worker", "state", "session", "started", "pid", "runs", "uptime", "memory")
 SESSION_COLUMNS = ("session", "worker", "kernel", "resets", "queued")
 
 #: Event kinds worth showing in the widget (routine starts are left out).
@@ -39,6 +39,7 @@ def worker_row(w: dict) -> tuple[str, ...]:
         w["id"] + (" (attached)" if w["attached"] else ""),
         w["state"],
         w["session"] or "-",
+        w.get("started") or "-",
         str(w["pid"] or "-"),
         str(w["executions"]),
         duration(w["uptime"]),

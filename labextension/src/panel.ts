@@ -296,6 +296,7 @@ function workersTable(
       `${w.executions} run${w.executions === 1 ? '' : 's'}`,
       started ? `up ${duration(w.uptime + aged)}` : 'not up',
       w.memory === null ? '' : `${Math.round(w.memory / 2 ** 20)} MiB`,
+      w.started ?? '',
       w.attached ? 'attached' : ''
     ];
     row.append(main, el('div', 'jp-nbpool-row-details', details.filter(Boolean).join(' · ')));

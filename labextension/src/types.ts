@@ -27,6 +27,10 @@ export interface IWorker {
   memory: number | null;
   attached: boolean;
   encrypted: boolean;
+  /**
+   * How its process began: forked from a warm template, or spawned.
+   */
+  started: 'fork' | 'spawn' | null;
   last_error: string | null;
 }
 
