@@ -52,12 +52,21 @@ def timeout(value: object, what: str = "timeout", *, allow_none: bool = True) ->
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
         none = " or None" if allow_none else ""
-        raise InvalidConfig(f"{what} must be a positive number of seconds{none}, got {value!r}")
+        raise InvalidConfig(
+            f"{what} must be a positive number of seconds{none}, got {_shown(value)}"
+        )
     return float(value)
 
 
 def size(value: object, what: str = "size", *, minimum: int = 0) -> int:
     """``value`` as a whole number >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise InvalidConfig(f"{what} must be a whole number >= {minimum}, got {value!r}")
+        raise InvalidConfig(f"{what} must be a whole number >= {minimum}, got {_shown(value)}")
     return int(value)
+
+
+def _shown(value: object) -> str:
+    """A number as people write it (``0``, ``2.5``), anything else as its repr."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return f"{value:g}"
+    return repr(value)

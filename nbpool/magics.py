@@ -84,7 +84,7 @@ class PoolMagics(Magics):
         "--preload",
         metavar="CODE",
         help="Code every new python worker runs before it is ready, e.g. "
-        "\"import pandas as pd\" (`start` only).",
+        '"import pandas as pd" (`start` only).',
     )
     @line_magic
     def pool(self, line: str):
@@ -179,7 +179,8 @@ class PoolMagics(Magics):
         args = parse_argstring(self.pool_exec, line)
         session = _session(args.session)
         with _one_line():
-            checks.timeout(args.timeout, "-t/--timeout")
+            if args.timeout is not None:
+                checks.timeout(args.timeout, "-t/--timeout", allow_none=False)
         if args.output is not None and not args.output.isidentifier():
             raise UsageError(f"-o needs a variable name, got {args.output!r}")
         if args.kernel is not None:
