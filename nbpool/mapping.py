@@ -37,6 +37,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import CancelledError
+from dataclasses import replace
 from typing import Callable, Iterator
 
 from . import checks, tasks
@@ -91,6 +92,7 @@ class MapRun:
         self._size = size = chunksize or chunk_size(len(items), width)
         self._bounds = [(i, min(i + size, len(items))) for i in range(0, len(items), size)]
         self._token = uuid.uuid4().hex[:12]
+        self._fn = fn
         self._progress = progress
         self._cond = threading.Condition()
         # Guarded by _cond:
@@ -301,6 +303,8 @@ class MapRun:
                 )
             return
         values, error, index = tasks.decode(got[0])
+        if error is not None:
+            error = replace(error, traceback=tasks.with_sources(error.traceback, self._fn))
         with self._cond:
             self._results[c] = values
             self.done += len(values)

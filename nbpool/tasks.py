@@ -31,7 +31,10 @@ are untouched, and nothing of a task is left in its globals.
 
 from __future__ import annotations
 
+import linecache
 import pickle
+import re
+import types
 import weakref
 
 import cloudpickle
@@ -163,3 +166,64 @@ def decode(msg: dict) -> tuple[list, RemoteError | None, int | None]:
         return values, None, None
     error = RemoteError(content["ename"], content["evalue"], content["traceback"])
     return values, error, content["index"]
+
+
+_FRAME = re.compile(r'^  File "<dynamic-code>", line (\d+), in (.+)$')
+
+
+def with_sources(lines: list[str], fn) -> list[str]:
+    """The worker's traceback with the notebook's file names and source lines put back.
+
+    cloudpickle ships code without its file (``"<dynamic-code>"``), and the
+    worker has no copy of a notebook's cells anyway; this process does
+    (``linecache``), so frames of ``fn`` and of the functions it reaches are
+    completed here.
+    """
+    files = _code_files(fn)
+    out = []
+    for line in lines:
+        match = _FRAME.match(line)
+        filename = files.get(match.group(2)) if match else None
+        if filename is None:
+            out.append(line)
+            continue
+        number = int(match.group(1))
+        out.append(f'  File "{filename}", line {number}, in {match.group(2)}')
+        source = linecache.getline(filename, number).strip()
+        if source:
+            out.append(f"    {source}")
+    return out
+
+
+def _code_files(fn, depth: int = 3) -> dict[str, str]:
+    """Function name -> file, for ``fn``'s code and the functions it refers to."""
+    files: dict[str, str] = {}
+    seen: set[int] = set()
+
+    def visit(obj, depth: int) -> None:
+        if id(obj) in seen or depth < 0:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, types.FunctionType):
+            code = obj.__code__
+            visit(code, depth)
+            refs = [c.cell_contents for c in obj.__closure__ or () if _filled(c)]
+            refs += [obj.__globals__[n] for n in code.co_names if n in obj.__globals__]
+            for ref in refs:
+                visit(ref, depth - 1)
+        elif isinstance(obj, types.CodeType):
+            files.setdefault(obj.co_name, obj.co_filename)
+            for const in obj.co_consts:
+                if isinstance(const, types.CodeType):
+                    visit(const, depth)
+
+    visit(getattr(fn, "__func__", fn), depth)
+    return files
+
+
+def _filled(cell) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:
+        return False
+    return True
