@@ -377,11 +377,8 @@ class Pool(LoggingConfigurable):
         LeaseTimeout
             No worker free of sessions exists or can be started.
         """
-        return [
-            value
-            for chunk in self._map(fn, iterable, chunksize, timeout, progress).chunks()
-            for value in chunk
-        ]
+        run = self._map(fn, iterable, chunksize, timeout, progress, "pool.map")
+        return [value for chunk in run.chunks() for value in chunk]
 
     def imap(
         self,
@@ -397,15 +394,15 @@ class Pool(LoggingConfigurable):
         The work starts at once (the iterable is read at once); leaving the
         loop early cancels the rest.
         """
-        run = self._map(fn, iterable, chunksize, timeout, progress)
+        run = self._map(fn, iterable, chunksize, timeout, progress, "pool.imap")
         return (value for chunk in run.chunks() for value in chunk)
 
-    def _map(self, fn, iterable, chunksize, timeout, progress) -> MapRun:
+    def _map(self, fn, iterable, chunksize, timeout, progress, label: str) -> MapRun:
         self._check_open()
         items = list(iterable)
         if not self._started and items:
             self.start(wait=False)
-        display = nbprogress.make(progress, len(items), "pool.map") if items else None
+        display = nbprogress.make(progress, len(items), label) if items else None
         return MapRun(self, fn, items, chunksize, timeout, display)
 
     def attach(
