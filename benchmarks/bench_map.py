@@ -77,14 +77,14 @@ def run(quick: bool = False) -> list[Row]:
             pool = nbpool.Pool(size=WORKERS).start()
             procs.add_pool(pool)
             cluster, rc, _ = _start_cluster(ipp, procs)
-            part("tiny", _tiny, pool, rc, 3 if quick else 7)
+            part("tiny", _tiny, pool, rc, 3 if quick else 5)
             pool.shutdown()
             _stop_cluster(cluster, rc, procs)
             pool = cluster = rc = None
         pool = nbpool.Pool(size=2).start()
         procs.add_pool(pool)
         part("cpu", _cpu, pool, 1 if quick else 3)
-        part("array", _array, pool, 3 if quick else 7)
+        part("array", _array, pool, 3 if quick else 5)
         return rows
     finally:
         if pool is not None:
