@@ -68,12 +68,15 @@ class MapRun:
     chunksize : int or None
     timeout : float or None
         Seconds for the whole call.
-    progress : object or None
-        ``update(done, total)`` and ``close(ok)``, called from the calling
-        thread only (see :mod:`nbpool.progress`).
+    progress : callable or None
+        Makes the progress display once the arguments are valid: an object
+        with ``interval``, ``update(done, total)`` and ``close(ok)``, used
+        from the calling thread only (see :mod:`nbpool.progress`).
     """
 
-    def __init__(self, pool, fn: Callable, items: list, chunksize, timeout, progress) -> None:
+    def __init__(
+        self, pool, fn: Callable, items: list, chunksize, timeout, progress: Callable | None
+    ) -> None:
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")
         if chunksize is not None:
@@ -82,7 +85,9 @@ class MapRun:
         try:
             self._fn_frame = tasks.function_frame(fn)
         except Exception as exc:
-            raise TransferError(f"pool.map cannot pickle {fn!r}: {type(exc).__name__}: {exc}")
+            raise TransferError(
+                f"pool.map cannot pickle {fn!r}: {type(exc).__name__}: {exc}"
+            ) from None
         self._coordinator = pool._coordinator
         self._jobs = pool._jobs
         self._kernel_name = pool.kernel_name
@@ -93,7 +98,7 @@ class MapRun:
         self._bounds = [(i, min(i + size, len(items))) for i in range(0, len(items), size)]
         self._token = uuid.uuid4().hex[:12]
         self._fn = fn
-        self._progress = progress
+        self._progress = progress() if progress is not None and items else None
         self._cond = threading.Condition()
         # Guarded by _cond:
         self._todo = collections.deque(range(len(self._bounds)))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import contextvars
+import functools
 import threading
 import weakref
 from concurrent.futures import CancelledError, Future, InvalidStateError, ThreadPoolExecutor
@@ -402,7 +403,7 @@ class Pool(LoggingConfigurable):
         items = list(iterable)
         if not self._started and items:
             self.start(wait=False)
-        display = nbprogress.make(progress, len(items), label) if items else None
+        display = functools.partial(nbprogress.make, progress, len(items), label)
         return MapRun(self, fn, items, chunksize, timeout, display)
 
     def attach(
