@@ -23,6 +23,13 @@ The coordinator *coordinates*; it never does a client's I/O.
   to another session, none starting, being replaced or retiring), the client
   gets :class:`~nbpool.errors.LeaseTimeout` at once: only the user can free
   a worker, so waiting would be a dead wait.
+* **Tasks.** :meth:`request_tasks` queues a map's background requests for
+  workers that hold *no* session: a granted task lease binds none (its
+  ``session`` is None), so the worker is free again, and still warm, when
+  the map releases it. Sessions are served first; task requests take the
+  session-free workers left, start more up to ``max_size`` (never
+  repurposing or evicting), and fail at once when no such worker exists or
+  can come.
 * **Release.** :meth:`release` is asynchronous bookkeeping too. A worker whose
   lease ended abnormally (execution not finished: timeout the interrupt did
   not stop, transport error, ``KeyboardInterrupt`` not wound down, holder
@@ -60,8 +67,9 @@ starting     starting,    its kernel starts on an I/O thread        idle (starte
              restarting   (restarting: it replaces another)         failed), stopping (closed)
 idle         idle         ready, not leased; bound to a session or  leased (granted), stopping
                           free                                      (replace, resize, death)
-leased       leased, busy a client holds it (busy: executing)       idle (clean release), stopping
-                                                                    (dirty, retired, recycled, dead)
+leased       leased, busy a client holds it (busy: executing): a    idle (clean release), stopping
+                          session's lease, or a task lease (a map;  (dirty, retired, recycled, dead)
+                          only a free worker, and it stays free)
 failed       failed       its start failed; retried at ``retry_at`` starting (retry due, restart),
                                                                     stopping (resized away)
 stopping     stopping     its kernel is being stopped               (record dropped)
@@ -185,6 +193,25 @@ class Coordinator(Policy):
             actions = self._assign()
         self._runner.run(actions)
         return waiter
+
+    def request_tasks(
+        self, kernel_name: str, count: int, on_settled: Callable[[Waiter], None]
+    ) -> list[Waiter]:
+        """Queue ``count`` background task requests (a map's); see *Tasks* above.
+
+        Each is settled through ``on_settled`` like a background :meth:`request`;
+        a granted lease binds no session. :meth:`withdraw` takes back the ones
+        a map no longer needs.
+        """
+        waiters = [
+            Waiter(None, kernel_name, on_settled=on_settled, task=True) for _ in range(count)
+        ]
+        with self._lock:
+            self._check_open()
+            self._waiters.extend(waiters)
+            actions = self._assign()
+        self._runner.run(actions)
+        return waiters
 
     def wait(self, waiter: Waiter, timeout: float | None) -> Lease:
         """Block until ``waiter`` is granted a lease (or fails, or times out)."""

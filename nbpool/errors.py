@@ -75,3 +75,16 @@ class WorkerUnavailable(NbpoolError, LookupError):
 
 class TransferError(NbpoolError, ValueError):
     """A variable could not be moved to or from a session; the message names it."""
+
+
+class TaskFailed(NbpoolError):
+    """A task of ``pool.map`` raised; ``index`` is its item's, ``error`` the worker's exception.
+
+    ``error`` has ``.ename``, ``.evalue`` and ``.traceback`` (the worker's
+    lines); the rest of the map was cancelled.
+    """
+
+    def __init__(self, message: str, index: int, error) -> None:
+        super().__init__(message)
+        self.index = index
+        self.error = error

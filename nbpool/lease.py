@@ -11,7 +11,7 @@ it on.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from . import checks
 from .errors import ExecutionTimeout, LeaseReleased, PoolClosed, WorkerDied
@@ -29,8 +29,10 @@ class Lease:
     Attributes
     ----------
     worker_id : str
-    session : str
-        The session this lease serves (its state lives on this worker).
+    session : str or None
+        The session this lease serves (its state lives on this worker); None
+        for a task lease (:meth:`Coordinator.request_tasks`), which binds no
+        session.
     generation : int
         How many times this session's state was lost before this lease.
     session_reset : str or None
@@ -50,7 +52,7 @@ class Lease:
         self,
         coordinator: "Coordinator",
         worker: "Worker",
-        session: str,
+        session: str | None,
         *,
         generation: int,
         session_reset: str | None,
@@ -77,6 +79,9 @@ class Lease:
         *,
         on_output: OutputHook | None = None,
         stdin: StdinHandler | None = None,
+        silent: bool = False,
+        buffers: list | None = None,
+        on_message: Callable[[dict], None] | None = None,
     ) -> ExecutionResult:
         """Run ``code`` on the leased worker and wait for it (in this thread).
 
@@ -90,6 +95,13 @@ class Lease:
         stdin : callable, optional
             ``stdin(prompt, password) -> str`` answers ``input()`` on the
             worker; without it ``input()`` raises there at once.
+        silent : bool
+            Jupyter's ``silent``: no displayed result, no history, no
+            execution count (the task path of :mod:`nbpool.mapping`).
+        buffers : list, optional
+            Binary frames sent with the request (see :meth:`Execution.run`).
+        on_message : callable, optional
+            Called with each non-output iopub message of the execution.
 
         Raises
         ------
@@ -115,7 +127,15 @@ class Lease:
         self._execution = execution
         self.busy = True
         try:
-            result = execution.run(code, timeout=timeout, on_output=on_output, stdin=stdin)
+            result = execution.run(
+                code,
+                timeout=timeout,
+                on_output=on_output,
+                stdin=stdin,
+                silent=silent,
+                buffers=buffers,
+                on_message=on_message,
+            )
         except ExecutionTimeout as exc:
             self._coordinator.note("timed out", self.worker, str(exc), "timeouts")
             raise
@@ -133,15 +153,21 @@ class Lease:
         if death is None:
             return
         if self._coordinator.closed:
-            raise PoolClosed(f"the pool was shut down while session {self.session!r} ran")
+            raise PoolClosed(f"the pool was shut down while {self._serving} ran")
         if getattr(self.worker.kernel, "attached", False):
             after = "nbpool does not restart kernels it did not start: attach it again"
         else:
             after = "a fresh worker takes its place on the session's next execution"
+        if self.session is None:
+            raise WorkerDied(f"worker {self.worker_id} {death} while running mapped tasks")
         raise WorkerDied(
-            f"worker {self.worker_id} {death} while running session {self.session!r}; "
+            f"worker {self.worker_id} {death} while running {self._serving}; "
             f"the session's state is lost; {after}"
         )
+
+    @property
+    def _serving(self) -> str:
+        return "mapped tasks" if self.session is None else f"session {self.session!r}"
 
     def interrupt(self) -> bool:
         """Interrupt the running execution (any thread may call this).

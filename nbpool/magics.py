@@ -22,6 +22,9 @@ Examples
     import pandas as pd
     df = pd.read_csv("big.csv")      # df lives on session etl's worker
 
+    %%pool_exec --all                # every live session, one block each
+    print(len(df))
+
     %%pool_exec -s train --bg -o job
     fit()                            # output keeps arriving in this cell
 
@@ -40,7 +43,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
-from . import checks, comm, forwarding, render, transfer
+from . import broadcast, checks, comm, forwarding, render, transfer
 from .errors import InvalidConfig, NbpoolError, UnknownKernel
 from .pool import Pool
 from .provisioning import check_kernel_name
@@ -167,6 +170,12 @@ class PoolMagics(Magics):
     @argument("--bg", action="store_true", help="Run in the background; the cell returns at once.")
     @argument("-o", "--output", metavar="NAME", help="Store the result (or --bg handle) as NAME.")
     @argument("--kernel", metavar="NAME", help="Kernelspec for a new session.")
+    @argument(
+        "--all",
+        action="store_true",
+        help="Run on every live session (or on the sessions of -s a,b) in parallel; "
+        "one labelled block of output each.",
+    )
     @cell_magic
     def pool_exec(self, line: str, cell: str):
         """Run the cell on a worker kernel, with its output shown here, live.
@@ -177,6 +186,8 @@ class PoolMagics(Magics):
         ``.cancel()``); the output keeps arriving in this cell.
         """
         args = parse_argstring(self.pool_exec, line)
+        if args.all:
+            return self._pool_exec_all(args, cell)
         session = _session(args.session)
         with _one_line():
             if args.timeout is not None:
@@ -196,6 +207,30 @@ class PoolMagics(Magics):
         if args.output is not None:
             self.shell.user_ns[args.output] = kept
         return value
+
+    def _pool_exec_all(self, args, cell: str):
+        if args.bg or args.kernel is not None:
+            raise UsageError(
+                "--all runs in the foreground on existing sessions: drop --bg/--kernel"
+            )
+        with _one_line():
+            checks.timeout(args.timeout, "-t/--timeout")
+        if args.output is not None and not args.output.isidentifier():
+            raise UsageError(f"-o needs a variable name, got {args.output!r}")
+        pool = self._ensure_pool()
+        if args.session is not None:
+            sessions = [_session(s) for s in _unquote(args.session).split(",") if s.strip()]
+        else:
+            sessions = broadcast.live_sessions(pool)
+        if not sessions:
+            raise UsageError(
+                "--all: no live sessions; start one with %%pool_exec -s NAME, or name them "
+                "with --all -s a,b"
+            )
+        with _one_line():
+            ended = broadcast.run_all(pool, cell, list(dict.fromkeys(sessions)), args.timeout)
+        if args.output is not None:
+            self.shell.user_ns[args.output] = ended
 
     # -- %pool_push / %pool_pull -----------------------------------------------
 

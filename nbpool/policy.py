@@ -55,10 +55,18 @@ class Policy:
         return self._replace(w, reason, retired=True)
 
     def _assign(self) -> list[Action]:
-        """Serve waiters in FIFO order; start, repurpose or evict workers for the rest."""
+        """Serve waiters in FIFO order; start, repurpose or evict workers for the rest.
+
+        Sessions are served before task waiters (maps), which take what
+        session-free workers are left.
+        """
         actions: list[Action] = []
         needed: collections.Counter = collections.Counter()
+        tasks: set[str] = set()
         for waiter in list(self._waiters):
+            if waiter.task:
+                tasks.add(waiter.kernel_name)
+                continue
             info = self.sessions.get(waiter.session)
             if not unbound(info):
                 w = self._workers[info.worker_id]
@@ -88,6 +96,45 @@ class Policy:
                 needed[waiter.kernel_name] += 1
         for kernel_name, count in needed.items():
             actions += self._grow(kernel_name, count)
+        for kernel_name in tasks:
+            actions += self._assign_tasks(kernel_name, needed[kernel_name])
+        return actions
+
+    def _assign_tasks(self, kernel_name: str, for_sessions: int) -> list[Action]:
+        """Grant free session-less workers to task waiters; start more up to ``max_size``.
+
+        ``for_sessions``: new sessions of this kernelspec still waiting, who
+        get the workers now starting first. Task waiters never repurpose or
+        evict. With nothing free, starting or coming free, they fail at once.
+        """
+        actions: list[Action] = []
+        waiting = [x for x in self._waiters if x.task and x.kernel_name == kernel_name]
+        while waiting and (w := self._find(kernel_name, same_kernel=True)) is not None:
+            actions += self._grant(waiting.pop(0), w)
+        if not waiting:
+            return actions
+        unbound_workers = [
+            w for w in self._workers.values() if w.kernel_name == kernel_name and not self._bound(w)
+        ]
+        starting = sum(1 for w in unbound_workers if w.state == "starting")
+        if not starting and any(w.state == "failed" for w in unbound_workers):
+            failed = next(w for w in unbound_workers if w.state == "failed")
+            return actions + self._fail_unbound(kernel_name, failed)
+        spare = max(0, starting - for_sessions)
+        room = self.settings.max_size - self._live_count()
+        for _ in range(max(0, min(len(waiting) - spare, room))):
+            actions.append(Start(self._new_worker(kernel_name)))
+            spare += 1
+        busy = any(w.state == "leased" for w in unbound_workers)  # other maps' workers
+        if not spare and not busy and not self._coming_free():
+            held = ", ".join(i.name for i in self.sessions.all() if i.worker_id) or "none"
+            error = LeaseTimeout(
+                f"no worker free of sessions for pool.map: all {self._live_count()} workers are "
+                f"bound to sessions ({held}) and max_size={self.settings.max_size} is reached; "
+                "end a session (pool.end_session(NAME)) or raise max_size"
+            )
+            for waiter in waiting:
+                actions += self._settle(waiter, error)
         return actions
 
     def _grow(self, kernel_name: str, count: int) -> list[Action]:
@@ -120,7 +167,9 @@ class Policy:
             doomed = [
                 waiter
                 for waiter in self._waiters
-                if waiter.kernel_name == kernel_name and unbound(self.sessions.get(waiter.session))
+                if waiter.kernel_name == kernel_name
+                and not waiter.task
+                and unbound(self.sessions.get(waiter.session))
             ][-hopeless:]
             for waiter in doomed:
                 actions += self._settle(waiter, LeaseTimeout(self._explain_wait(waiter, None)))
@@ -139,13 +188,26 @@ class Policy:
         return None
 
     def _coming_free(self) -> bool:
-        """Whether a worker slot frees up without the user (a retiring or dead worker)."""
+        """Whether a worker frees up without the user (a retiring or dead one, or a map's)."""
         return any(
-            (w.retire is not None or w.death is not None) and w.counts
+            ((w.retire is not None or w.death is not None) and w.counts)
+            or (w.lease is not None and w.lease.session is None)
             for w in self._workers.values()
         )
 
     def _grant(self, waiter: Waiter, w: Worker) -> list[Action]:
+        if waiter.task:  # binds no session: nothing to touch, nothing to reset
+            w.state = "leased"
+            w.lease = Lease(
+                self,
+                w,
+                None,
+                generation=0,
+                session_reset=None,
+                interrupt_grace=self.settings.interrupt_grace,
+            )
+            waiter.lease = w.lease
+            return self._settle(waiter)
         info = self.sessions.get(waiter.session)
         if unbound(info):
             info = self.sessions.bind(waiter.session, waiter.kernel_name, w.id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import contextvars
+import functools
 import threading
 import weakref
 from concurrent.futures import CancelledError, Future, InvalidStateError, ThreadPoolExecutor
@@ -19,9 +20,11 @@ from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, TraitError,
 from traitlets.config import LoggingConfigurable
 
 from . import checks
+from . import progress as nbprogress
 from .coordinator import Coordinator
 from .errors import InvalidConfig, PoolClosed
 from .lease import Lease
+from .mapping import MapRun
 from .protocol import OutputHook, StdinHandler
 from .provisioning import Launcher, LaunchSettings, check_kernel_name
 from .records import Settings, Waiter
@@ -342,6 +345,66 @@ class Pool(LoggingConfigurable):
         )
         future._coordinator = self._coordinator
         return future
+
+    def map(
+        self,
+        fn,
+        iterable,
+        chunksize: int | None = None,
+        timeout: float | None = None,
+        *,
+        progress: bool | None = None,
+    ) -> list:
+        """``[fn(x) for x in iterable]``, computed on the pool's session-free workers.
+
+        ``fn`` and the items travel with cloudpickle (lambdas and closures
+        too), the results come back the same way, large NumPy buffers out of
+        band. No session's state is touched; the workers stay warm. Up to
+        ``size`` workers are used (started up to ``max_size`` when sessions
+        hold the others). ``chunksize`` (default: about four chunks per
+        worker) items go in one execution. ``timeout`` covers the whole call.
+        ``progress``: a progress bar (default: in a notebook only). See
+        :mod:`nbpool.mapping`.
+
+        Raises
+        ------
+        TaskFailed
+            A task raised: ``.index`` is its item's, ``.error`` the worker's
+            exception; the rest was cancelled.
+        WorkerDied
+            A chunk lost its worker twice (each loss is retried once).
+        ExecutionTimeout
+            ``timeout`` passed; the workers were interrupted.
+        LeaseTimeout
+            No worker free of sessions exists or can be started.
+        """
+        run = self._map(fn, iterable, chunksize, timeout, progress, "pool.map")
+        return [value for chunk in run.chunks() for value in chunk]
+
+    def imap(
+        self,
+        fn,
+        iterable,
+        chunksize: int | None = None,
+        timeout: float | None = None,
+        *,
+        progress: bool | None = None,
+    ):
+        """Like :meth:`map`, but an iterator that yields results in order as they arrive.
+
+        The work starts at once (the iterable is read at once); leaving the
+        loop early cancels the rest.
+        """
+        run = self._map(fn, iterable, chunksize, timeout, progress, "pool.imap")
+        return (value for chunk in run.chunks() for value in chunk)
+
+    def _map(self, fn, iterable, chunksize, timeout, progress, label: str) -> MapRun:
+        self._check_open()
+        items = list(iterable)
+        if not self._started and items:
+            self.start(wait=False)
+        display = functools.partial(nbprogress.make, progress, len(items), label)
+        return MapRun(self, fn, items, chunksize, timeout, display)
 
     def attach(
         self,

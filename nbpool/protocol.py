@@ -32,6 +32,11 @@ RESEND = 1.0
 #: Seconds an interrupted request's reply may trail its iopub idle.
 REPLY_WAIT = 0.1
 
+#: iopub message types that are outputs of an execution (see ``_Outputs.add``).
+_OUTPUT_TYPES = frozenset(
+    ("stream", "display_data", "update_display_data", "execute_result", "error", "clear_output")
+)
+
 OutputHook = Callable[[dict], None]
 StdinHandler = Callable[[str, bool], str]
 
@@ -163,6 +168,7 @@ class Execution:
         self._grace = interrupt_grace
         self.finished = True
         self._outputs: _Outputs | None = None
+        self._on_message: Callable[[dict], None] | None = None
         self._interrupt_wanted = False
 
     def request_interrupt(self) -> None:
@@ -189,8 +195,15 @@ class Execution:
         on_output: OutputHook | None = None,
         stdin: StdinHandler | None = None,
         silent: bool = False,
+        buffers: list | None = None,
+        on_message: Callable[[dict], None] | None = None,
     ) -> ExecutionResult:
         """Execute ``code`` and block until its reply and idle status arrived.
+
+        ``buffers`` travel with the request as binary frames (the code reads
+        them from its kernel's parent message); ``on_message`` receives every
+        iopub message of this request that is no output (e.g. a private
+        message type), whole, with its binary ``buffers``.
 
         Raises
         ------
@@ -204,6 +217,7 @@ class Execution:
         started = time.monotonic()
         self._outputs = _Outputs(on_output)
         self._stdin = stdin
+        self._on_message = on_message
         self.finished = False
         msg = self._ch.session.send(
             self._ch.shell,
@@ -216,6 +230,7 @@ class Execution:
                 "allow_stdin": stdin is not None,
                 "stop_on_error": False,
             },
+            buffers=buffers,
         )
         self._msg_id = msg["header"]["msg_id"]
         self._reply: dict | None = None
@@ -336,6 +351,8 @@ class Execution:
             if self._idle:
                 self._idle_at = time.monotonic()
             self._started = self._started or state == "busy"
+        elif msg_type not in _OUTPUT_TYPES and self._on_message is not None:
+            self._on_message(msg)
         else:
             self._outputs.add(msg_type, msg["content"])
 

@@ -66,9 +66,14 @@ class Worker:
 
 @dataclass(eq=False)
 class Waiter:
-    """A client waiting for a lease, in the coordinator's FIFO."""
+    """A client waiting for a lease, in the coordinator's FIFO.
 
-    session: str
+    A *task* waiter (``task=True``, ``session`` None) is one of a map's
+    requests: it takes any free worker of its kernelspec that holds no
+    session, and binds none.
+    """
+
+    session: str | None
     kernel_name: str
     event: threading.Event = field(default_factory=threading.Event)
     lease: Lease | None = None
@@ -78,6 +83,7 @@ class Waiter:
     on_settled: Callable[[Waiter], None] | None = None
     #: Background requests: the coordinator thread enforces their lease timeout.
     deadline: float | None = None
+    task: bool = False
 
 
 @dataclass

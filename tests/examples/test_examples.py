@@ -15,8 +15,8 @@ EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.ipynb"))
 
 
 def test_there_are_examples():
-    """The examples folder holds the six narrated notebooks."""
-    assert len(EXAMPLES) == 6
+    """The examples folder holds the seven narrated notebooks."""
+    assert len(EXAMPLES) == 7
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
@@ -67,6 +67,15 @@ def test_example_runs_top_to_bottom_on_a_plain_install(path, plain_install, bash
         ],
         "05-other-kernels": ["hello from bash", "42", "and Python"],
         "06-configuration": ["max_executions", "False"],
+        "07-map": [
+            "[0, 1, 4, 9, 16, 25, 36, 49, 64, 81]",
+            "pi is about 3.1",
+            "after 2,400,000 darts: pi ~ 3.1",
+            "item 3 failed: ZeroDivisionError",
+            "etl's total is still 0",
+            "hello from left",
+            "hello from right",
+        ],
     }[path.stem]
     for snippet in expected:
         assert snippet in text, f"{path.name}: expected {snippet!r} in its outputs"
