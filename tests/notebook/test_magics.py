@@ -146,7 +146,7 @@ def test_status_sessions_end_and_widget(run_notebook):
     assert run.text(1) == "nbpool: no pool yet; `%pool start` or a %%pool_exec cell starts one\n"
     (status,) = run.outputs(3)
     assert status["data"]["text/plain"].startswith("nbpool: 0/1 busy, 0 queued\nworker")
-    assert "<table>" in status["data"]["text/html"]
+    assert "<table class='nbpool-workers'>" in status["data"]["text/html"]
     (sessions,) = run.outputs(4)
     assert sessions["data"]["text/plain"].splitlines()[1].split()[:3] == ["etl", "w1", "python3"]
     (widget,) = run.outputs(5)
@@ -228,11 +228,11 @@ def test_bad_session_names_are_usage_errors_and_create_no_session(run_notebook):
         "get_ipython().run_cell_magic('pool_exec', '-s \"a\\x07b\"', 'pass')",
         "%%pool_exec -s 'a b'\nname = 'spaced'",
         '%%pool_exec -s "a b"\nprint(name)',
-        "import time\nt0 = time.monotonic()",
+        "pool = get_ipython().find_magic('pool', 'line').__self__.get_pool()\n"
+        "with pool.lease(timeout=2):  # the default session gets a worker at once\n"
+        "    pass",
         "%%pool_exec\nprint('default ok')",
-        "print(round(time.monotonic() - t0, 3))\n"
-        "print(sorted(s['name'] for s in get_ipython().find_magic('pool', 'line')"
-        ".__self__.get_pool().status()['sessions']))",
+        "print(sorted(s['name'] for s in pool.status()['sessions']))",
     ]
     run = run_notebook(cells, allow_errors=True)
     first_good = 1 + 3 * len(bad) + 2
@@ -245,9 +245,10 @@ def test_bad_session_names_are_usage_errors_and_create_no_session(run_notebook):
     assert "control character '\\x07'" in run.text(first_good - 1, "stderr")
     assert run.text(first_good + 1) == "spaced\n", "-s 'a b' and -s \"a b\" are one session"
     assert run.text(first_good + 3) == "default ok\n"
-    seconds, sessions = run.text(first_good + 4).splitlines()
-    assert float(seconds) < 5, "the default session waited behind phantom sessions"
-    assert sessions == "['a b', 'default']"
+    assert not [o for o in run.outputs(first_good + 2) if o["output_type"] == "error"], (
+        "the default session waited behind phantom sessions"
+    )
+    assert run.text(first_good + 4) == "['a b', 'default']\n"
 
 
 def test_pool_start_preload_warms_every_worker(run_notebook):
