@@ -436,6 +436,9 @@ class Pool(LoggingConfigurable):
     def status(self) -> PoolStatus:
         """A snapshot of workers, sessions, queue and counters (no secrets)."""
         snap = self._coordinator.snapshot()
+        for worker in snap["workers"]:  # a queued batch job: Slurm's reason
+            starting = worker["state"] in ("starting", "restarting")
+            worker["pending_reason"] = self._launcher.pending_reason(worker["id"]) if starting else None
         snap.update(
             size=self.size,
             min_size=self._settings.min_size,

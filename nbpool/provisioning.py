@@ -130,20 +130,45 @@ _loop: asyncio.AbstractEventLoop | None = None
 _loop_lock = threading.Lock()
 
 
-def run_provisioner(coro):
+class LaunchCancelled(Exception):
+    """A provisioner call ran past its time or its stop event; it was cancelled."""
+
+
+def run_provisioner(coro, timeout: float | None = None, stop: threading.Event | None = None):
     """Run a KernelManager/provisioner coroutine on the provisioner loop; blocking.
 
     The loop runs on a daemon thread for the rest of the process (a loop
     callback a provisioner registered stays live for later kernels and pools).
     A provisioner that blocks the loop delays every other provisioner call,
     as it would in Jupyter Server.
+
+    With ``timeout`` (seconds) or ``stop``, the coroutine is cancelled when
+    either runs out (a batch job may wait in a queue for hours) and
+    :class:`LaunchCancelled` is raised once its own cleanup has run (a
+    provisioner cancels its job on ``CancelledError``).
     """
     global _loop
     with _loop_lock:
         if _loop is None:
             _loop = asyncio.new_event_loop()
             threading.Thread(target=_loop.run_forever, name="nbpool-provisioners", daemon=True).start()
+    if timeout is not None or stop is not None:
+        coro = _bounded(coro, timeout, stop)
     return asyncio.run_coroutine_threadsafe(coro, _loop).result()
+
+
+async def _bounded(coro, timeout: float | None, stop: threading.Event | None):
+    task = asyncio.ensure_future(coro)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not task.done():
+        if (deadline is not None and time.monotonic() >= deadline) or (stop is not None and stop.is_set()):
+            task.cancel()
+            try:
+                return await task  # finished anyway: the caller owns (and stops) what it made
+            except asyncio.CancelledError:
+                raise LaunchCancelled() from None
+        await asyncio.wait({task}, timeout=0.05)
+    return task.result()
 
 
 def kernel_names() -> list[str]:
@@ -196,6 +221,8 @@ class Launcher:
         os.chmod(self.runtime_dir, 0o700)
         self.reaper = Reaper(self.runtime_dir)
         self.closing = threading.Event()
+        #: worker id -> KernelManager, while its provisioner launches the kernel
+        self.launching: dict = {}
 
     def start(self, worker_id: str, kernel_name: str, start_timeout: float):
         """Start one kernel and wait until it is ready; blocking, any thread.
@@ -209,7 +236,7 @@ class Launcher:
         from .worker import LocalKernel
 
         for attempt in range(PORT_RACE_RETRIES + 1):
-            kernel = LocalKernel.launch(self, worker_id, kernel_name)
+            kernel = LocalKernel.launch(self, worker_id, kernel_name, start_timeout)
             try:
                 self.check_transport(kernel.km.ip, kernel.km.transport, kernel.encrypted)
                 kernel.wait_ready(start_timeout, self.closing)
@@ -223,6 +250,15 @@ class Launcher:
                 kernel.shutdown(now=True)  # never leak a started process
                 raise
         raise AssertionError("unreachable")
+
+    def pending_reason(self, worker_id: str) -> str | None:
+        """Why a launching kernel is not running yet, if its provisioner says.
+
+        A provisioner may keep a ``pending_reason`` string attribute (the Slurm
+        provisioner: ``"Slurm job 42 is pending (Resources)"``); any thread may read it.
+        """
+        km = self.launching.get(worker_id)
+        return getattr(getattr(km, "provisioner", None), "pending_reason", None)
 
     def attach(
         self,

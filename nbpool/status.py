@@ -14,7 +14,9 @@ Schema ``nbpool.status/1`` (a JSON-safe dict; no keys, tokens or paths)::
           "uptime": 83.2,              # seconds since ready
           "memory": 54001664 | null,   # resident bytes, local workers only
           "attached": false, "encrypted": true,
-          "last_error": null | "kernel 'x' exited with code 1 while starting; ..."
+          "last_error": null | "kernel 'x' exited with code 1 while starting; ...",
+          "pending_reason": null | "Slurm job 42 is pending (Resources)"
+                                       # why a starting worker is not running yet
       }],
       "sessions": [{"name": "etl", "worker": "w1" | null, "kernel": "python3",
                     "generation": 0, "queued": 0}],
@@ -95,6 +97,7 @@ class PoolStatus(dict):
             )
         lines = [f"nbpool: {self.summary()}" + (" (closed)" if self["closed"] else "")]
         lines += _align(rows)
+        lines += [f"  {w['id']}: {w['pending_reason']}" for w in self["workers"] if w.get("pending_reason")]
         c = self["counters"]
         lines.append(
             f"executions {c['executions']}, failures {c['failures']}, restarts {c['restarts']}, "

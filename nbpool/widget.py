@@ -128,7 +128,8 @@ def render_workers(status: PoolStatus) -> str:
     for w in status["workers"]:
         state = w["state"]
         colour = STATE_COLOURS.get(state, "#000")
-        title = f" title='{html.escape(w['last_error'])}'" if w["last_error"] else ""
+        note = w["last_error"] or w.get("pending_reason")
+        title = f" title='{html.escape(note)}'" if note else ""
         rows.append(
             f"<tr class='nbpool-worker' data-worker='{html.escape(w['id'])}' "
             f"data-state='{state}'><td>{html.escape(w['id'])}"

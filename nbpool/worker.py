@@ -25,7 +25,7 @@ from jupyter_client.session import Session
 
 from .errors import WorkerStartFailed
 from .protocol import Channels
-from .provisioning import run_provisioner
+from .provisioning import LaunchCancelled, run_provisioner
 
 #: How long to wait for iopub traffic before nudging with another kernel_info.
 NUDGE_INTERVAL = 0.2
@@ -148,6 +148,7 @@ class LocalKernel(Kernel):
         self._launcher = launcher
         self._log_path = log_path
         self._interrupt_lock = threading.Lock()
+        self._provisioner = km.provisioner
         self._process = getattr(km.provisioner, "process", None)
         if self._process is not None:
             self.pid = self._process.pid
@@ -163,8 +164,12 @@ class LocalKernel(Kernel):
                 )
 
     @classmethod
-    def launch(cls, launcher, worker_id: str, kernel_name: str) -> "LocalKernel":
-        """Start the kernel process (not yet ready); raises WorkerStartFailed."""
+    def launch(cls, launcher, worker_id: str, kernel_name: str, timeout: float) -> "LocalKernel":
+        """Start the kernel process (not yet ready); raises WorkerStartFailed.
+
+        ``timeout`` bounds the provisioner's launch (a batch job's queue wait);
+        the pool closing cancels it too.
+        """
         conn = os.path.join(launcher.runtime_dir, f"kernel-{worker_id}.json")
         log_path = os.path.join(launcher.runtime_dir, f"kernel-{worker_id}.log")
         km = AsyncKernelManager(
@@ -176,13 +181,27 @@ class LocalKernel(Kernel):
             transport_encryption=launcher.transport_encryption,
         )
         extra = launcher.extra_arguments(km.kernel_spec.argv)
+        launcher.launching[worker_id] = km
         with open(log_path, "ab") as log:
             try:
-                run_provisioner(km.start_kernel(stdout=log, stderr=log, extra_arguments=extra))
+                run_provisioner(
+                    km.start_kernel(stdout=log, stderr=log, extra_arguments=extra),
+                    timeout, launcher.closing,
+                )
+            except LaunchCancelled:
+                if launcher.closing.is_set():
+                    raise WorkerStartFailed("the pool was shut down while this kernel started") from None
+                why = launcher.pending_reason(worker_id)
+                raise WorkerStartFailed(
+                    f"kernel {kernel_name!r} was not running within {timeout:g} s"
+                    + (f": {why}" if why else "") + " (raise start_timeout if it is just slow)"
+                ) from None
             except Exception as exc:  # a bad argv, a provisioner that refused
                 raise WorkerStartFailed(
                     f"kernel {kernel_name!r} could not be launched: {exc}", _tail(log_path)
                 ) from None
+            finally:
+                launcher.launching.pop(worker_id, None)
         return cls(launcher, worker_id, km, log_path)
 
     def _start_failure(self, message: str) -> WorkerStartFailed:
@@ -192,7 +211,10 @@ class LocalKernel(Kernel):
 
     def poll(self) -> str | None:
         if self._process is None:
-            return None
+            # No process here: a provisioner that watches its kernel remotely may
+            # say why it ended (the Slurm provisioner's ``end_reason``). A plain
+            # attribute read: this runs under the coordinator's lock.
+            return getattr(self._provisioner, "end_reason", None)
         code = self._process.poll()
         if code is None:
             return None
