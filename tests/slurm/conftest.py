@@ -1,0 +1,102 @@
+"""A real Slurm cluster for the session, the ``nbpool-slurm`` provisioner and its kernelspecs.
+
+The cluster (munged, slurmctld, slurmd; :mod:`.cluster`) is started once and
+stopped by pid at the end, also when tests failed. A machine without Slurm,
+munge or root fails these tests with the reason (CI runs as root and
+``.ci/test`` installs the packages): they are never skipped.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+import sys
+
+import pytest
+
+from nbpool.__main__ import main as nbpool_main
+
+from ..conftest import extra_jupyter_path
+from .cluster import SlurmCluster, SlurmUnavailable
+
+ENTRY_POINT_GROUP = "jupyter_client.kernel_provisioners"
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """The running cluster; its SLURM_CONF is in this process's environment meanwhile."""
+    try:
+        cluster = SlurmCluster()
+        cluster.start()
+    except SlurmUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            for key, value in cluster.env().items():
+                mp.setenv(key, value)
+            yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def slurm_provisioner(tmp_path_factory):
+    """``nbpool-slurm`` discoverable as an entry point, also by child processes.
+
+    An installed nbpool (``pip install .``, as .ci/test does) registers it; a
+    source checkout on PYTHONPATH gets the same entry point from a small
+    dist-info directory.
+    """
+    names = {ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    if "nbpool-slurm" in names:
+        yield
+        return
+    root = tmp_path_factory.mktemp("slurm-entry-point")
+    dist = root / "nbpool_slurm_entry_point-0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: nbpool-slurm-entry-point\nVersion: 0\n")
+    (dist / "entry_points.txt").write_text(
+        f"[{ENTRY_POINT_GROUP}]\nnbpool-slurm = nbpool.slurm:SlurmProvisioner\n"
+    )
+    source = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(root))
+        paths = [str(root), source, os.environ.get("PYTHONPATH", "")]
+        mp.setenv("PYTHONPATH", os.pathsep.join(filter(None, paths)))
+        importlib.invalidate_caches()
+        yield
+
+
+class Specs:
+    """Installs Slurm kernelspecs with ``python -m nbpool slurm-spec install`` into a private prefix."""
+
+    def __init__(self, prefix, shared) -> None:
+        self.prefix, self.shared = prefix, shared
+
+    def install(self, name: str, *args: str) -> str:
+        argv = ["slurm-spec", "install", "--name", name, "--prefix", str(self.prefix),
+                "--python", sys.executable, "--shared-dir", str(self.shared), *args]
+        assert nbpool_main(argv) == 0
+        return name
+
+
+@pytest.fixture(scope="session")
+def specs(slurm, slurm_provisioner, tmp_path_factory):
+    prefix = tmp_path_factory.mktemp("slurm-kernelspecs")
+    with extra_jupyter_path(prefix / "share" / "jupyter"):
+        yield Specs(prefix, slurm.shared)
+
+
+@pytest.fixture(scope="session")
+def slurm_py(specs):
+    """A kernelspec with one batch job per kernel, on the test partition."""
+    return specs.install("slurm_py", "--partition", "debug", "--time", "10")
+
+
+@pytest.fixture
+def no_jobs_left(slurm):
+    """Checks after the test that it left no job in the queue and no kernel files."""
+    yield
+    assert slurm.jobs() == {}, "a test left jobs in the queue"
+    assert list(slurm.shared.iterdir()) == [], "a test left kernel directories behind"
