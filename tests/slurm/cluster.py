@@ -13,6 +13,8 @@ Needs root (slurmd runs jobs as their user) and Debian's ``slurm-wlm`` and
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
 import os
 import shutil
 import signal
@@ -61,6 +63,38 @@ InactiveLimit=0
 NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory=2000 State=UNKNOWN
 PartitionName=debug Nodes={host} Default=YES MaxTime=60 State=UP OverSubscribe=FORCE:32
 """
+
+
+ENTRY_POINT_GROUP = "jupyter_client.kernel_provisioners"
+
+
+def entry_point_dir(root: Path) -> Path | None:
+    """Make ``nbpool-slurm`` discoverable from a source checkout; the directory to put on sys.path.
+
+    An installed nbpool (``pip install .``, as .ci/test does) registers the
+    entry point itself: then nothing is written and None is returned.
+    Otherwise a small dist-info directory under ``root`` declares the same
+    entry point; put ``root`` on ``sys.path`` and ``PYTHONPATH`` (the reaper
+    restores provisioners in a child process).
+    """
+    names = {ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    if "nbpool-slurm" in names:
+        return None
+    dist = root / "nbpool_slurm_entry_point-0.dist-info"
+    dist.mkdir(parents=True, exist_ok=True)
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: nbpool-slurm-entry-point\nVersion: 0\n"
+    )
+    (dist / "entry_points.txt").write_text(
+        f"[{ENTRY_POINT_GROUP}]\nnbpool-slurm = nbpool.slurm:SlurmProvisioner\n"
+    )
+    importlib.invalidate_caches()
+    return root
+
+
+def source_root() -> str:
+    """The checkout holding this nbpool (children import it from there)."""
+    return str(Path(__file__).resolve().parents[2])
 
 
 class SlurmUnavailable(RuntimeError):

@@ -8,8 +8,6 @@ munge or root fails these tests with the reason (CI runs as root and
 
 from __future__ import annotations
 
-import importlib
-import importlib.metadata
 import os
 import sys
 
@@ -18,9 +16,7 @@ import pytest
 from nbpool.__main__ import main as nbpool_main
 
 from ..conftest import extra_jupyter_path
-from .cluster import SlurmCluster, SlurmUnavailable
-
-ENTRY_POINT_GROUP = "jupyter_client.kernel_provisioners"
+from .cluster import SlurmCluster, SlurmUnavailable, entry_point_dir, source_root
 
 
 @pytest.fixture(scope="session")
@@ -28,8 +24,12 @@ def slurm():
     """The running cluster; its SLURM_CONF is in this process's environment meanwhile."""
     try:
         cluster = SlurmCluster()
+    except SlurmUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
         cluster.start()
     except SlurmUnavailable as exc:
+        cluster.stop()  # the daemons that did start
         pytest.fail(str(exc), pytrace=False)
     try:
         with pytest.MonkeyPatch.context() as mp:
@@ -42,29 +42,15 @@ def slurm():
 
 @pytest.fixture(scope="session")
 def slurm_provisioner(tmp_path_factory):
-    """``nbpool-slurm`` discoverable as an entry point, also by child processes.
-
-    An installed nbpool (``pip install .``, as .ci/test does) registers it; a
-    source checkout on PYTHONPATH gets the same entry point from a small
-    dist-info directory.
-    """
-    names = {ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
-    if "nbpool-slurm" in names:
+    """``nbpool-slurm`` discoverable as an entry point, also by child processes."""
+    root = entry_point_dir(tmp_path_factory.mktemp("slurm-entry-point"))
+    if root is None:  # an installed nbpool registers it
         yield
         return
-    root = tmp_path_factory.mktemp("slurm-entry-point")
-    dist = root / "nbpool_slurm_entry_point-0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: nbpool-slurm-entry-point\nVersion: 0\n")
-    (dist / "entry_points.txt").write_text(
-        f"[{ENTRY_POINT_GROUP}]\nnbpool-slurm = nbpool.slurm:SlurmProvisioner\n"
-    )
-    source = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     with pytest.MonkeyPatch.context() as mp:
         mp.syspath_prepend(str(root))
-        paths = [str(root), source, os.environ.get("PYTHONPATH", "")]
+        paths = [str(root), source_root(), os.environ.get("PYTHONPATH", "")]
         mp.setenv("PYTHONPATH", os.pathsep.join(filter(None, paths)))
-        importlib.invalidate_caches()
         yield
 
 
