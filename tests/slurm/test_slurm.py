@@ -49,14 +49,17 @@ def test_scancel_of_a_workers_job_gives_worker_died_naming_it(slurm, slurm_py, n
     with nbpool.Pool(size=1, kernel_name=slurm_py, heartbeat_timeout=3.0) as pool:
         with pool.lease(session="x") as lease:
             job = lease.execute(JOB_ID).result.strip("'")
+            cancelled = []
             cancel = threading.Thread(target=lambda: (
                 wait_for(lambda: pool.status()["workers"][0]["state"] == "busy", what="busy"),
                 slurm.run("scancel", job),
+                cancelled.append(time.monotonic()),
             ))
             cancel.start()
             with pytest.raises(nbpool.WorkerDied, match=f"Slurm job {job}: CANCELLED"):
                 lease.execute("import time; time.sleep(60)")
             cancel.join()
+            assert time.monotonic() - cancelled[0] < 3.0, "not within the heartbeat timeout"
         res = pool.execute(JOB_ID, session="x")
         assert res.result.strip("'") != job and "state was lost" in res.session_reset
 
