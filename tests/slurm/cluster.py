@@ -33,7 +33,7 @@ START_TIMEOUT = 30.0
 
 CONF = """\
 ClusterName=nbpooltest
-SlurmctldHost={host}(127.0.0.1)
+SlurmctldHost={host}({ctld_addr})
 SlurmctldPort={ctld_port}
 SlurmdPort={d_port}
 AuthType=auth/munge
@@ -42,11 +42,11 @@ AuthInfo=socket={root}/munge/munge.socket
 SlurmUser=root
 SlurmdUser=root
 StateSaveLocation={root}/state
-SlurmdSpoolDir={root}/spool
+SlurmdSpoolDir={root}/spool/%n
 SlurmctldPidFile={root}/slurmctld.pid
-SlurmdPidFile={root}/slurmd.pid
+SlurmdPidFile={root}/slurmd-%n.pid
 SlurmctldLogFile={root}/log/slurmctld.log
-SlurmdLogFile={root}/log/slurmd.log
+SlurmdLogFile={root}/log/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
@@ -62,6 +62,10 @@ MinJobAge=300
 InactiveLimit=0
 NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory=2000 State=UNKNOWN
 PartitionName=debug Nodes={host} Default=YES MaxTime=60 State=UP OverSubscribe=FORCE:32
+"""
+#: A second node, ``far``, whose slurmd runs in a network namespace (another "host").
+FAR_NODE = """NodeName=far NodeAddr={address} CPUs={cpus} RealMemory=2000 State=UNKNOWN
+PartitionName=far Nodes=far MaxTime=60 State=UP OverSubscribe=FORCE:32
 """
 
 
@@ -108,9 +112,16 @@ def _free_port() -> int:
 
 
 class SlurmCluster:
-    """munged + slurmctld + slurmd for one node, in a private directory."""
+    """munged + slurmctld + slurmd for one node, in a private directory.
 
-    def __init__(self) -> None:
+    With ``far`` (a :class:`tests.netns.hosts.Host`), a second node ``far``
+    (partition ``far``) runs its slurmd in that network namespace: its jobs
+    run on another "host", reached over the veth link. slurmctld is then
+    addressed at our end of that link, which both nodes reach.
+    """
+
+    def __init__(self, far=None) -> None:
+        self.far = far
         missing = [p for p in (MUNGED, SLURMCTLD, SLURMD) if not os.access(p, os.X_OK)]
         if missing or not shutil.which("sbatch"):
             raise SlurmUnavailable(
@@ -142,13 +153,20 @@ class SlurmCluster:
                            ("spool", 0o700), ("log", 0o700), ("shared", 0o700)):
             (root / name).mkdir(mode=mode)
             (root / name).chmod(mode)
+        nodes = [self.host] + ["far"] * (self.far is not None)
+        for node in nodes:
+            (root / "spool" / node).mkdir(mode=0o700)
         key = root / "keys" / "munge.key"
         key.write_bytes(os.urandom(1024))
         key.chmod(0o400)
-        self.conf.write_text(CONF.format(
-            host=self.host, root=root, ctld_port=_free_port(), d_port=_free_port(),
-            cpus=os.cpu_count() or 1,
-        ))
+        cpus = os.cpu_count() or 1
+        conf = CONF.format(
+            host=self.host, root=root, ctld_port=_free_port(), d_port=_free_port(), cpus=cpus,
+            ctld_addr="127.0.0.1" if self.far is None else self.far.gateway,
+        )
+        if self.far is not None:
+            conf += FAR_NODE.format(address=self.far.address, cpus=cpus)
+        self.conf.write_text(conf)
         env = {**os.environ, **self.env()}
         log = root / "log"
         self._spawn("munged", [
@@ -159,7 +177,12 @@ class SlurmCluster:
         self._wait(lambda: (root / "munge" / "munge.socket").exists(), "munged's socket")
         self._spawn("slurmctld", [SLURMCTLD, "-D", "-i"], env)
         self._spawn("slurmd", [SLURMD, "-D", "-N", self.host], env)
-        self._wait(self.node_idle, "sinfo to show the node idle")
+        if self.far is not None:
+            # nsenter, not `ip netns exec`: that mounts a fresh /sys without the
+            # cgroup filesystem, and slurmd will not start without it.
+            netns = f"--net=/run/netns/{self.far.name}"
+            self._spawn("slurmd-far", ["nsenter", netns, SLURMD, "-D", "-N", "far"], env)
+        self._wait(self.node_idle, "sinfo to show the nodes idle")
         return self
 
     def _spawn(self, name: str, argv: list[str], env: dict) -> None:
@@ -187,8 +210,9 @@ class SlurmCluster:
         return done.stdout
 
     def node_idle(self) -> bool:
-        out = self.run("sinfo", "--noheader", "--format=%T", check=False).split()
-        return out == ["idle"]
+        """Every node is idle (none allocated, completing, down or not yet registered)."""
+        out = self.run("sinfo", "--noheader", "--Node", "--format=%T", check=False).split()
+        return len(out) == 1 + (self.far is not None) and set(out) == {"idle"}
 
     def jobs(self) -> dict[str, str]:
         """Jobs in the queue (pending, running, completing): id -> state."""
@@ -202,9 +226,11 @@ class SlurmCluster:
 
     def logs(self) -> str:
         parts = []
-        for name in ("munged.out", "slurmctld.out", "slurmd.out"):
+        for name in ("munged.out", "slurmctld.out", "slurmd.out", "slurmd-far.out"):
             path = self.root / "log" / name
-            text = path.read_text(errors="replace") if path.exists() else ""
+            if not path.exists():
+                continue
+            text = path.read_text(errors="replace")
             lines = [line for line in text.splitlines() if "error" in line.lower()]
             parts.append(f"{name}: {lines[-1] if lines else 'no errors'}")
         return "; ".join(parts)
@@ -220,7 +246,7 @@ class SlurmCluster:
                         time.sleep(0.1)
             except (RuntimeError, subprocess.TimeoutExpired):
                 pass
-        for name in ("slurmd", "slurmctld", "munged"):
+        for name in ("slurmd-far", "slurmd", "slurmctld", "munged"):
             proc = self.procs.get(name)
             if proc is None or proc.poll() is not None:
                 continue

@@ -1,9 +1,11 @@
 """A real Slurm cluster for the session, the ``nbpool-slurm`` provisioner and its kernelspecs.
 
 The cluster (munged, slurmctld, slurmd; :mod:`.cluster`) is started once and
-stopped by pid at the end, also when tests failed. A machine without Slurm,
-munge or root fails these tests with the reason (CI runs as root and
-``.ci/test`` installs the packages): they are never skipped.
+stopped by pid at the end, also when tests failed. Its second node runs in a
+network namespace (:mod:`tests.netns.hosts`), so a worker can run on another
+"host". A machine without Slurm, munge, iproute2 or root fails these tests
+with the reason (CI runs as root and ``.ci/test`` installs the packages):
+they are never skipped.
 """
 
 from __future__ import annotations
@@ -16,28 +18,41 @@ import pytest
 from nbpool.__main__ import main as nbpool_main
 
 from ..conftest import extra_jupyter_path
+from ..netns import hosts
 from .cluster import SlurmCluster, SlurmUnavailable, entry_point_dir, source_root
 
 
 @pytest.fixture(scope="session")
 def slurm():
-    """The running cluster; its SLURM_CONF is in this process's environment meanwhile."""
+    """The running cluster; its SLURM_CONF is in this process's environment meanwhile.
+
+    Its second node ``far`` (partition ``far``) runs in a network namespace.
+    """
     try:
-        cluster = SlurmCluster()
-    except SlurmUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
+        hosts.require()
+        hosts.remove_stale()
+        far = hosts.create("slurm")
+    except hosts.NetnsUnavailable as exc:
+        pytest.fail(f"the Slurm tests' second node: {exc}", pytrace=False)
     try:
-        cluster.start()
-    except SlurmUnavailable as exc:
-        cluster.stop()  # the daemons that did start
-        pytest.fail(str(exc), pytrace=False)
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            for key, value in cluster.env().items():
-                mp.setenv(key, value)
-            yield cluster
+        try:
+            cluster = SlurmCluster(far)
+        except SlurmUnavailable as exc:
+            pytest.fail(str(exc), pytrace=False)
+        try:
+            cluster.start()
+        except SlurmUnavailable as exc:
+            cluster.stop()  # the daemons that did start
+            pytest.fail(str(exc), pytrace=False)
+        try:
+            with pytest.MonkeyPatch.context() as mp:
+                for key, value in cluster.env().items():
+                    mp.setenv(key, value)
+                yield cluster
+        finally:
+            cluster.stop()
     finally:
-        cluster.stop()
+        hosts.remove(far)
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,8 @@ import nbpool
 import nbpool._reaper
 
 from ..conftest import wait_for
+from ..netns import hosts
+from ..netns.test_provisioned import MARKER, MARKER_CODE, in_namespace_code
 
 JOB_ID = "import os; os.environ['SLURM_JOB_ID']"
 STEP_ID = "import os; os.environ['SLURM_JOB_ID'] + '.' + os.environ['SLURM_STEP_ID']"
@@ -31,6 +33,24 @@ def test_worker_runs_as_a_slurm_job_that_shutdown_cancels(slurm, slurm_py, no_jo
         assert worker["encrypted"] is True and worker["pid"] is None
         assert worker["pending_reason"] is None
     assert slurm.jobs() == {}, "shutdown returned with the job still in the queue"
+
+
+def test_worker_on_another_node_binds_its_address_and_talks_curve(slurm, specs, no_jobs_left):
+    """A job on node ``far`` (another network namespace): the kernel runs there, bound to the
+    node's NodeAddr, and nothing readable crosses the link."""
+    far = specs.install("slurm_far", "--partition", "far", "--time", "10")
+    host = slurm.far
+    with nbpool.Pool(size=1, kernel_name=far) as pool:
+        with hosts.Capture(host) as capture:
+            assert pool.execute(in_namespace_code(host), session="far").result == "True"
+            res = pool.execute(MARKER_CODE, session="far")
+        assert res.stdout == MARKER.decode() + "\n"
+        assert pool.execute(
+            "import json, ipykernel.kernelapp as k; k.IPKernelApp.instance().ip", session="far"
+        ).result.strip("'") == host.address
+        (worker,) = pool.status()["workers"]
+        assert worker["encrypted"] is True
+        assert len(capture.data) > 1000 and MARKER not in capture.data
 
 
 def test_end_session_cancels_its_job(slurm, slurm_py, no_jobs_left):
