@@ -32,6 +32,9 @@ def test_worker_runs_as_a_slurm_job_that_shutdown_cancels(slurm, slurm_py, no_jo
         (worker,) = pool.status()["workers"]
         assert worker["encrypted"] is True and worker["pid"] is None
         assert worker["pending_reason"] is None
+        with pytest.raises(nbpool.ExecutionTimeout):  # interrupted by a control message
+            pool.execute("while True: pass", session="a", timeout=1)
+        assert pool.execute(JOB_ID, session="a").result.strip("'") == job, "the session survived"
     assert slurm.jobs() == {}, "shutdown returned with the job still in the queue"
 
 
