@@ -11,7 +11,11 @@ measurement on local workers:
   kernel), for a packed one (a step of an existing allocation, ``srun
   --overlap``), and for ``python3`` (a local spawn);
 - round trip: ``pool.execute("1+1")`` in a session on a Slurm worker and in
-  one on a local worker of the same pool.
+  one on a local worker of the same pool;
+- with ipyparallel installed (``pip install '.[bench]'``): one worker ready,
+  ``Pool(size=1, kernel_name=SPEC).start()`` against
+  ``ipp.Cluster(n=1, engines="slurm").start_and_connect_sync()`` (its
+  controller here, its engine an sbatch job running ``srun ipengine``).
 
 Why the comparison is fair
 --------------------------
@@ -20,6 +24,9 @@ this interpreter), CurveZMQ on both workers (checked). The Slurm numbers are
 what Slurm adds on an idle cluster: scheduling, slurmstepd, the job script,
 the kernel start on the node and nbpool's squeue polling. A busy cluster
 adds its queue wait; a real network adds its latency to every execution.
+
+Against ipyparallel, each side's time includes what it starts locally
+first: nbpool's pool (its reaper process), ipyparallel's controller.
 
 Needs root (slurmd) and Debian's slurm-wlm and munge.
 """
@@ -36,7 +43,7 @@ from pathlib import Path
 import nbpool
 from nbpool.__main__ import main as nbpool_main
 
-from ._harness import Row, interleaved, median, wait_until
+from ._harness import Processes, Row, descendants, interleaved, median, wait_until
 
 NAME = "slurm"
 
@@ -99,10 +106,12 @@ def run(quick: bool = False) -> list[Row]:
 
         interleaved({"slurm": rt("slurm"), "local": rt("local")}, 30)  # warm-up
         times = interleaved({"slurm": rt("slurm"), "local": rt("local")}, rounds)
+        pool.shutdown()
+        pool = None
         us = 1e6
         rt_slurm, rt_local = median(times["slurm"]) * us, median(times["local"]) * us
         where = "one-node Slurm 22.05 on this host, idle queue"
-        return [
+        return _against_ipyparallel(cluster, tmp, 2 if quick else 5, alloc) + [
             Row("h. start to ready: Slurm job (sbatch) vs local spawn", t_job, t_local, "s",
                 t_job / t_local, "info", None, f"{starts} interleaved starts; {where}"),
             Row("h. start to ready: step in an allocation (srun --overlap) vs local spawn",
@@ -122,3 +131,51 @@ def run(quick: bool = False) -> list[Row]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _against_ipyparallel(cluster, tmp: Path, rounds: int, alloc: str) -> list[Row]:
+    """One worker ready through Slurm: nbpool vs ipyparallel's Slurm launcher (if installed)."""
+    try:
+        import ipyparallel as ipp
+    except ImportError:
+        return []
+    import logging
+
+    procs = Processes()
+
+    def slurm_side() -> set[int]:
+        """The Slurm daemons and what runs under them: our children too, never "leftovers"."""
+        daemons = {p.pid for p in cluster.procs.values()}
+        return daemons | {pid for d in daemons for pid in descendants(d)}
+
+    def nbpool_ready():
+        t0 = time.perf_counter()
+        with nbpool.Pool(size=1, kernel_name="bench_slurm") as p:
+            p.start()
+            nbpool_ready.times.append(time.perf_counter() - t0)
+
+    def ipp_ready():
+        t0 = time.perf_counter()
+        c = ipp.Cluster(n=1, engines="slurm", controller_ip="127.0.0.1",
+                        profile_dir=str(tmp / "ipython"), log_level=logging.WARNING)
+        try:
+            rc = c.start_and_connect_sync()
+            ipp_ready.times.append(time.perf_counter() - t0)
+            job = rc[0].apply_sync(lambda: __import__("os").environ.get("SLURM_JOB_ID"))
+            assert job in cluster.jobs(), "the engine runs in a Slurm job"
+            rc.close()
+        finally:
+            for pid in set(descendants(os.getpid())) - slurm_side():  # its controller, here
+                procs.add(pid)
+            c.stop_cluster_sync()
+
+    nbpool_ready.times, ipp_ready.times = [], []
+    try:
+        interleaved({"nbpool": nbpool_ready, "ipyparallel": ipp_ready}, rounds)
+    finally:
+        procs.kill_leftovers()
+    wait_until(lambda: set(cluster.jobs()) <= {alloc}, 30, "ipyparallel's engine jobs to end")
+    nb, ip = median(nbpool_ready.times), median(ipp_ready.times)
+    return [Row("h. 1 worker ready through Slurm: Pool.start() vs ipp.Cluster(engines='slurm')",
+                nb, ip, "s", nb / ip, "info", None,
+                f"{rounds} interleaved starts; ipyparallel {ipp.__version__}")]
