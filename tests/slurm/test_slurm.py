@@ -68,7 +68,8 @@ def test_end_session_cancels_its_job(slurm, slurm_py, no_jobs_left):
 
 
 def test_scancel_of_a_workers_job_gives_worker_died_naming_it(slurm, slurm_py, no_jobs_left):
-    """A job cancelled under a running execution: WorkerDied names job and state, in time."""
+    """A job cancelled under a running execution: WorkerDied names job and state, in time.
+    So does a job that ended because its kernel exited."""
     with nbpool.Pool(size=1, kernel_name=slurm_py, heartbeat_timeout=3.0) as pool:
         with pool.lease(session="x") as lease:
             job = lease.execute(JOB_ID).result.strip("'")
@@ -84,7 +85,11 @@ def test_scancel_of_a_workers_job_gives_worker_died_naming_it(slurm, slurm_py, n
             cancel.join()
             assert time.monotonic() - cancelled[0] < 3.0, "not within the heartbeat timeout"
         res = pool.execute(JOB_ID, session="x")
-        assert res.result.strip("'") != job and "state was lost" in res.session_reset
+        second = res.result.strip("'")
+        assert second != job and "state was lost" in res.session_reset
+        # A kernel that exits ends its batch job too (exec'd by the job script).
+        with pytest.raises(nbpool.WorkerDied, match=f"Slurm job {second}: FAILED"):
+            pool.execute("import os; os._exit(3)", session="x")
 
 
 def test_impossible_request_fails_with_slurms_reason_and_leaves_no_job(specs, no_jobs_left):
