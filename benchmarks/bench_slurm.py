@@ -33,6 +33,7 @@ Needs root (slurmd) and Debian's slurm-wlm and munge.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -92,7 +93,9 @@ def run(quick: bool = False) -> list[Row]:
         for fn in fns.values():
             fn.times.clear()
         interleaved(fns, starts)
-        t_job, t_step, t_local = (median(fns[n].times) for n in ("bench_slurm", "bench_packed", "python3"))
+        t_job, t_step, t_local = (
+            median(fns[n].times) for n in ("bench_slurm", "bench_packed", "python3")
+        )
 
         pool = nbpool.Pool(size=1, max_size=2, kernel_name="bench_slurm").start()
         pool.execute("1", session="slurm")
@@ -139,8 +142,6 @@ def _against_ipyparallel(cluster, tmp: Path, rounds: int, alloc: str) -> list[Ro
         import ipyparallel as ipp
     except ImportError:
         return []
-    import logging
-
     procs = Processes()
 
     def slurm_side() -> set[int]:
@@ -155,19 +156,24 @@ def _against_ipyparallel(cluster, tmp: Path, rounds: int, alloc: str) -> list[Ro
             nbpool_ready.times.append(time.perf_counter() - t0)
 
     def ipp_ready():
-        t0 = time.perf_counter()
-        c = ipp.Cluster(n=1, engines="slurm", controller_ip="127.0.0.1",
-                        profile_dir=str(tmp / "ipython"), log_level=logging.WARNING)
+        here = os.getcwd()
+        os.chdir(tmp)  # its Slurm launcher writes its batch script into the working directory
         try:
-            rc = c.start_and_connect_sync()
-            ipp_ready.times.append(time.perf_counter() - t0)
-            job = rc[0].apply_sync(lambda: __import__("os").environ.get("SLURM_JOB_ID"))
-            assert job in cluster.jobs(), "the engine runs in a Slurm job"
-            rc.close()
+            t0 = time.perf_counter()
+            c = ipp.Cluster(n=1, engines="slurm", controller_ip="127.0.0.1",
+                            profile_dir=str(tmp / "ipython"), log_level=logging.WARNING)
+            try:
+                rc = c.start_and_connect_sync()
+                ipp_ready.times.append(time.perf_counter() - t0)
+                job = rc[0].apply_sync(lambda: __import__("os").environ.get("SLURM_JOB_ID"))
+                assert job in cluster.jobs(), "the engine runs in a Slurm job"
+                rc.close()
+            finally:
+                for pid in set(descendants(os.getpid())) - slurm_side():  # its controller
+                    procs.add(pid)
+                c.stop_cluster_sync()
         finally:
-            for pid in set(descendants(os.getpid())) - slurm_side():  # its controller, here
-                procs.add(pid)
-            c.stop_cluster_sync()
+            os.chdir(here)
 
     nbpool_ready.times, ipp_ready.times = [], []
     try:

@@ -438,7 +438,8 @@ class Pool(LoggingConfigurable):
         snap = self._coordinator.snapshot()
         for worker in snap["workers"]:  # a queued batch job: Slurm's reason
             starting = worker["state"] in ("starting", "restarting")
-            worker["pending_reason"] = self._launcher.pending_reason(worker["id"]) if starting else None
+            reason = self._launcher.pending_reason(worker["id"]) if starting else None
+            worker["pending_reason"] = reason
         snap.update(
             size=self.size,
             min_size=self._settings.min_size,

@@ -161,7 +161,8 @@ async def _bounded(coro, timeout: float | None, stop: threading.Event | None):
     task = asyncio.ensure_future(coro)
     deadline = None if timeout is None else time.monotonic() + timeout
     while not task.done():
-        if (deadline is not None and time.monotonic() >= deadline) or (stop is not None and stop.is_set()):
+        late = deadline is not None and time.monotonic() >= deadline
+        if late or (stop is not None and stop.is_set()):
             task.cancel()
             try:
                 return await task  # finished anyway: the caller owns (and stops) what it made

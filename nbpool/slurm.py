@@ -114,7 +114,7 @@ class SlurmProvisioner(KernelProvisionerBase):
 
     partition = Unicode("", config=True, help="Slurm partition (sbatch --partition).")
     time = Unicode("", config=True, help="Time limit in any Slurm format; '60' is 60 minutes.")
-    cpus = Integer(0, config=True, help="CPUs for the kernel (--cpus-per-task); 0: Slurm's default.")
+    cpus = Integer(0, config=True, help="CPUs per kernel (--cpus-per-task); 0: Slurm's default.")
     mem = Integer(0, config=True, help="Memory in MB (--mem); 0: Slurm's default.")
     account = Unicode("", config=True, help="Account charged (sbatch --account).")
     extra_args = List(Unicode(), config=True, help="More sbatch (or srun, when packing) arguments.")
@@ -264,7 +264,9 @@ class SlurmProvisioner(KernelProvisionerBase):
     async def _watch_srun(self, srun) -> None:
         code = await srun.wait()
         found = re.findall(r"\*\*\* STEP (\S+) ON \S+ (\w+)", self._log_tail())
-        where = f"Slurm step {self.job_id}.{self.step}" if self.step else f"Slurm allocation {self.job_id}"
+        where = f"Slurm allocation {self.job_id}"
+        if self.step:
+            where = f"Slurm step {self.job_id}.{self.step}"
         self._srun_end = (
             f"ended with its {where}: {found[-1][1]}" if found
             else f"ended with its {where}: srun exited with code {code}"
@@ -285,7 +287,8 @@ class SlurmProvisioner(KernelProvisionerBase):
             state = self._watch.states.get(self.job_id) if self._watch else None
             if state is not None and state.state == "PENDING":
                 what = "allocation" if self.jobid else "job"
-                self.pending_reason = f"Slurm {what} {self.job_id} is pending ({state.reason or 'queued'})"
+                why = state.reason or "queued"
+                self.pending_reason = f"Slurm {what} {self.job_id} is pending ({why})"
                 if _never_starts(state.reason):
                     raise SlurmError(
                         f"Slurm job {self.job_id} can never start: {state.reason} (it asks for "
@@ -325,7 +328,8 @@ class SlurmProvisioner(KernelProvisionerBase):
         target = self._target()
         if target is not None and self.end_reason is None:
             try:
-                await slurm("scancel", *([f"--signal={signame}", "--full"] if signame else []), target)
+                signal_args = [f"--signal={signame}", "--full"] if signame else []
+                await slurm("scancel", *signal_args, target)
             except SlurmError:  # gone already, or slurmctld unreachable: nothing more to do here
                 pass
         if self._srun is not None and self._srun.returncode is None:

@@ -51,7 +51,8 @@ async def slurm(*argv: str, env: dict | None = None, cwd: str | None = None) -> 
         raise
     if proc.returncode != 0:
         text = err.decode(errors="replace").strip() or out.decode(errors="replace").strip()
-        lines = [line.split(" error: ", 1)[-1].strip() for line in text.splitlines() if line.strip()]
+        lines = [line.split(" error: ", 1)[-1].strip() for line in text.splitlines()]
+        lines = [line for line in lines if line]
         raise SlurmError(f"{argv[0]} failed: {'; '.join(lines) or f'exit code {proc.returncode}'}")
     return out.decode(errors="replace")
 

@@ -108,7 +108,8 @@ def add_parser(sub) -> None:
     actions = spec.add_subparsers(dest="action", required=True)
     p = actions.add_parser(
         "install", help="write a kernelspec that runs its kernels as Slurm jobs",
-        description="Write a kernelspec whose kernels run as Slurm jobs (provisioner nbpool-slurm). "
+        description="Write a kernelspec whose kernels run as Slurm jobs (provisioner "
+        "nbpool-slurm). "
         "Use it as Pool(kernel_name=NAME, start_timeout=600): start_timeout covers the queue wait.",
     )
     p.add_argument("--name", required=True, help="kernelspec name, e.g. slurm_py")

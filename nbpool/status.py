@@ -97,7 +97,9 @@ class PoolStatus(dict):
             )
         lines = [f"nbpool: {self.summary()}" + (" (closed)" if self["closed"] else "")]
         lines += _align(rows)
-        lines += [f"  {w['id']}: {w['pending_reason']}" for w in self["workers"] if w.get("pending_reason")]
+        lines += [
+            f"  {w['id']}: {w['pending_reason']}" for w in self["workers"] if w.get("pending_reason")
+        ]
         c = self["counters"]
         lines.append(
             f"executions {c['executions']}, failures {c['failures']}, restarts {c['restarts']}, "

@@ -190,7 +190,9 @@ class LocalKernel(Kernel):
                 )
             except LaunchCancelled:
                 if launcher.closing.is_set():
-                    raise WorkerStartFailed("the pool was shut down while this kernel started") from None
+                    raise WorkerStartFailed(
+                        "the pool was shut down while this kernel started"
+                    ) from None
                 why = launcher.pending_reason(worker_id)
                 raise WorkerStartFailed(
                     f"kernel {kernel_name!r} was not running within {timeout:g} s"

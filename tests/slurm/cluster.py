@@ -197,8 +197,10 @@ class SlurmCluster:
         while not condition():
             dead = [name for name, p in self.procs.items() if p.poll() is not None]
             if dead or time.monotonic() > deadline:
-                why = f"{', '.join(dead)} exited" if dead else f"no {what} within {START_TIMEOUT:g} s"
-                raise SlurmUnavailable(f"the test Slurm cluster did not start: {why}; {self.logs()}")
+                why = f"{', '.join(dead)} exited" if dead else f"no {what} in {START_TIMEOUT:g} s"
+                raise SlurmUnavailable(
+                    f"the test Slurm cluster did not start: {why}; {self.logs()}"
+                )
             time.sleep(0.05)
 
     def run(self, *argv: str, check: bool = True) -> str:

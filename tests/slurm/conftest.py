@@ -70,7 +70,7 @@ def slurm_provisioner(tmp_path_factory):
 
 
 class Specs:
-    """Installs Slurm kernelspecs with ``python -m nbpool slurm-spec install`` into a private prefix."""
+    """Installs kernelspecs with ``python -m nbpool slurm-spec install`` into a private prefix."""
 
     def __init__(self, prefix, shared) -> None:
         self.prefix, self.shared = prefix, shared

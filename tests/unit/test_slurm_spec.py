@@ -15,7 +15,7 @@ from nbpool.slurm import _never_starts, _submission_env
 
 
 def test_slurm_spec_install_writes_a_provisioned_kernelspec(tmp_path, capsys):
-    """The kernelspec names nbpool-slurm with only the settings given, Curve on, interrupts by message."""
+    """The kernelspec names nbpool-slurm with the settings given; Curve on; message interrupts."""
     argv = ["slurm-spec", "install", "--name", "slurm_py", "--prefix", str(tmp_path),
             "--partition", "gpu", "--time", "90", "--cpus", "4", "--mem", "8000",
             "--account", "proj1", "--sbatch-arg=--qos=debug", "--python", sys.executable]
@@ -64,7 +64,7 @@ def test_submission_env_drops_the_notebooks_own_job_variables():
 
 
 def test_bounded_provisioner_call_is_cancelled_and_cleans_up_first():
-    """Past its timeout (or on its stop event) the call is cancelled; its cleanup has run when it raises."""
+    """Past its timeout (or at its stop event) the call is cancelled; its cleanup ran first."""
     cleaned, started = [], threading.Event()
 
     async def queued():
