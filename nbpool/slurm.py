@@ -32,7 +32,7 @@ ports), while the reverse is often blocked.
 
 Job state
 ---------
-One :class:`JobWatch` per event loop asks ``squeue`` about all watched jobs
+One :class:`~nbpool.slurm_jobs.JobWatch` per event loop asks ``squeue`` about all watched jobs
 in one call every ``poll_interval`` seconds (``sacct`` about jobs squeue
 has forgotten), so slurmctld gets one query per interval per notebook, not
 one per kernel. Two plain attributes report what it learns; any thread may
@@ -43,7 +43,8 @@ read them without blocking:
     (Resources)"``; else None. nbpool's ``status()`` shows it for the worker.
 ``end_reason``
     Once the job (or packed step) ended: ``"ended with its Slurm job 42:
-    CANCELLED"``; else None. nbpool's worker ``poll()`` reports it, so the
+    CANCELLED"``, or for a packed worker ``"... Slurm step 42.3: ..."``
+    (seen by its ``srun``, which stays on this host); else None. nbpool's worker ``poll()`` reports it, so the
     lease holder's :class:`~nbpool.errors.WorkerDied` names job and state.
 
 A job pending for a reason that never clears (it asks more than the
