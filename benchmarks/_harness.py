@@ -69,7 +69,9 @@ def interleaved(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, 
     return times
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str, poll: float = 0.01) -> None:
+def wait_until(
+    condition: Callable[[], bool], timeout: float, what: str, poll: float = 0.01
+) -> None:
     """Wait on a condition with a deadline (never "sleep enough")."""
     deadline = time.monotonic() + timeout
     while not condition():

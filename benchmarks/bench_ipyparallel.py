@@ -27,7 +27,7 @@ What it measures, and how fair each comparison is
    SIGKILLed one at a time (3 trials). The time from the signal until the
    caller's future fails (nbpool ``WorkerDied``, ipyparallel ``EngineError``)
    is the time to notice. Both with default settings (nbpool: process poll
-   every 50 ms + 1 s heartbeats, 3 s timeout; ipyparallel: a nanny process
+   every 30 ms + 1 s heartbeats, 3 s timeout; ipyparallel: a nanny process
    per engine + 3 s heartbeats, 10 misses allowed).
 
 Everything binds to 127.0.0.1 (``controller_ip``); the ipyparallel profile
@@ -66,8 +66,18 @@ def run(quick: bool = False) -> list[Row]:
     try:
         import ipyparallel as ipp
     except ImportError:
-        return [Row("e. ipyparallel comparison", None, None, "", None, "", None,
-                    "skipped: ipyparallel not installed (pip install -e '.[bench]')")]
+        return [
+            Row(
+                "e. ipyparallel comparison",
+                None,
+                None,
+                "",
+                None,
+                "",
+                None,
+                "skipped: ipyparallel not installed (pip install -e '.[bench]')",
+            )
+        ]
     procs = Processes()
     rows: list[Row] = []
 
@@ -162,11 +172,18 @@ def _ready(ipp, procs: Processes, reps: int) -> list[Row]:
         for fn in pair if i % 2 == 0 else reversed(pair):
             fn()
     ratio = median(nb) / median(ip)
-    return [Row(
-        f"e. {WORKERS} workers ready: Pool.start() vs Cluster(n={WORKERS}).start_and_connect_sync()",
-        median(nb), median(ip), "s", ratio, "<= 0.30", ratio <= 0.30,
-        f"{reps} alternating runs each, from nothing",
-    )]
+    return [
+        Row(
+            f"e. {WORKERS} workers ready: Pool.start() vs Cluster(n={WORKERS}).start_and_connect_sync()",
+            median(nb),
+            median(ip),
+            "s",
+            ratio,
+            "<= 0.30",
+            ratio <= 0.30,
+            f"{reps} alternating runs each, from nothing",
+        )
+    ]
 
 
 def _single(pool, rc, rounds: int) -> list[Row]:
@@ -182,12 +199,22 @@ def _single(pool, rc, rounds: int) -> list[Row]:
     return [
         Row(
             "e. single execute('1+1') vs rc[0].execute('1+1', block=True)",
-            t["pool"], t["ipp"], "us", ratio, "<= 0.80", ratio <= 0.80,
+            t["pool"],
+            t["ipp"],
+            "us",
+            ratio,
+            "<= 0.80",
+            ratio <= 0.80,
             f"{rounds} interleaved rounds; ipyparallel default silent=True, no encryption",
         ),
         Row(
             "e. single execute('1+1') vs rc[0].execute(silent=False)",
-            t["pool"], t["ipp_loud"], "us", t["pool"] / t["ipp_loud"], "info", None,
+            t["pool"],
+            t["ipp_loud"],
+            "us",
+            t["pool"] / t["ipp_loud"],
+            "info",
+            None,
             "same work on both sides (result computed and sent back)",
         ),
     ]
@@ -203,7 +230,9 @@ def _throughput(pool, rc, n: int, reps: int) -> list[Row]:
     worker_pids = [workers[s] for s in sessions]
     view = rc.load_balanced_view()
     engine_pids = rc[:].apply_sync(os.getpid)
-    ipp_others = [p for p in descendants(os.getpid()) if p not in engine_pids]  # controller, nannies
+    ipp_others = [
+        p for p in descendants(os.getpid()) if p not in engine_pids
+    ]  # controller, nannies
 
     def nbpool_batch() -> None:
         futures = [pool.submit(str(i), session=sessions[i % WORKERS]) for i in range(n)]
@@ -226,17 +255,25 @@ def _throughput(pool, rc, n: int, reps: int) -> list[Row]:
             t0 = time.perf_counter()
             fn()
             rates[name].append(n / (time.perf_counter() - t0))
-            for j, v in enumerate((own_cpu_seconds() - c0, cpu_seconds(pids) - w0,
-                                   cpu_seconds(others) - o0)):
+            for j, v in enumerate(
+                (own_cpu_seconds() - c0, cpu_seconds(pids) - w0, cpu_seconds(others) - o0)
+            ):
                 cpu[name][j] += v * 1e3 / (n * reps)
     nb, ip = median(rates["nbpool"]), median(rates["ipp"])
     c, e = cpu["nbpool"], cpu["ipp"]
-    return [Row(
-        f"e. {n} tiny executions on {WORKERS} workers: throughput (submit vs map_async)",
-        nb, ip, "exec/s", nb / ip, ">= 1.50x", nb / ip >= 1.5,
-        f"{reps} alternating runs; CPU ms/task: nbpool client {c[0]:.2f} + workers {c[1]:.2f}; "
-        f"ipyparallel client {e[0]:.2f} + engines {e[1]:.2f} + controller/nannies {e[2]:.2f}",
-    )]
+    return [
+        Row(
+            f"e. {n} tiny executions on {WORKERS} workers: throughput (submit vs map_async)",
+            nb,
+            ip,
+            "exec/s",
+            nb / ip,
+            ">= 1.50x",
+            nb / ip >= 1.5,
+            f"{reps} alternating runs; CPU ms/task: nbpool client {c[0]:.2f} + workers {c[1]:.2f}; "
+            f"ipyparallel client {e[0]:.2f} + engines {e[1]:.2f} + controller/nannies {e[2]:.2f}",
+        )
+    ]
 
 
 def _identity(x):
@@ -264,7 +301,8 @@ def _detection(pool, rc, kills: int) -> list[Row]:
         nb_kill.append(_Failure(fut, busy_pid("t0"), signal.SIGKILL).wait(20))
     nb_stop = nb_frozen.wait(20)
     wait_until(  # replacements ready: let the machine calm down before ipyparallel's turn
-        lambda: [w["state"] for w in pool.status()["workers"]] == ["idle"] * WORKERS, 90,
+        lambda: [w["state"] for w in pool.status()["workers"]] == ["idle"] * WORKERS,
+        90,
         "nbpool to replace its killed and frozen workers",
     )
 
@@ -272,15 +310,20 @@ def _detection(pool, rc, kills: int) -> list[Row]:
     engine_pids = dict(zip(rc.ids, rc[:].apply_sync(os.getpid)))
 
     def started(eid: int, ar):
-        wait_until(lambda: rc.queue_status(targets=[eid])[eid]["queue"] >= 1, 30,
-                   f"the sleep to reach engine {eid}")
+        wait_until(
+            lambda: rc.queue_status(targets=[eid])[eid]["queue"] >= 1,
+            30,
+            f"the sleep to reach engine {eid}",
+        )
         return ar
 
-    ipp_frozen = _Failure(started(1, rc[1].execute(sleep, block=False)), engine_pids[1],
-                          signal.SIGSTOP)
+    ipp_frozen = _Failure(
+        started(1, rc[1].execute(sleep, block=False)), engine_pids[1], signal.SIGSTOP
+    )
     ipp_kill = [
-        _Failure(started(eid, rc[eid].execute(sleep, block=False)), engine_pids[eid],
-                 signal.SIGKILL).wait(30)
+        _Failure(
+            started(eid, rc[eid].execute(sleep, block=False)), engine_pids[eid], signal.SIGKILL
+        ).wait(30)
         for eid in [0, 2, 3][:kills]
     ]
     ipp_stop = ipp_frozen.wait(60)
@@ -295,14 +338,22 @@ def _detection(pool, rc, kills: int) -> list[Row]:
     return [
         Row(
             "e. notice a killed worker (SIGKILL), caller told",
-            nk, ik, "ms", None if nk is None or ik is None else nk / ik, "<= 100 ms",
+            nk,
+            ik,
+            "ms",
+            None if nk is None or ik is None else nk / ik,
+            "<= 100 ms",
             nk is not None and None not in nb_kill and max(nb_kill) <= 0.1,
             f"median of {kills}; nbpool [{shown(nb_kill)}] ms, ipyparallel [{shown(ipp_kill)}] "
             "ms; PASS needs every nbpool trial <= 100 ms",
         ),
         Row(
             "e. notice a frozen worker (SIGSTOP), caller told",
-            ns, is_, "ms", None if ns is None or is_ is None else ns / is_, "<= 5 s",
+            ns,
+            is_,
+            "ms",
+            None if ns is None or is_ is None else ns / is_,
+            "<= 5 s",
             ns is not None and ns <= 5000,
             "nbpool WorkerDied vs ipyparallel EngineError; defaults on both sides"
             + ("" if is_ is not None else "; ipyparallel did not notice within 60 s"),

@@ -70,7 +70,12 @@ def run(quick: bool = False) -> list[Row]:
         return [
             Row(
                 "b. lease + release, warm pool, session bound",
-                med, ping_med, "us", med / ping_med, "<= 50 us", med <= 50,
+                med,
+                ping_med,
+                "us",
+                med / ping_med,
+                "<= 50 us",
+                med <= 50,
                 f"{rounds} rounds; p90 {quantile(lease_t, 0.9) * us:.1f} us; "
                 "baseline: one ZMQ heartbeat ping-pong (info)",
             )

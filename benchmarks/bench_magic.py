@@ -37,15 +37,27 @@ CELLS = {
 
 def run(quick: bool = False) -> list[Row]:
     if importlib.util.find_spec("ipyparallel") is None:  # the kernel imports it
-        return [Row("g. %%pool_exec vs %%px", None, None, "", None, "", None,
-                    "skipped: ipyparallel not installed (pip install -e '.[bench]')")]
+        return [
+            Row(
+                "g. %%pool_exec vs %%px",
+                None,
+                None,
+                "",
+                None,
+                "",
+                None,
+                "skipped: ipyparallel not installed (pip install -e '.[bench]')",
+            )
+        ]
     procs = Processes()
     kernel = RawKernel(procs)
     try:
         for code in (SETUP, *CELLS.values()):
             reply = kernel.execute(code)
             if reply.get("status") != "ok":
-                raise RuntimeError(f"setup cell failed: {reply.get('ename')}: {reply.get('evalue')}")
+                raise RuntimeError(
+                    f"setup cell failed: {reply.get('ename')}: {reply.get('evalue')}"
+                )
         for pid in descendants(kernel.pid):
             procs.add(pid)
         rounds = 100 if quick else 300
@@ -55,10 +67,17 @@ def run(quick: bool = False) -> list[Row]:
         ours, theirs = t["pool_exec"] - t["local"], t["px"] - t["local"]
         ratio = ours / theirs
         return [
-            Row("g. %%pool_exec overhead over a local cell vs %%px --block", ours, theirs,
-                "ms", ratio, "<= 0.50", ratio <= 0.50,
+            Row(
+                "g. %%pool_exec overhead over a local cell vs %%px --block",
+                ours,
+                theirs,
+                "ms",
+                ratio,
+                "<= 0.50",
+                ratio <= 0.50,
                 f"{rounds} interleaved rounds; cells: local {t['local']:.2f} ms, "
-                f"%%pool_exec {t['pool_exec']:.2f} ms, %%px --block {t['px']:.2f} ms"),
+                f"%%pool_exec {t['pool_exec']:.2f} ms, %%px --block {t['px']:.2f} ms",
+            ),
         ]
     finally:
         try:

@@ -71,14 +71,23 @@ def run(quick: bool = False) -> list[Row]:
         return [
             Row(
                 "d. first result in a new session, warm pool with spares",
-                new_med, old_med, "ms", new_med / old_med, "<= 20 ms", new_med <= 20,
+                new_med,
+                old_med,
+                "ms",
+                new_med / old_med,
+                "<= 20 ms",
+                new_med <= 20,
                 f"{trials} trials, max {max(new_t) * ms:.1f} ms; baseline: execute in an "
                 f"existing session; cold pool start was {cold:.2f} s",
             ),
             Row(
                 "d. raw kernel: 1st execute after start vs 2nd (why new costs more)",
-                median(first) * ms, median(second) * ms, "ms", median(first) / median(second),
-                "info", None,
+                median(first) * ms,
+                median(second) * ms,
+                "ms",
+                median(first) / median(second),
+                "info",
+                None,
                 "same launch settings as the pool; the 1st run_cell of a fresh ipykernel is slow",
             ),
         ]

@@ -105,12 +105,21 @@ def run(quick: bool = False) -> list[Row]:
         return [
             Row(
                 f"c. {JOBS} x sleep({SLEEP}) / {SESSIONS} sessions / {SESSIONS} workers: wall vs ideal",
-                nb_med, IDEAL, "s", nb_med / IDEAL, "<= 1.10", nb_med / IDEAL <= 1.10,
+                nb_med,
+                IDEAL,
+                "s",
+                nb_med / IDEAL,
+                "<= 1.10",
+                nb_med / IDEAL <= 1.10,
                 f"{runs} runs, pool.submit; baseline = ideal {IDEAL:g} s",
             ),
             Row(
                 "c. same load via a coordinator that does the I/O (anti-pattern)",
-                nb_med, io_med, "s", io_med / nb_med, f">= {0.9 * SESSIONS:.1f}x gap",
+                nb_med,
+                io_med,
+                "s",
+                io_med / nb_med,
+                f">= {0.9 * SESSIONS:.1f}x gap",
                 io_med / nb_med >= 0.9 * SESSIONS,
                 f"ratio = anti-pattern / nbpool (N-fold gap, N={SESSIONS}); same pool and workers",
             ),

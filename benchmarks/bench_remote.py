@@ -96,8 +96,12 @@ def run(quick: bool = False) -> list[Row]:
         kernel = sshd.start_loopback_kernel(
             tmp / "kernel-ssh.json", subprocess.DEVNULL, list(pool.ipykernel_args)
         )
-        pool.attach(str(tmp / "kernel-ssh.json"), session="ssh", sshserver=f"root@{host.address}",
-                    sshkey=str(sshd.key))
+        pool.attach(
+            str(tmp / "kernel-ssh.json"),
+            session="ssh",
+            sshserver=f"root@{host.address}",
+            sshkey=str(sshd.key),
+        )
         interleaved({"ssh": rt("ssh"), "local": rt("local")}, 30)  # warm-up
         ssh_times = interleaved({"ssh": rt("ssh"), "local": rt("local")}, rounds)
 
@@ -109,17 +113,32 @@ def run(quick: bool = False) -> list[Row]:
         return [
             Row(
                 "f. execute('1+1'): worker in another namespace vs local",
-                rt_remote, rt_local, "us", rt_remote / rt_local, "info", None,
+                rt_remote,
+                rt_local,
+                "us",
+                rt_remote / rt_local,
+                "info",
+                None,
                 f"{rounds} interleaved rounds; {where}",
             ),
             Row(
                 "f. 8 MB stdout throughput: worker in another namespace vs local",
-                tp_remote, tp_local, "MB/s", tp_remote / tp_local, "info", None,
+                tp_remote,
+                tp_local,
+                "MB/s",
+                tp_remote / tp_local,
+                "info",
+                None,
                 f"{big_rounds} interleaved rounds; ratio = remote / local MB/s; {where}",
             ),
             Row(
                 "f. execute('1+1'): kernel attached through an SSH tunnel vs local",
-                rt_ssh, rt_local_ssh, "us", rt_ssh / rt_local_ssh, "info", None,
+                rt_ssh,
+                rt_local_ssh,
+                "us",
+                rt_ssh / rt_local_ssh,
+                "info",
+                None,
                 f"{rounds} interleaved rounds; ssh -L to {host.address}, kernel on its loopback",
             ),
         ]

@@ -70,11 +70,22 @@ def run(quick: bool = False) -> list[Row]:
         os.environ["JUPYTER_PATH"] = os.pathsep.join(
             filter(None, [str(tmp / "share" / "jupyter"), saved["JUPYTER_PATH"]])
         )
-        common = ["--prefix", str(tmp), "--python", sys.executable,
-                  "--shared-dir", str(cluster.shared), "--partition", "debug", "--time", "30"]
+        common = [
+            "--prefix",
+            str(tmp),
+            "--python",
+            sys.executable,
+            "--shared-dir",
+            str(cluster.shared),
+            "--partition",
+            "debug",
+            "--time",
+            "30",
+        ]
         nbpool_main(["slurm-spec", "install", "--name", "bench_slurm", *common])
-        alloc = cluster.run("sbatch", "--parsable", "--time=30", "--output=/dev/null",
-                            "--wrap=exec sleep 3600").strip()
+        alloc = cluster.run(
+            "sbatch", "--parsable", "--time=30", "--output=/dev/null", "--wrap=exec sleep 3600"
+        ).strip()
         wait_until(lambda: cluster.jobs().get(alloc) == "RUNNING", 30, "the allocation")
         nbpool_main(["slurm-spec", "install", "--name", "bench_packed", "--jobid", alloc, *common])
 
@@ -115,14 +126,36 @@ def run(quick: bool = False) -> list[Row]:
         rt_slurm, rt_local = median(times["slurm"]) * us, median(times["local"]) * us
         where = "one-node Slurm 22.05 on this host, idle queue"
         return _against_ipyparallel(cluster, tmp, 2 if quick else 5, alloc) + [
-            Row("h. start to ready: Slurm job (sbatch) vs local spawn", t_job, t_local, "s",
-                t_job / t_local, "info", None, f"{starts} interleaved starts; {where}"),
-            Row("h. start to ready: step in an allocation (srun --overlap) vs local spawn",
-                t_step, t_local, "s", t_step / t_local, "info", None,
-                f"{starts} interleaved starts; {where}"),
-            Row("h. execute('1+1'): Slurm worker vs local", rt_slurm, rt_local, "us",
-                rt_slurm / rt_local, "info", None,
-                f"{rounds} interleaved rounds; CurveZMQ on both; {where}"),
+            Row(
+                "h. start to ready: Slurm job (sbatch) vs local spawn",
+                t_job,
+                t_local,
+                "s",
+                t_job / t_local,
+                "info",
+                None,
+                f"{starts} interleaved starts; {where}",
+            ),
+            Row(
+                "h. start to ready: step in an allocation (srun --overlap) vs local spawn",
+                t_step,
+                t_local,
+                "s",
+                t_step / t_local,
+                "info",
+                None,
+                f"{starts} interleaved starts; {where}",
+            ),
+            Row(
+                "h. execute('1+1'): Slurm worker vs local",
+                rt_slurm,
+                rt_local,
+                "us",
+                rt_slurm / rt_local,
+                "info",
+                None,
+                f"{rounds} interleaved rounds; CurveZMQ on both; {where}",
+            ),
         ]
     finally:
         if pool is not None:
@@ -160,8 +193,13 @@ def _against_ipyparallel(cluster, tmp: Path, rounds: int, alloc: str) -> list[Ro
         os.chdir(tmp)  # its Slurm launcher writes its batch script into the working directory
         try:
             t0 = time.perf_counter()
-            c = ipp.Cluster(n=1, engines="slurm", controller_ip="127.0.0.1",
-                            profile_dir=str(tmp / "ipython"), log_level=logging.WARNING)
+            c = ipp.Cluster(
+                n=1,
+                engines="slurm",
+                controller_ip="127.0.0.1",
+                profile_dir=str(tmp / "ipython"),
+                log_level=logging.WARNING,
+            )
             try:
                 rc = c.start_and_connect_sync()
                 ipp_ready.times.append(time.perf_counter() - t0)
@@ -182,6 +220,15 @@ def _against_ipyparallel(cluster, tmp: Path, rounds: int, alloc: str) -> list[Ro
         procs.kill_leftovers()
     wait_until(lambda: set(cluster.jobs()) <= {alloc}, 30, "ipyparallel's engine jobs to end")
     nb, ip = median(nbpool_ready.times), median(ipp_ready.times)
-    return [Row("h. 1 worker ready through Slurm: Pool.start() vs ipp.Cluster(engines='slurm')",
-                nb, ip, "s", nb / ip, "info", None,
-                f"{rounds} interleaved starts; ipyparallel {ipp.__version__}")]
+    return [
+        Row(
+            "h. 1 worker ready through Slurm: Pool.start() vs ipp.Cluster(engines='slurm')",
+            nb,
+            ip,
+            "s",
+            nb / ip,
+            "info",
+            None,
+            f"{rounds} interleaved starts; ipyparallel {ipp.__version__}",
+        )
+    ]

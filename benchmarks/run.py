@@ -64,11 +64,16 @@ def table(rows: list[Row]) -> str:
         if r.name.endswith("ERROR"):
             result = "ERROR"
         ratio = "-" if r.ratio is None else f"{r.ratio:.2f}x"
-        lines.append((r.name, _fmt(r.nbpool, r.unit), _fmt(r.baseline, r.unit), ratio, r.target, result))
+        lines.append(
+            (r.name, _fmt(r.nbpool, r.unit), _fmt(r.baseline, r.unit), ratio, r.target, result)
+        )
     widths = [max(len(str(x[i])) for x in [head, *lines]) for i in range(len(head))]
     out = []
     for i, line in enumerate([head, *lines]):
-        cells = [str(c).ljust(w) if j == 0 else str(c).rjust(w) for j, (c, w) in enumerate(zip(line, widths))]
+        cells = [
+            str(c).ljust(w) if j == 0 else str(c).rjust(w)
+            for j, (c, w) in enumerate(zip(line, widths))
+        ]
         out.append("  ".join(cells))
         if i == 0:
             out.append("  ".join("-" * w for w in widths))
@@ -103,7 +108,7 @@ def select(names: list[str]) -> list[str]:
     for name in names:
         name = by_letter.get(name, name)
         if name not in BENCHMARKS:
-            choices = ", ".join(f"{n} ({l})" for n, (l, _) in BENCHMARKS.items())
+            choices = ", ".join(f"{n} ({letter})" for n, (letter, _) in BENCHMARKS.items())
             raise SystemExit(f"unknown benchmark {name!r}; choose from: {choices}")
         if name not in chosen:
             chosen.append(name)
@@ -111,7 +116,9 @@ def select(names: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("names", nargs="*", help="benchmarks to run (name or letter); default all")
     parser.add_argument("--quick", action="store_true", help="fewer rounds, for a smoke run")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
@@ -145,18 +152,30 @@ def _run(names: list[str], args: argparse.Namespace) -> int:
             traceback.print_exc()
             new = [Row(f"{letter}. {name} ERROR", None, None, "", None, "", False, repr(exc))]
         for row in new:
-            print(f"    {row.name}: {_fmt(row.nbpool, row.unit)} vs {_fmt(row.baseline, row.unit)}"
-                  + (f" ({row.note})" if row.note else ""), flush=True)
+            print(
+                f"    {row.name}: {_fmt(row.nbpool, row.unit)} vs {_fmt(row.baseline, row.unit)}"
+                + (f" ({row.note})" if row.note else ""),
+                flush=True,
+            )
         rows += new
         print(f"    ({time.monotonic() - t0:.0f} s)", flush=True)
     print()
     print(table(rows))
-    print(f"\n{'quick' if args.quick else 'full'} run, {time.monotonic() - started:.0f} s; "
-          "medians; ratio = nbpool / baseline unless the row says otherwise")
+    print(
+        f"\n{'quick' if args.quick else 'full'} run, {time.monotonic() - started:.0f} s; "
+        "medians; ratio = nbpool / baseline unless the row says otherwise"
+    )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"environment": environment(), "quick": args.quick,
-                       "rows": [asdict(r) for r in rows]}, f, indent=1)
+            json.dump(
+                {
+                    "environment": environment(),
+                    "quick": args.quick,
+                    "rows": [asdict(r) for r in rows],
+                },
+                f,
+                indent=1,
+            )
     return 0 if all(r.passed is not False for r in rows) else 1
 
 

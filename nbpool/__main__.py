@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 
-from . import Pool, WorkerDied, ExecutionTimeout, slurm_spec
+from . import ExecutionTimeout, Pool, WorkerDied, slurm_spec
 
 
 def _say(text: str) -> None:
@@ -41,8 +41,10 @@ def demo(size: int) -> None:
         futures = [pool.submit(code, session=f"job{i}") for i in range(size)]
         pids = [f.result().result for f in futures]
         wall = time.monotonic() - t0
-        print(f"wall {wall:.2f} s for {size} s of work on {len(set(pids))} workers "
-              f"({size / wall:.1f}x speed-up)")
+        print(
+            f"wall {wall:.2f} s for {size} s of work on {len(set(pids))} workers "
+            f"({size / wall:.1f}x speed-up)"
+        )
 
         _say("a runaway cell is interrupted by its timeout; the session survives")
         try:
@@ -53,8 +55,9 @@ def demo(size: int) -> None:
 
         _say("a worker killed mid-execution costs only its own session")
         victim = pool.submit("import time; time.sleep(30)", session="doomed")
-        while not any(w["session"] == "doomed" and w["state"] == "busy"
-                      for w in pool.status()["workers"]):
+        while not any(
+            w["session"] == "doomed" and w["state"] == "busy" for w in pool.status()["workers"]
+        ):
             time.sleep(0.02)
         pid = next(w["pid"] for w in pool.status()["workers"] if w["session"] == "doomed")
         os.kill(pid, signal.SIGKILL)
@@ -81,7 +84,9 @@ def run_notebook(path: str) -> int:
         print("running a notebook needs nbclient: pip install 'nbpool[demo]'", file=sys.stderr)
         return 2
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=300, resources={"metadata": {"path": os.path.dirname(path)}})
+    client = NotebookClient(
+        nb, timeout=300, resources={"metadata": {"path": os.path.dirname(path)}}
+    )
     failed = None
     try:
         client.execute()

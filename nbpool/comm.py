@@ -171,7 +171,9 @@ class StatusService:
             session = _name(data, "session", action)
             if not pool.end_session(session):
                 names = ", ".join(s["name"] for s in pool.status()["sessions"]) or "none"
-                raise _Refused(f"no session {session!r}: it was already ended (sessions now: {names})")
+                raise _Refused(
+                    f"no session {session!r}: it was already ended (sessions now: {names})"
+                )
             return f"session {session!r} ended; its worker is replaced by a fresh kernel"
         if action == "resize":
             size = data.get("size")
@@ -182,7 +184,9 @@ class StatusService:
                     pass
             pool.resize(size)
             bound = sum(1 for w in pool.status()["workers"] if w["session"] is not None)
-            extra = f"; {bound} workers bound to sessions stay until they end" if bound > size else ""
+            extra = (
+                f"; {bound} workers bound to sessions stay until they end" if bound > size else ""
+            )
             return f"pool resized to {size}{extra}"
         raise _Refused(
             f"unknown action {action!r}: expected interrupt, restart, end_session, resize or refresh"

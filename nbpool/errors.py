@@ -30,11 +30,16 @@ class LeaseTimeout(NbpoolError):
 
 
 class WorkerStartFailed(NbpoolError):
-    """A worker kernel could not be started; carries the kernel's stderr tail."""
+    """A worker kernel could not be started; carries the kernel's stderr tail.
 
-    def __init__(self, message: str, stderr_tail: str = "") -> None:
+    ``retry`` is False for a failure that would repeat the same way (a
+    preload that raises): the pool then does not retry the start.
+    """
+
+    def __init__(self, message: str, stderr_tail: str = "", *, retry: bool = True) -> None:
         super().__init__(message)
         self.stderr_tail = stderr_tail
+        self.retry = retry
 
 
 class AttachFailed(WorkerStartFailed):
@@ -66,3 +71,7 @@ class LeaseReleased(NbpoolError):
 
 class WorkerUnavailable(NbpoolError, LookupError):
     """No worker of that id can take the action: unknown, starting, or already replaced."""
+
+
+class TransferError(NbpoolError, ValueError):
+    """A variable could not be moved to or from a session; the message names it."""

@@ -13,12 +13,14 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from .errors import ExecutionTimeout, InvalidConfig, LeaseReleased, PoolClosed, WorkerDied
+from . import checks
+from .errors import ExecutionTimeout, LeaseReleased, PoolClosed, WorkerDied
 from .protocol import Execution, OutputHook, StdinHandler
 from .result import ExecutionResult
 
 if TYPE_CHECKING:
-    from .coordinator import Coordinator, Worker
+    from .coordinator import Coordinator
+    from .records import Worker
 
 
 class Lease:
@@ -34,6 +36,14 @@ class Lease:
     session_reset : str or None
         Why the session's earlier state is gone, if it is; reported once, on
         the first execution of this lease.
+    busy : bool
+        An execution is running now.
+    executions : int
+        Executions run under this lease.
+
+    ``busy`` and ``executions`` are written by the holder thread alone and
+    read by the coordinator's snapshot without a lock (a bool and an int:
+    a reader sees the old or the new value, never a torn one).
     """
 
     def __init__(
@@ -54,6 +64,7 @@ class Lease:
         self.session_reset = session_reset
         self._grace = interrupt_grace
         self.executions = 0
+        self.busy = False
         self.dirty: str | None = None
         self.released = False
         self.holder: threading.Thread | None = None
@@ -86,8 +97,7 @@ class Lease:
         """
         if not isinstance(code, str):
             raise TypeError(f"code must be a str, not {type(code).__name__}")
-        if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
-            raise InvalidConfig(f"timeout must be a positive number of seconds, got {timeout!r}")
+        timeout = checks.timeout(timeout)
         if self.released:
             raise LeaseReleased(
                 f"this lease of worker {self.worker_id} was released; "
@@ -103,14 +113,14 @@ class Lease:
             interrupt_grace=self._grace,
         )
         self._execution = execution
-        self.worker.busy = True
+        self.busy = True
         try:
             result = execution.run(code, timeout=timeout, on_output=on_output, stdin=stdin)
         except ExecutionTimeout as exc:
             self._coordinator.note("timed out", self.worker, str(exc), "timeouts")
             raise
         finally:
-            self.worker.busy = False
+            self.busy = False
             self.executions += 1
             if not execution.finished:
                 self.dirty = self.dirty or "an execution was abandoned before it finished"

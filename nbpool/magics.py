@@ -2,7 +2,7 @@
 
 Thin: each magic parses its arguments (IPython's ``magic_arguments``, so
 ``%%pool_exec?`` shows the help), validates them, delegates to the pool,
-:mod:`nbpool.display` or :mod:`nbpool.transfer`, and turns bad input into a
+:mod:`nbpool.forwarding` or :mod:`nbpool.transfer`, and turns bad input into a
 one-line :class:`~IPython.core.error.UsageError`.
 
 The pool is created from the shell's configuration, so ``c.Pool.size = 8``
@@ -40,8 +40,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
-from . import comm, transfer
-from . import display as forwarding
+from . import checks, comm, forwarding, render, transfer
 from .errors import InvalidConfig, NbpoolError, UnknownKernel
 from .pool import Pool
 from .provisioning import check_kernel_name
@@ -81,6 +80,12 @@ class PoolMagics(Magics):
     @argument("session", nargs="?", help="The session to end (`%%pool end SESSION`).")
     @argument("-n", "--size", type=int, help="Workers to start (`start` only).")
     @argument("--kernel", help="Kernelspec of the workers (`start` only).")
+    @argument(
+        "--preload",
+        metavar="CODE",
+        help="Code every new python worker runs before it is ready, e.g. "
+        '"import pandas as pd" (`start` only).',
+    )
     @line_magic
     def pool(self, line: str):
         """Manage the pool of worker kernels.
@@ -93,12 +98,13 @@ class PoolMagics(Magics):
         args = parse_argstring(self.pool, line)
         if args.action != "end" and args.session is not None:
             raise UsageError(f"%pool {args.action} takes no session name")
-        if args.action != "start" and (args.size is not None or args.kernel is not None):
-            raise UsageError("-n/--size and --kernel apply to `%pool start` only")
+        if args.action != "start" and (args.size, args.kernel, args.preload) != (None,) * 3:
+            raise UsageError("-n/--size, --kernel and --preload apply to `%pool start` only")
         return getattr(self, f"_pool_{args.action}")(args)
 
     def _pool_start(self, args) -> None:
-        overrides = {k: v for k, v in (("size", args.size), ("kernel_name", args.kernel)) if v is not None}
+        options = {"size": args.size, "kernel_name": args.kernel, "preload": _unquote(args.preload)}
+        overrides = {k: v for k, v in options.items() if v is not None}
         pool = self._pool
         if pool is not None:
             wanted = {k: v for k, v in overrides.items() if getattr(pool, k) != v}
@@ -123,11 +129,10 @@ class PoolMagics(Magics):
         if self._pool is None:
             print("nbpool: no pool yet, so no sessions")
             return
-        from .widget import render_sessions
-
         status = self._pool.status()
         display(
-            {"text/plain": status.sessions_table(), "text/html": render_sessions(status)}, raw=True
+            {"text/plain": status.sessions_table(), "text/html": render.sessions_html(status)},
+            raw=True,
         )
 
     def _pool_widget(self, args):
@@ -136,12 +141,13 @@ class PoolMagics(Magics):
     def _pool_end(self, args) -> None:
         if args.session is None:
             raise UsageError("%pool end needs a SESSION name (see `%pool sessions`)")
-        if self._pool is None or not self._pool.end_session(args.session):
+        session = _session(args.session)
+        if self._pool is None or not self._pool.end_session(session):
             known = [s["name"] for s in self._pool.status()["sessions"]] if self._pool else []
             raise UsageError(
-                f"no session named {args.session!r} (sessions: {', '.join(known) or 'none'})"
+                f"no session named {session!r} (sessions: {', '.join(known) or 'none'})"
             )
-        print(f"nbpool: ended session {args.session!r}; its worker is replaced by a fresh one")
+        print(f"nbpool: ended session {session!r}; its worker is replaced by a fresh one")
 
     def _pool_stop(self, args) -> None:
         if self._pool is None:
@@ -155,7 +161,9 @@ class PoolMagics(Magics):
 
     @magic_arguments()
     @argument("-s", "--session", help="Session to run in (default: the pool's default session).")
-    @argument("-t", "--timeout", type=float, help="Seconds the code may run; then it is interrupted.")
+    @argument(
+        "-t", "--timeout", type=float, help="Seconds the code may run; then it is interrupted."
+    )
     @argument("--bg", action="store_true", help="Run in the background; the cell returns at once.")
     @argument("-o", "--output", metavar="NAME", help="Store the result (or --bg handle) as NAME.")
     @argument("--kernel", metavar="NAME", help="Kernelspec for a new session.")
@@ -170,8 +178,9 @@ class PoolMagics(Magics):
         """
         args = parse_argstring(self.pool_exec, line)
         session = _session(args.session)
-        if args.timeout is not None and not args.timeout > 0:
-            raise UsageError(f"-t/--timeout must be a positive number of seconds, got {args.timeout:g}")
+        with _one_line():
+            if args.timeout is not None:
+                checks.timeout(args.timeout, "-t/--timeout", allow_none=False)
         if args.output is not None and not args.output.isidentifier():
             raise UsageError(f"-o needs a variable name, got {args.output!r}")
         if args.kernel is not None:
@@ -215,11 +224,29 @@ class PoolMagics(Magics):
 
 
 def _session(name: str | None) -> str:
+    """The session a magic names: what the user typed, without its quotes.
+
+    IPython's argument splitting keeps quotes (``-s 'a b'`` arrives as
+    ``"'a b'"``), so matching surrounding quotes and whitespace are stripped
+    before the name is checked like any session name.
+    """
     if name is None:
         return DEFAULT_SESSION
-    if not name.strip():
-        raise UsageError("-s/--session needs a non-empty session name")
-    return name
+    name = _unquote(name)
+    try:
+        return checks.session_name(name)
+    except InvalidConfig as exc:
+        raise UsageError(f"-s/--session: {exc}") from None
+
+
+def _unquote(text: str | None) -> str | None:
+    """``text`` without surrounding whitespace and matching quotes (which IPython keeps)."""
+    if text is None:
+        return None
+    text = text.strip()
+    while len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        text = text[1:-1].strip()
+    return text
 
 
 @contextmanager

@@ -12,26 +12,38 @@ from __future__ import annotations
 import atexit
 import contextvars
 import threading
-import numbers
 import weakref
 from concurrent.futures import CancelledError, Future, InvalidStateError, ThreadPoolExecutor
 
 from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, TraitError, Unicode
 from traitlets.config import LoggingConfigurable
 
-from .coordinator import Coordinator, Settings, Waiter
+from . import checks
+from .coordinator import Coordinator
 from .errors import InvalidConfig, PoolClosed
 from .lease import Lease
 from .protocol import OutputHook, StdinHandler
-from .provisioning import Launcher, check_kernel_name
+from .provisioning import Launcher, LaunchSettings, check_kernel_name
+from .records import Settings, Waiter
 from .result import ExecutionResult
-from .sessions import DEFAULT_SESSION
 from .ssh import check_server
 from .status import PoolStatus
+
+#: ``max_size`` when none is set: people open sessions freely, and ``size``
+#: is how many workers are kept warm, not a cap.
+DEFAULT_MAX_SIZE = 8
 
 
 class Pool(LoggingConfigurable):
     """A pool of pre-started worker kernels with session affinity.
+
+    Every trait below is also a constructor argument. ``backend`` (not a
+    trait) is where kernels come from: by default a
+    :class:`~nbpool.provisioning.Launcher` (jupyter_client kernels, with a
+    reaper process); bookkeeping tests pass an object with the same
+    ``start(worker_id, kernel_name, start_timeout)``, ``attach(...)``,
+    ``closing`` (an Event) and ``close()`` (as httpcore injects a network
+    backend).
 
     Examples
     --------
@@ -46,7 +58,9 @@ class Pool(LoggingConfigurable):
         None, allow_none=True, help="Fewest workers kept when idle ones are culled (default: size)."
     ).tag(config=True)
     max_size = Int(
-        None, allow_none=True, help="Most workers the pool grows to for new sessions (default: size)."
+        None,
+        allow_none=True,
+        help="Most workers the pool grows to for new sessions (default: max(size, 8)).",
     ).tag(config=True)
     kernel_name = Unicode("python3", help="Kernelspec of the workers.").tag(config=True)
     lease_timeout = Float(30.0, help="Seconds to wait for a free worker.").tag(config=True)
@@ -79,7 +93,8 @@ class Pool(LoggingConfigurable):
         help="CurveZMQ encryption (jupyter_client): auto encrypts kernels that support it.",
     ).tag(config=True)
     allow_insecure_transport = Bool(
-        False, help="Allow attaching non-loopback kernels without CurveZMQ (plain text; warns once)."
+        False,
+        help="Allow attaching non-loopback kernels without CurveZMQ (plain text; warns once).",
     ).tag(config=True)
     attach_timeout = Float(10.0, help="Seconds an attached kernel has to answer.").tag(config=True)
     connection_files = Dict(
@@ -94,6 +109,21 @@ class Pool(LoggingConfigurable):
     sshkey = Unicode(
         "", help="SSH private key file for sshserver; empty: ssh's own configuration."
     ).tag(config=True)
+    preload = Unicode(
+        "",
+        help="Code run on every new python worker before it counts as ready (e.g. imports); "
+        "its output is not shown. A preload that raises fails the start (not retried).",
+    ).tag(config=True)
+    env = Dict(Unicode(), help="Extra environment variables of the workers.").tag(config=True)
+    cwd = Unicode(
+        None, allow_none=True, help="Working directory of the workers (default: this process's)."
+    ).tag(config=True)
+    fork_server = CaselessStrEnum(
+        ["auto", "never"],
+        "auto",
+        help="auto: fork python workers on Linux from a template that ran the preload once; "
+        "never: always spawn.",
+    ).tag(config=True)
     ipykernel_args = List(
         Unicode(),
         # The history database costs ~0.7 ms a run. ipykernel sleeps 0.5 ms
@@ -104,7 +134,9 @@ class Pool(LoggingConfigurable):
         help="Extra arguments for ipykernel workers (tuning; see the README).",
     ).tag(config=True)
 
-    def __init__(self, size: int | None = None, kernel_name: str | None = None, **kwargs) -> None:
+    def __init__(
+        self, size: int | None = None, kernel_name: str | None = None, *, backend=None, **kwargs
+    ) -> None:
         if size is not None:
             kwargs["size"] = size
         if kernel_name is not None:
@@ -115,12 +147,7 @@ class Pool(LoggingConfigurable):
             raise InvalidConfig(f"invalid Pool setting: {_first_line(exc)}") from None
         self._settings = self._validated()
         check_kernel_name(self.kernel_name)
-        self._launcher = Launcher(
-            transport=self.transport,
-            transport_encryption=self.transport_encryption,
-            ipykernel_args=self.ipykernel_args,
-            allow_insecure_transport=self.allow_insecure_transport,
-        )
+        self._launcher = backend if backend is not None else Launcher(LaunchSettings.of(self))
         self._coordinator = Coordinator(self._settings, self._launcher.start)
         # Jobs run only once granted a worker, so one thread per worker suffices;
         # threads are made lazily, and resize() may raise max_size later.
@@ -134,43 +161,33 @@ class Pool(LoggingConfigurable):
 
     def _validated(self) -> Settings:
         s = self
+        checks.size(s.size, "size")
+        for name in ("lease_timeout", "start_timeout", "interrupt_grace", "heartbeat_interval"):
+            checks.timeout(getattr(s, name), name, allow_none=False)
+        checks.timeout(s.exec_timeout, "exec_timeout")
+        checks.size(s.max_executions, "max_executions")
         min_size = s.size if s.min_size is None else s.min_size
-        max_size = s.size if s.max_size is None else s.max_size
-        checks = [
-            (s.size >= 0, f"size must be >= 0, got {s.size}"),
-            (0 <= min_size <= s.size, f"min_size must be between 0 and size ({s.size}), got {min_size}"),
+        max_size = max(s.size, DEFAULT_MAX_SIZE) if s.max_size is None else s.max_size
+        relations = [
+            (
+                0 <= min_size <= s.size,
+                f"min_size must be between 0 and size ({s.size}), got {min_size}",
+            ),
             (max_size >= s.size, f"max_size must be >= size ({s.size}), got {max_size}"),
-            (s.lease_timeout > 0, f"lease_timeout must be > 0 seconds, got {s.lease_timeout}"),
-            (s.exec_timeout is None or s.exec_timeout > 0, f"exec_timeout must be > 0 seconds or None, got {s.exec_timeout}"),
-            (s.start_timeout > 0, f"start_timeout must be > 0 seconds, got {s.start_timeout}"),
-            (s.interrupt_grace > 0, f"interrupt_grace must be > 0 seconds, got {s.interrupt_grace}"),
-            (s.heartbeat_interval > 0, f"heartbeat_interval must be > 0 seconds, got {s.heartbeat_interval}"),
-            (s.heartbeat_timeout > s.heartbeat_interval, f"heartbeat_timeout must exceed heartbeat_interval ({s.heartbeat_interval}), got {s.heartbeat_timeout}"),
-            (s.max_executions >= 0, f"max_executions must be >= 0, got {s.max_executions}"),
+            (
+                s.heartbeat_timeout > s.heartbeat_interval,
+                f"heartbeat_timeout must exceed heartbeat_interval ({s.heartbeat_interval}), "
+                f"got {s.heartbeat_timeout}",
+            ),
             (s.idle_timeout >= 0, f"idle_timeout must be >= 0 seconds, got {s.idle_timeout}"),
             (not s.sshkey or s.sshserver, "sshkey is for the SSH login: set sshserver too"),
         ]
-        for ok, message in checks:
+        for ok, message in relations:
             if not ok:
                 raise InvalidConfig(message)
         if s.sshserver:
-            try:
-                check_server(s.sshserver)
-            except ValueError as exc:
-                raise InvalidConfig(str(exc)) from None
-        return Settings(
-            size=s.size,
-            min_size=min_size,
-            max_size=max_size,
-            kernel_name=s.kernel_name,
-            start_timeout=s.start_timeout,
-            interrupt_grace=s.interrupt_grace,
-            heartbeat_interval=s.heartbeat_interval,
-            heartbeat_timeout=s.heartbeat_timeout,
-            max_executions=s.max_executions,
-            idle_timeout=s.idle_timeout,
-            evict_idle_sessions=s.evict_idle_sessions,
-        )
+            check_server(s.sshserver)
+        return Settings.of(self, min_size=min_size, max_size=max_size)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -189,7 +206,9 @@ class Pool(LoggingConfigurable):
                 self._started = True
             for session, path in self.connection_files.items():
                 self.attach(
-                    path, session=session, sshserver=self.sshserver or None,
+                    path,
+                    session=session,
+                    sshserver=self.sshserver or None,
                     sshkey=self.sshkey or None,
                 )
         if wait:
@@ -353,18 +372,23 @@ class Pool(LoggingConfigurable):
             answer (dead, wrong key).
         """
         self._check_open()
-        if not isinstance(session, str) or not session.strip():
-            raise ValueError(f"attach needs a session name, got {session!r}")
+        if session is None:
+            raise InvalidConfig("attach needs a session name for the kernel")
+        session = checks.session_name(session)
         if sshserver is not None:
             check_server(sshserver)
         if sshkey is not None and (not isinstance(sshkey, str) or not sshkey.strip()):
-            raise ValueError(f"sshkey must be a key file path or None, got {sshkey!r}")
+            raise InvalidConfig(f"sshkey must be a key file path or None, got {sshkey!r}")
         if sshkey is not None and sshserver is None:
-            raise ValueError("sshkey is for the SSH login: pass sshserver too")
-        worker = self._coordinator.adopt(
+            raise InvalidConfig("sshkey is for the SSH login: pass sshserver too")
+        worker = self._coordinator.attach(
             lambda wid: self._launcher.attach(
-                wid, connection_file, self.attach_timeout, self.allow_insecure_transport,
-                sshserver, sshkey,
+                wid,
+                connection_file,
+                self.attach_timeout,
+                self.allow_insecure_transport,
+                sshserver,
+                sshkey,
             ),
             session,
         )
@@ -376,7 +400,7 @@ class Pool(LoggingConfigurable):
         Returns False when no such session exists.
         """
         self._check_open()
-        return self._coordinator.end_session(DEFAULT_SESSION if session is None else session)
+        return self._coordinator.end_session(checks.session_name(session))
 
     def interrupt(self, worker_id: str) -> bool:
         """Interrupt what worker ``worker_id`` is running (e.g. from a UI).
@@ -422,10 +446,11 @@ class Pool(LoggingConfigurable):
         PoolClosed
         """
         self._check_open()
-        if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
+        try:
+            size = checks.size(size, "pool size", minimum=1)
+        except InvalidConfig as exc:
             hint = "; use pool.shutdown() to stop the pool" if size == 0 else ""
-            raise InvalidConfig(f"pool size must be a whole number >= 1, got {size!r}{hint}")
-        size = int(size)
+            raise InvalidConfig(f"{exc}{hint}") from None
         s = self._settings
         min_size = size if s.min_size == s.size else min(s.min_size, size)
         self._coordinator.resize(size, min_size, max(s.max_size, size), start=self._started)
@@ -435,18 +460,14 @@ class Pool(LoggingConfigurable):
 
     def status(self) -> PoolStatus:
         """A snapshot of workers, sessions, queue and counters (no secrets)."""
-        snap = self._coordinator.snapshot()
-        for worker in snap["workers"]:  # a queued batch job: Slurm's reason
-            starting = worker["state"] in ("starting", "restarting")
-            reason = self._launcher.pending_reason(worker["id"]) if starting else None
-            worker["pending_reason"] = reason
-        snap.update(
+        return PoolStatus.from_snapshot(
+            self._coordinator.snapshot(),
+            pending_reason=getattr(self._launcher, "pending_reason", None),
+            kernel_name=self.kernel_name,
             size=self.size,
             min_size=self._settings.min_size,
             max_size=self._settings.max_size,
-            kernel_name=self.kernel_name,
         )
-        return PoolStatus.from_snapshot(snap)
 
     def widget(self, interval: float = 0.25):
         """A live ipywidgets view of :meth:`status`, updated every ``interval`` s.
@@ -471,13 +492,8 @@ class Pool(LoggingConfigurable):
 
     def _request_args(self, session, kernel, timeout) -> tuple[str, str]:
         self._check_open()
-        if session is not None and (not isinstance(session, str) or not session.strip()):
-            raise InvalidConfig(f"session must be a non-empty string or None, got {session!r}")
-        if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
-            raise InvalidConfig(
-                f"lease timeout must be a positive number of seconds, got {timeout!r}"
-            )
-        session = DEFAULT_SESSION if session is None else session
+        session = checks.session_name(session)
+        checks.timeout(timeout, "lease timeout")
         if kernel is not None:
             check_kernel_name(kernel)
             info = self._coordinator.sessions.get(session)  # lock-free read
@@ -491,10 +507,7 @@ class Pool(LoggingConfigurable):
         return session, (kernel or self.kernel_name)
 
     def _exec_timeout(self, timeout: float | None) -> float | None:
-        timeout = self.exec_timeout if timeout is None else timeout
-        if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
-            raise InvalidConfig(f"timeout must be a positive number of seconds, got {timeout!r}")
-        return timeout
+        return checks.timeout(self.exec_timeout if timeout is None else timeout)
 
 
 class ExecutionFuture(Future):

@@ -1,7 +1,7 @@
 """Where worker kernels come from: kernelspecs, launch settings, private files.
 
 A :class:`Launcher` turns a kernelspec name into a running, ready
-:class:`~nbpool.worker.Kernel`. It uses jupyter_client's machinery as it is
+:class:`~nbpool.kernels.Kernel`. It uses jupyter_client's machinery as it is
 meant to be used: :class:`~jupyter_client.KernelManager` with its
 provisioner (so any kernelspec naming a kernel provisioner works unchanged),
 its connection-file writing, and its CurveZMQ ``transport_encryption``.
@@ -17,30 +17,22 @@ What nbpool adds around it:
   pool dies without shutting it down (SIGKILL, OOM);
 - an immediate retry when a kernel dies because another process took one of
   its ports between port choice and bind (jupyter_client #487);
-- SSH tunnels (:mod:`nbpool.ssh`) for attached kernels only SSH can reach;
-- one long-lived event loop per process on which every provisioner call runs
-  (:func:`run_provisioner`), as in Jupyter Server: provisioners are async and
-  may rely on a loop that keeps running between calls (gateway_provisioners
-  receives remote kernels' connection info in a loop callback registered once
-  per process). jupyter_client's blocking manager would instead run each call
-  on a loop of the calling thread, alive only during that call.
+- SSH tunnels (:mod:`nbpool.ssh`) for attached kernels only SSH can reach.
+
+Layering, one way as in jupyter_client: this module uses :mod:`nbpool.kernels`
+(one kernel's lifecycle) and :mod:`nbpool.ssh`, which both build on
+:mod:`nbpool.processes` (provisioner loop, process groups, reaper).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-
 import warnings
-from typing import TYPE_CHECKING
 
 import zmq
 from jupyter_client.blocking import BlockingKernelClient
@@ -48,128 +40,26 @@ from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from jupyter_client.localinterfaces import is_local_ip
 
 from .errors import AttachFailed, UnknownKernel, WorkerStartFailed
+from .kernels import AttachedKernel, LaunchSettings, LocalKernel, Runtime
+from .processes import PORT_RACE_TRIES, Reaper
 from .ssh import SshTunnel
 
-if TYPE_CHECKING:
-    from .worker import AttachedKernel
-
 #: Keys a connection file must have to be attached.
-CONNECTION_KEYS = ("ip", "key", "transport", "shell_port", "iopub_port", "stdin_port", "hb_port", "control_port")
-
-#: How many times a start is repeated at once when the kernel lost a port race.
-PORT_RACE_RETRIES = 3
-
-
-class Reaper:
-    """A helper process that kills our worker kernels if this process dies.
-
-    It reads ``+PGID`` / ``-PGID`` lines on its stdin (and ``=ID JSON`` /
-    ``~ID`` for kernels with no process here); at EOF (this process exited,
-    however it exited) it kills every process group still registered,
-    removes the pool's runtime directory (connection files, kernel logs),
-    and stops those remote kernels through their restored provisioner and a
-    shutdown request (see :mod:`nbpool._reaper`). The pipe is private
-    to the two processes, so connection keys stay out of argv and files.
-    """
-
-    def __init__(self, runtime_dir: str) -> None:
-        self._lock = threading.Lock()
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "nbpool._reaper", runtime_dir],
-            stdin=subprocess.PIPE,
-            start_new_session=True,  # a Ctrl-C in a terminal must not reach it
-            text=True,
-        )
-
-    def _send(self, line: str) -> None:
-        with self._lock:
-            if self._proc.stdin and not self._proc.stdin.closed:
-                self._proc.stdin.write(line + "\n")
-                self._proc.stdin.flush()
-
-    def watch(self, pgid: int) -> None:
-        self._send(f"+{pgid}")
-
-    def forget(self, pgid: int) -> None:
-        self._send(f"-{pgid}")
-
-    def watch_remote(self, kernel_id: str, km) -> None:
-        """A kernel with no process here: stop it through its provisioner if we die."""
-        entry = {
-            "kernel_name": km.kernel_name,
-            "connection_info": km.get_connection_info(),
-            "provisioner_info": run_provisioner(km.provisioner.get_provisioner_info()),
-        }
-        self._send(f"={kernel_id} {json.dumps(entry, default=_text)}")
-
-    def forget_remote(self, kernel_id: str) -> None:
-        self._send(f"~{kernel_id}")
-
-    def close(self) -> None:
-        with self._lock:
-            if self._proc.stdin and not self._proc.stdin.closed:
-                self._proc.stdin.close()
-        try:
-            self._proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+CONNECTION_KEYS = (
+    "ip",
+    "key",
+    "transport",
+    "shell_port",
+    "iopub_port",
+    "stdin_port",
+    "hb_port",
+    "control_port",
+)
 
 
 def _loopback(ip: str) -> bool:
     """Whether ``ip`` means the machine itself, wherever it is read."""
     return ip.startswith("127.") or ip in ("localhost", "::1", "0.0.0.0", "")
-
-
-def _text(value) -> str:
-    """JSON for what connection and provisioner info may hold besides JSON (key bytes)."""
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-_loop: asyncio.AbstractEventLoop | None = None
-_loop_lock = threading.Lock()
-
-
-class LaunchCancelled(Exception):
-    """A provisioner call ran past its time or its stop event; it was cancelled."""
-
-
-def run_provisioner(coro, timeout: float | None = None, stop: threading.Event | None = None):
-    """Run a KernelManager/provisioner coroutine on the provisioner loop; blocking.
-
-    The loop runs on a daemon thread for the rest of the process (a loop
-    callback a provisioner registered stays live for later kernels and pools).
-    A provisioner that blocks the loop delays every other provisioner call,
-    as it would in Jupyter Server.
-
-    With ``timeout`` (seconds) or ``stop``, the coroutine is cancelled when
-    either runs out (a batch job may wait in a queue for hours) and
-    :class:`LaunchCancelled` is raised once its own cleanup has run (a
-    provisioner cancels its job on ``CancelledError``).
-    """
-    global _loop
-    with _loop_lock:
-        if _loop is None:
-            _loop = asyncio.new_event_loop()
-            threading.Thread(target=_loop.run_forever, name="nbpool-provisioners", daemon=True).start()
-    if timeout is not None or stop is not None:
-        coro = _bounded(coro, timeout, stop)
-    return asyncio.run_coroutine_threadsafe(coro, _loop).result()
-
-
-async def _bounded(coro, timeout: float | None, stop: threading.Event | None):
-    task = asyncio.ensure_future(coro)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while not task.done():
-        late = deadline is not None and time.monotonic() >= deadline
-        if late or (stop is not None and stop.is_set()):
-            task.cancel()
-            try:
-                return await task  # finished anyway: the caller owns (and stops) what it made
-            except asyncio.CancelledError:
-                raise LaunchCancelled() from None
-        await asyncio.wait({task}, timeout=0.05)
-    return task.result()
 
 
 def kernel_names() -> list[str]:
@@ -186,41 +76,29 @@ def check_kernel_name(name: str) -> None:
     except NoSuchKernel:
         available = ", ".join(kernel_names()) or "none"
         raise UnknownKernel(
-            f"no kernelspec named {name!r}; available: {available} "
-            "(see `jupyter kernelspec list`)"
+            f"no kernelspec named {name!r}; available: {available} (see `jupyter kernelspec list`)"
         ) from None
 
 
 class Launcher:
-    """Starts worker kernels; owns their runtime directory and the reaper.
+    """Starts worker kernels; owns their runtime directory, ZMQ context and reaper.
+
+    This is the pool's real backend (see ``backend`` in :class:`~nbpool.Pool`):
+    ``start``, ``attach``, ``closing`` and ``close``.
 
     Parameters
     ----------
-    transport : {"tcp", "ipc"}
-        ZMQ transport of local kernels.
-    transport_encryption : {"auto", "required", "disabled"}
-        jupyter_client's CurveZMQ policy; ``auto`` encrypts every kernel whose
-        kernelspec declares ``supported_encryption: ["curve"]``.
-    ipykernel_args : list of str
-        Extra command-line arguments for ipykernel-based kernelspecs (tuning).
+    settings : LaunchSettings
+        Transport, CurveZMQ policy (``auto`` encrypts every kernel whose
+        kernelspec declares ``supported_encryption: ["curve"]``), ipykernel
+        tuning arguments, and whether plain text to remote kernels is allowed.
     """
 
-    def __init__(
-        self,
-        *,
-        transport: str = "tcp",
-        transport_encryption: str = "auto",
-        ipykernel_args: list[str] | None = None,
-        allow_insecure_transport: bool = False,
-    ) -> None:
-        self.transport = transport
-        self.allow_insecure_transport = allow_insecure_transport
-        self.transport_encryption = transport_encryption
-        self.ipykernel_args = list(ipykernel_args or [])
-        self.context = zmq.Context()
-        self.runtime_dir = tempfile.mkdtemp(prefix=f"nbpool-{os.getpid()}-")
-        os.chmod(self.runtime_dir, 0o700)
-        self.reaper = Reaper(self.runtime_dir)
+    def __init__(self, settings: LaunchSettings = LaunchSettings()) -> None:
+        self.settings = settings
+        runtime_dir = tempfile.mkdtemp(prefix=f"nbpool-{os.getpid()}-")
+        os.chmod(runtime_dir, 0o700)
+        self.runtime = Runtime(runtime_dir, zmq.Context(), Reaper(runtime_dir))
         self.closing = threading.Event()
         #: worker id -> KernelManager, while its provisioner launches the kernel
         self.launching: dict = {}
@@ -234,18 +112,27 @@ class Launcher:
             The kernel exited, or was not ready within ``start_timeout``;
             the message carries the tail of its stderr.
         """
-        from .worker import LocalKernel
-
-        for attempt in range(PORT_RACE_RETRIES + 1):
-            kernel = LocalKernel.launch(self, worker_id, kernel_name, start_timeout)
+        for attempt in range(1, PORT_RACE_TRIES + 1):
+            kernel = LocalKernel.launch(
+                self.settings,
+                self.runtime,
+                worker_id,
+                kernel_name,
+                timeout=start_timeout,
+                closing=self.closing,
+                launching=self.launching,
+            )
             try:
                 self.check_transport(kernel.km.ip, kernel.km.transport, kernel.encrypted)
+                deadline = time.monotonic() + start_timeout
                 kernel.wait_ready(start_timeout, self.closing)
+                if self.settings.preload and kernel.km.kernel_spec.language == "python":
+                    kernel.run_preload(self.settings.preload, max(0.1, deadline - time.monotonic()))
                 return kernel
             except WorkerStartFailed as exc:
                 kernel.shutdown(now=True)
                 port_race = "Address already in use" in exc.stderr_tail
-                if not port_race or attempt == PORT_RACE_RETRIES:
+                if not port_race or attempt == PORT_RACE_TRIES:
                     raise
             except BaseException:
                 kernel.shutdown(now=True)  # never leak a started process
@@ -269,7 +156,7 @@ class Launcher:
         allow_insecure: bool,
         sshserver: str | None = None,
         sshkey: str | None = None,
-    ) -> "AttachedKernel":
+    ) -> AttachedKernel:
         """Connect to a running kernel through its connection file; blocking.
 
         With ``sshserver`` (``[user@]host[:port]``), the kernel's ports are first
@@ -282,11 +169,9 @@ class Launcher:
             over a network, the SSH login or tunnel failed, or its kernel does
             not answer within ``timeout``.
         """
-        from .worker import AttachedKernel
-
         path = os.path.abspath(os.path.expanduser(str(path)))
         info = _read_connection_file(path)
-        client = BlockingKernelClient(connection_file=path, context=self.context)
+        client = BlockingKernelClient(connection_file=path, context=self.runtime.context)
         client.load_connection_file()
         encrypted = client.curve_publickey is not None
         deadline = time.monotonic() + timeout  # one bound for tunnel and answer together
@@ -297,14 +182,18 @@ class Launcher:
             else:
                 # The hop from the SSH server on to the kernel is outside the tunnel.
                 self.check_transport(
-                    info["ip"], info["transport"], encrypted, allow_insecure,
-                    local=_loopback(info["ip"]), seen_from=sshserver,
+                    info["ip"],
+                    info["transport"],
+                    encrypted,
+                    allow_insecure,
+                    local=_loopback(info["ip"]),
+                    seen_from=sshserver,
                 )
         except WorkerStartFailed as exc:
             raise AttachFailed(f"connection file {path}: {exc}") from None
         if sshserver is not None:
             tunnel = SshTunnel.open(
-                f"connection file {path}", info, sshserver, sshkey, timeout, self
+                f"connection file {path}", info, sshserver, sshkey, timeout, self.runtime
             )
             client.ip = "127.0.0.1"
             for key, port in tunnel.ports.items():
@@ -349,7 +238,7 @@ class Launcher:
         if local or encrypted:
             return
         if allow_insecure is None:
-            allow_insecure = self.allow_insecure_transport
+            allow_insecure = self.settings.allow_insecure_transport
         if not allow_insecure:
             where = f"the kernel at {ip}" + (f" (as seen from {seen_from})" if seen_from else "")
             raise WorkerStartFailed(
@@ -359,11 +248,6 @@ class Launcher:
             )
         _warn_insecure(ip)
 
-    def extra_arguments(self, argv: list[str]) -> list[str]:
-        if any("ipykernel" in part for part in argv):
-            return list(self.ipykernel_args)
-        return []
-
     def close(self) -> None:
         """Stop the reaper, remove the runtime directory, free the ZMQ context.
 
@@ -371,17 +255,10 @@ class Launcher:
         daemon thread: ``term()`` waits for every socket to close, and a
         lease holder that never returned may still own some.
         """
-        self.reaper.close()
-        shutil.rmtree(self.runtime_dir, ignore_errors=True)
-        threading.Thread(target=self.context.term, name="nbpool-zmq-term", daemon=True).start()
-
-
-def kill_group(pgid: int) -> None:
-    """SIGKILL a process group if it still exists (a kernel's children too)."""
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+        self.runtime.reaper.close()
+        shutil.rmtree(self.runtime.runtime_dir, ignore_errors=True)
+        context = self.runtime.context
+        threading.Thread(target=context.term, name="nbpool-zmq-term", daemon=True).start()
 
 
 def _read_connection_file(path: str) -> dict:

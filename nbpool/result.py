@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 @dataclass(frozen=True)
@@ -15,6 +18,10 @@ class RemoteError:
 
     def __str__(self) -> str:
         return f"{self.ename}: {self.evalue}"
+
+    def text(self) -> str:
+        """The worker's traceback as plain text (terminal colours removed)."""
+        return _ANSI.sub("", "\n".join(self.traceback))
 
 
 @dataclass

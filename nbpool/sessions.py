@@ -57,7 +57,10 @@ class SessionRegistry:
     ) -> SessionInfo:
         old = self._by_name.get(name) or SessionInfo(name, kernel_name)
         info = replace(
-            old, kernel_name=kernel_name, worker_id=worker_id, last_used=time.time(),
+            old,
+            kernel_name=kernel_name,
+            worker_id=worker_id,
+            last_used=time.time(),
             attached=attached,
         )
         self._by_name[name] = info

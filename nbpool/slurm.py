@@ -76,11 +76,19 @@ from traitlets import Float, Integer, List, Unicode, default
 from .slurm_jobs import FINAL_STATES, JobState, JobWatch, SlurmError, slurm
 
 #: Pending reasons that never clear by waiting: the request exceeds a fixed limit.
-NEVER_STARTS = frozenset({
-    "AccountNotAllowed", "BadConstraints", "DependencyNeverSatisfied", "InvalidAccount",
-    "InvalidQOS", "PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit",
-    "QOSNotAllowed",
-})
+NEVER_STARTS = frozenset(
+    {
+        "AccountNotAllowed",
+        "BadConstraints",
+        "DependencyNeverSatisfied",
+        "InvalidAccount",
+        "InvalidQOS",
+        "PartitionConfig",
+        "PartitionNodeLimit",
+        "PartitionTimeLimit",
+        "QOSNotAllowed",
+    }
+)
 #: Seconds ``kill`` waits for a cancelled job to leave the queue.
 CANCEL_WAIT = 15.0
 #: The connection file's address until the job script fills it in.
@@ -120,11 +128,13 @@ class SlurmProvisioner(KernelProvisionerBase):
     account = Unicode("", config=True, help="Account charged (sbatch --account).")
     extra_args = List(Unicode(), config=True, help="More sbatch (or srun, when packing) arguments.")
     jobid = Unicode(
-        "", config=True,
+        "",
+        config=True,
         help="Run kernels as steps of this existing allocation (srun --jobid --overlap).",
     )
     ip = Unicode(
-        "", config=True,
+        "",
+        config=True,
         help="Address the kernel binds on its node; default: the node's NodeAddr. "
         "0.0.0.0 binds every interface.",
     )
@@ -196,8 +206,11 @@ class SlurmProvisioner(KernelProvisionerBase):
         self._dir = os.path.join(self.shared_dir, self.kernel_id)
         os.makedirs(self._dir, mode=0o700)
         info: dict[str, Any] = {
-            "ip": PLACEHOLDER, "transport": "tcp", **{name: 0 for name in port_names},
-            "key": km.session.key.decode(), "signature_scheme": km.session.signature_scheme,
+            "ip": PLACEHOLDER,
+            "transport": "tcp",
+            **{name: 0 for name in port_names},
+            "key": km.session.key.decode(),
+            "signature_scheme": km.session.signature_scheme,
             "kernel_name": km.kernel_name,
         }
         if km.curve_publickey is not None:
@@ -209,10 +222,15 @@ class SlurmProvisioner(KernelProvisionerBase):
             arg.replace(local_file, self._path("kernel.json"))
             for arg in km.format_kernel_cmd(extra_arguments=kwargs.pop("extra_arguments", []))
         ]
-        _write_private(self._path("job.sh"), SCRIPT.format(
-            dir=shlex.quote(self._dir), ip=shlex.quote(self.ip), placeholder=PLACEHOLDER,
-            command=shlex.join(cmd),
-        ))
+        _write_private(
+            self._path("job.sh"),
+            SCRIPT.format(
+                dir=shlex.quote(self._dir),
+                ip=shlex.quote(self.ip),
+                placeholder=PLACEHOLDER,
+                command=shlex.join(cmd),
+            ),
+        )
         return await super().pre_launch(cmd=cmd, **kwargs)
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> dict:
@@ -238,8 +256,16 @@ class SlurmProvisioner(KernelProvisionerBase):
         return self.connection_info
 
     def _sbatch_args(self) -> list[str]:
-        args = ["sbatch", "--parsable", "--export=ALL", "--no-requeue", "--nodes=1", "--ntasks=1",
-                f"--job-name=nbpool-{self.kernel_id[:8]}", f"--output={self._path('job.log')}"]
+        args = [
+            "sbatch",
+            "--parsable",
+            "--export=ALL",
+            "--no-requeue",
+            "--nodes=1",
+            "--ntasks=1",
+            f"--job-name=nbpool-{self.kernel_id[:8]}",
+            f"--output={self._path('job.log')}",
+        ]
         args += [f"--partition={self.partition}"] * bool(self.partition)
         args += [f"--time={self.time}"] * bool(self.time)
         args += [f"--account={self.account}"] * bool(self.account)
@@ -252,13 +278,26 @@ class SlurmProvisioner(KernelProvisionerBase):
     async def _start_step(self, env: dict, cwd: str | None) -> None:
         """Packing: the script as one step of allocation ``jobid``; srun stays here."""
         self.job_id = self.jobid
-        args = ["srun", f"--jobid={self.jobid}", "--overlap", "--nodes=1", "--ntasks=1",
-                f"--job-name=nbpool-{self.kernel_id[:8]}", *self._resource_args(),
-                "/bin/sh", self._path("job.sh")]
+        args = [
+            "srun",
+            f"--jobid={self.jobid}",
+            "--overlap",
+            "--nodes=1",
+            "--ntasks=1",
+            f"--job-name=nbpool-{self.kernel_id[:8]}",
+            *self._resource_args(),
+            "/bin/sh",
+            self._path("job.sh"),
+        ]
         with open(self._path("job.log"), "ab") as log:
             self._srun = await asyncio.create_subprocess_exec(
-                *args, env=env, cwd=cwd, stdin=asyncio.subprocess.DEVNULL, stdout=log,
-                stderr=log, start_new_session=True,  # a terminal's Ctrl-C is not for it
+                *args,
+                env=env,
+                cwd=cwd,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,  # a terminal's Ctrl-C is not for it
             )
         asyncio.get_running_loop().create_task(self._watch_srun(self._srun))
 
@@ -269,7 +308,8 @@ class SlurmProvisioner(KernelProvisionerBase):
         if self.step:
             where = f"Slurm step {self.job_id}.{self.step}"
         self._srun_end = (
-            f"ended with its {where}: {found[-1][1]}" if found
+            f"ended with its {where}: {found[-1][1]}"
+            if found
             else f"ended with its {where}: srun exited with code {code}"
         )
 
@@ -421,7 +461,8 @@ def _submission_env(env) -> dict[str, str]:
     (the kernel's parent on its node is slurmstepd, not us).
     """
     return {
-        key: value for key, value in env.items()
+        key: value
+        for key, value in env.items()
         if key != "JPY_PARENT_PID" and (not key.startswith("SLURM_") or key == "SLURM_CONF")
     }
 

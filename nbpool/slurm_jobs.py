@@ -13,10 +13,21 @@ import weakref
 from typing import NamedTuple
 
 #: Job states after which a job never runs again (squeue ``%T``, sacct ``State``).
-FINAL_STATES = frozenset({
-    "BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL",
-    "OUT_OF_MEMORY", "PREEMPTED", "REVOKED", "SPECIAL_EXIT", "TIMEOUT",
-})
+FINAL_STATES = frozenset(
+    {
+        "BOOT_FAIL",
+        "CANCELLED",
+        "COMPLETED",
+        "DEADLINE",
+        "FAILED",
+        "NODE_FAIL",
+        "OUT_OF_MEMORY",
+        "PREEMPTED",
+        "REVOKED",
+        "SPECIAL_EXIT",
+        "TIMEOUT",
+    }
+)
 #: Seconds a Slurm command may take before we give up on it.
 COMMAND_TIMEOUT = 30.0
 
@@ -34,8 +45,12 @@ async def slurm(*argv: str, env: dict | None = None, cwd: str | None = None) -> 
     """Run a Slurm command; its stdout, or :class:`SlurmError` with its stderr."""
     try:
         proc = await asyncio.create_subprocess_exec(
-            *argv, env=env, cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            *argv,
+            env=env,
+            cwd=cwd,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
     except FileNotFoundError:
         raise SlurmError(
@@ -104,8 +119,13 @@ class JobWatch:
         if not ids:
             return
         try:
-            out = await slurm("squeue", "--noheader", "--states=all", f"--jobs={','.join(ids)}",
-                              "--format=%i|%T|%r")
+            out = await slurm(
+                "squeue",
+                "--noheader",
+                "--states=all",
+                f"--jobs={','.join(ids)}",
+                "--format=%i|%T|%r",
+            )
         except SlurmError as exc:  # squeue fails when the only job asked about is forgotten
             if "Invalid job id" not in str(exc):
                 raise
@@ -129,8 +149,9 @@ _watches: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, JobWatch]" = (
 async def _sacct_state(job: str) -> JobState:
     """A job squeue no longer lists: its final state from accounting, if the site keeps it."""
     try:
-        out = await slurm("sacct", "--noheader", "--parsable2", "--allocations",
-                          f"--jobs={job}", "--format=State")
+        out = await slurm(
+            "sacct", "--noheader", "--parsable2", "--allocations", f"--jobs={job}", "--format=State"
+        )
     except SlurmError:
         return JobState("GONE", "no longer in squeue, and sacct has no record")
     states = [line.split()[0] for line in out.splitlines() if line.strip()]

@@ -107,7 +107,8 @@ def add_parser(sub) -> None:
     spec = sub.add_parser("slurm-spec", help="kernelspecs whose kernels run as Slurm jobs")
     actions = spec.add_subparsers(dest="action", required=True)
     p = actions.add_parser(
-        "install", help="write a kernelspec that runs its kernels as Slurm jobs",
+        "install",
+        help="write a kernelspec that runs its kernels as Slurm jobs",
         description="Write a kernelspec whose kernels run as Slurm jobs (provisioner "
         "nbpool-slurm). "
         "Use it as Pool(kernel_name=NAME, start_timeout=600): start_timeout covers the queue wait.",
@@ -119,21 +120,40 @@ def add_parser(sub) -> None:
     p.add_argument("--cpus", type=int, default=0, metavar="N", help="CPUs per kernel")
     p.add_argument("--mem", type=int, default=0, metavar="MB", help="memory per kernel, in MB")
     p.add_argument("--account", default="", help="account to charge")
-    p.add_argument("--python", default=sys.executable,
-                   help="the Python with ipykernel on the compute nodes (default: this one)")
-    p.add_argument("--jobid", default="",
-                   help="pack kernels into this existing allocation (srun --overlap) instead of "
-                   "one job each")
-    p.add_argument("--ip", default="",
-                   help="address kernels bind on their node (default: the node's NodeAddr; "
-                   "0.0.0.0: every interface)")
-    p.add_argument("--shared-dir", default="",
-                   help="directory the nodes see under the same path, for connection files "
-                   "(default: ~/.local/share/jupyter/nbpool-slurm)")
-    p.add_argument("--sbatch-arg", action="append", default=[], metavar="ARG",
-                   help="one more sbatch argument, e.g. --sbatch-arg=--qos=debug (repeatable)")
-    p.add_argument("--curve", action="store_true",
-                   help="declare CurveZMQ support without checking the kernel's ipykernel")
+    p.add_argument(
+        "--python",
+        default=sys.executable,
+        help="the Python with ipykernel on the compute nodes (default: this one)",
+    )
+    p.add_argument(
+        "--jobid",
+        default="",
+        help="pack kernels into this existing allocation (srun --overlap) instead of one job each",
+    )
+    p.add_argument(
+        "--ip",
+        default="",
+        help="address kernels bind on their node (default: the node's NodeAddr; "
+        "0.0.0.0: every interface)",
+    )
+    p.add_argument(
+        "--shared-dir",
+        default="",
+        help="directory the nodes see under the same path, for connection files "
+        "(default: ~/.local/share/jupyter/nbpool-slurm)",
+    )
+    p.add_argument(
+        "--sbatch-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="one more sbatch argument, e.g. --sbatch-arg=--qos=debug (repeatable)",
+    )
+    p.add_argument(
+        "--curve",
+        action="store_true",
+        help="declare CurveZMQ support without checking the kernel's ipykernel",
+    )
     where = p.add_mutually_exclusive_group()
     where.add_argument("--user", action="store_true", help="for this user (the default)")
     where.add_argument("--sys-prefix", action="store_true", help="in this Python's prefix")

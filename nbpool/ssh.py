@@ -24,10 +24,15 @@ import os
 import socket
 import subprocess
 import time
+from typing import TYPE_CHECKING
 
 from jupyter_client.ssh.tunnel import select_random_ports
 
-from .errors import AttachFailed
+from .errors import AttachFailed, InvalidConfig
+from .processes import PORT_RACE_TRIES
+
+if TYPE_CHECKING:
+    from .kernels import Runtime
 
 #: A connection file's ports, in the order the tunnel forwards them.
 PORT_KEYS = ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port")
@@ -38,9 +43,6 @@ PORT_KEYS = ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port"
 #: executions here for 40 ms (median 47 ms instead of 6 ms). sshd hangs the
 #: command up when the connection closes.
 IDLE_COMMAND = "exec sleep 2147483647"
-
-#: Tries when a chosen local port was taken before ssh could bind it.
-PORT_RACE_RETRIES = 3
 
 
 class SshTunnel:
@@ -61,11 +63,17 @@ class SshTunnel:
 
     @classmethod
     def open(
-        cls, where: str, info: dict, server: str, sshkey: str | None, timeout: float, launcher
-    ) -> "SshTunnel":
+        cls,
+        where: str,
+        info: dict,
+        server: str,
+        sshkey: str | None,
+        timeout: float,
+        runtime: Runtime,
+    ) -> SshTunnel:
         """Log in to ``server`` and forward the kernel's ports; blocking.
 
-        ``where`` names the connection file in messages; ``launcher``
+        ``where`` names the connection file in messages; ``runtime``
         provides the runtime directory (ssh's log) and the reaper.
 
         Raises
@@ -81,15 +89,15 @@ class SshTunnel:
             )
         if sshkey is not None and not os.path.isfile(os.path.expanduser(sshkey)):
             raise AttachFailed(f"{where}: the SSH key file {sshkey} does not exist")
-        log_path = os.path.join(launcher.runtime_dir, f"ssh-{os.urandom(4).hex()}.log")
-        for attempt in range(PORT_RACE_RETRIES):
+        log_path = os.path.join(runtime.runtime_dir, f"ssh-{os.urandom(4).hex()}.log")
+        for attempt in range(1, PORT_RACE_TRIES + 1):
             local = select_random_ports(len(PORT_KEYS))
             forwards = [
                 f"127.0.0.1:{lport}:{info['ip']}:{info[key]}"
                 for lport, key in zip(local, PORT_KEYS)
             ]
             argv = _argv(server, sshkey, forwards, timeout)
-            tunnel = cls._start(where, argv, server, log_path, launcher.reaper)
+            tunnel = cls._start(where, argv, server, log_path, runtime.reaper)
             tunnel.ports = dict(zip(PORT_KEYS, local))
             try:
                 failure = tunnel._wait_listening(timeout)
@@ -100,7 +108,7 @@ class SshTunnel:
                 return tunnel
             port_taken = "Address already in use" in tunnel._log_text()  # taken since chosen
             tunnel.close()
-            if not port_taken or attempt == PORT_RACE_RETRIES - 1:
+            if not port_taken or attempt == PORT_RACE_TRIES:
                 raise AttachFailed(f"{where}: ssh to {server} {failure}")
         raise AssertionError("unreachable")
 
@@ -109,7 +117,10 @@ class SshTunnel:
         with open(log_path, "wb") as log:
             try:
                 proc = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
                     start_new_session=True,  # its own group: the reaper can kill it by pid
                 )
             except FileNotFoundError:
@@ -184,11 +195,14 @@ class SshTunnel:
 
 
 def check_server(server) -> None:
-    """Raise ValueError unless ``server`` reads as ``[user@]host[:port]``."""
-    if not isinstance(server, str) or not server.strip() or server.startswith("-") or any(
-        c.isspace() for c in server
+    """Raise :class:`InvalidConfig` unless ``server`` reads as ``[user@]host[:port]``."""
+    if (
+        not isinstance(server, str)
+        or not server.strip()
+        or server.startswith("-")
+        or any(c.isspace() for c in server)
     ):
-        raise ValueError(
+        raise InvalidConfig(
             f"sshserver must be '[user@]host[:port]' (no spaces, not starting with '-'), "
             f"got {server!r}"
         )
@@ -205,8 +219,14 @@ def _split(server: str) -> tuple[str, str]:
 def _argv(server: str, sshkey: str | None, forwards: list[str], timeout: float) -> list[str]:
     host, port = _split(server)
     argv = [
-        "ssh", "-tt", "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes",
-        "-o", f"ConnectTimeout={max(1, math.ceil(timeout))}",
+        "ssh",
+        "-tt",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ExitOnForwardFailure=yes",
+        "-o",
+        f"ConnectTimeout={max(1, math.ceil(timeout))}",
     ]
     argv += ["-i", os.path.expanduser(sshkey)] if sshkey else []
     argv += ["-p", port] if port else []

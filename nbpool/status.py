@@ -14,6 +14,7 @@ Schema ``nbpool.status/1`` (a JSON-safe dict; no keys, tokens or paths)::
           "uptime": 83.2,              # seconds since ready
           "memory": 54001664 | null,   # resident bytes, local workers only
           "attached": false, "encrypted": true,
+          "started": "fork" | "spawn" | null,   # how its process began (null: attached)
           "last_error": null | "kernel 'x' exited with code 1 while starting; ...",
           "pending_reason": null | "Slurm job 42 is pending (Resources)"
                                        # why a starting worker is not running yet
@@ -23,29 +24,19 @@ Schema ``nbpool.status/1`` (a JSON-safe dict; no keys, tokens or paths)::
       "waiting": 0,                    # lease requests queued
       "counters": {"executions": 0, "failures": 0, "restarts": 0,
                    "start_failures": 0, "deaths": 0, "timeouts": 0},
-      "events": [{"time": ..., "kind": "died", "worker": "w2", "message": "..."}]
+      "events": [{"time": ..., "kind": "died", "worker": "w2", "message": "..."}],
+      "summary": "1/4 busy, 0 queued"   # the one-line summary every view shows
     }
 """
 
 from __future__ import annotations
 
-import html
 import os
 import time
 
-SCHEMA = "nbpool.status/1"
+from . import render
 
-#: Colours of worker states, shared by the HTML repr and the widget.
-STATE_COLOURS = {
-    "starting": "#9e9e9e",
-    "restarting": "#ff9800",
-    "idle": "#4caf50",
-    "leased": "#2196f3",
-    "busy": "#3f51b5",
-    "failed": "#f44336",
-    "dead": "#b71c1c",
-    "stopping": "#757575",
-}
+SCHEMA = "nbpool.status/1"
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -65,10 +56,59 @@ class PoolStatus(dict):
     """A status snapshot (a plain dict of the schema above) that prints well."""
 
     @classmethod
-    def from_snapshot(cls, snap: dict) -> "PoolStatus":
-        status = cls(schema=SCHEMA, time=time.time(), **snap)
-        for worker in status["workers"]:
-            worker["memory"] = None if worker["attached"] else rss_bytes(worker["pid"])
+    def from_snapshot(cls, snap, pending_reason=None, **settings) -> "PoolStatus":
+        """Render a :class:`~nbpool.coordinator.Snapshot` (plus the pool's ``settings``).
+
+        ``pending_reason(worker_id)``, if given, says why a starting worker is
+        not running yet (its provisioner's word: a Slurm job's queue reason).
+        """
+        now = time.monotonic()
+        workers = []
+        for w, info in snap.workers:
+            lease = w.lease
+            workers.append(
+                {
+                    "id": w.id,
+                    "state": w.public_state(),
+                    "kernel": w.kernel_name,
+                    "session": info.name if info else None,
+                    "pid": getattr(w.kernel, "pid", None),
+                    "executions": w.executions + (lease.executions if lease else 0),
+                    "uptime": round(now - w.started_at, 1) if w.kernel is not None else 0.0,
+                    "memory": None if w.attached else rss_bytes(getattr(w.kernel, "pid", None)),
+                    "attached": w.attached,
+                    "started": getattr(w.kernel, "started", None),
+                    "encrypted": bool(getattr(w.kernel, "encrypted", False)),
+                    "last_error": str(w.last_error) if w.last_error else None,
+                    "pending_reason": (
+                        pending_reason(w.id)
+                        if pending_reason and w.public_state() in ("starting", "restarting")
+                        else None
+                    ),
+                }
+            )
+        sessions = [
+            {
+                "name": i.name,
+                "worker": i.worker_id,
+                "kernel": i.kernel_name,
+                "generation": i.generation,
+                "queued": snap.queued.get(i.name, 0),
+            }
+            for i in snap.sessions
+        ]
+        status = cls(
+            schema=SCHEMA,
+            time=time.time(),
+            closed=snap.closed,
+            **settings,
+            workers=workers,
+            sessions=sessions,
+            waiting=sum(snap.queued.values()),
+            counters=snap.counters,
+            events=snap.events,
+        )
+        status["summary"] = status.summary()
         return status
 
     def summary(self) -> str:
@@ -81,66 +121,15 @@ class PoolStatus(dict):
         return text + (f", {troubled} failing/restarting" if troubled else "")
 
     def table(self) -> str:
-        """Workers and sessions as aligned text (``%pool status``)."""
-        rows = [("worker", "state", "session", "pid", "runs", "uptime", "memory")]
-        for w in self["workers"]:
-            rows.append(
-                (
-                    w["id"] + (" (attached)" if w["attached"] else ""),
-                    w["state"],
-                    w["session"] or "-",
-                    str(w["pid"] or "-"),
-                    str(w["executions"]),
-                    f"{w['uptime']:.0f}s",
-                    _mib(w["memory"]),
-                )
-            )
-        lines = [f"nbpool: {self.summary()}" + (" (closed)" if self["closed"] else "")]
-        lines += _align(rows)
-        lines += [
-            f"  {w['id']}: {w['pending_reason']}" for w in self["workers"] if w.get("pending_reason")
-        ]
-        c = self["counters"]
-        lines.append(
-            f"executions {c['executions']}, failures {c['failures']}, restarts {c['restarts']}, "
-            f"start failures {c['start_failures']}, deaths {c['deaths']}, timeouts {c['timeouts']}"
-        )
-        for event in self["events"][-3:]:
-            lines.append(f"  {time.strftime('%H:%M:%S', time.localtime(event['time']))} "
-                         f"{event['kind']}: {event['message']}")
-        return "\n".join(lines)
+        """Workers, counters and recent events as aligned text (``%pool status``)."""
+        return render.text(self)
 
     def sessions_table(self) -> str:
         """Sessions as aligned text (``%pool sessions``)."""
-        rows = [("session", "worker", "kernel", "generation", "queued")]
-        for s in self["sessions"]:
-            rows.append((s["name"], s["worker"] or "-", s["kernel"], str(s["generation"]), str(s["queued"])))
-        return "\n".join(_align(rows)) if len(rows) > 1 else "no sessions yet"
+        return render.sessions_text(self)
 
     def __repr__(self) -> str:
         return self.table()
 
     def _repr_html_(self) -> str:
-        head = "".join(f"<th>{h}</th>" for h in ("worker", "state", "session", "pid", "runs", "memory"))
-        body = ""
-        for w in self["workers"]:
-            colour = STATE_COLOURS.get(w["state"], "#000")
-            body += (
-                f"<tr><td>{html.escape(w['id'])}</td>"
-                f"<td style='color:{colour};font-weight:bold'>{w['state']}</td>"
-                f"<td>{html.escape(w['session'] or '-')}</td><td>{w['pid'] or '-'}</td>"
-                f"<td>{w['executions']}</td><td>{_mib(w['memory'])}</td></tr>"
-            )
-        return (
-            f"<div class='nbpool-status'><b>nbpool</b>: {html.escape(self.summary())}"
-            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
-        )
-
-
-def _mib(value: int | None) -> str:
-    return "-" if value is None else f"{value / 2**20:.0f} MiB"
-
-
-def _align(rows: list[tuple]) -> list[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+        return render.html_table(self)

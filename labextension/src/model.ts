@@ -37,23 +37,18 @@ export function liveWorkers(status: IPoolStatus): IWorker[] {
 }
 
 /**
- * The one-line summary, as `PoolStatus.summary()` computes it in Python;
- * null when there is nothing to show (no pool, or a closed one).
+ * The status-bar form of the snapshot's one-line summary (the kernel writes
+ * it, `PoolStatus.summary()`); null when there is nothing to show (no pool,
+ * or a closed one).
  */
 export function summarize(status: IPoolStatus | null): ISummary | null {
   if (!status || status.closed) {
     return null;
   }
-  const live = liveWorkers(status);
-  const busy = live.filter(w => w.state === 'busy' || w.state === 'leased');
-  const troubled = status.workers.filter(
+  const warn = status.workers.some(
     w => w.state === 'failed' || w.state === 'dead' || w.state === 'restarting'
   );
-  let text = `nbpool ${busy.length}/${live.length} busy · ${status.waiting} queued`;
-  if (troubled.length) {
-    text += ` · ${troubled.length} failing/restarting`;
-  }
-  return { text, warn: troubled.length > 0 };
+  return { text: `nbpool ${status.summary.replace(/, /g, ' · ')}`, warn };
 }
 
 /**

@@ -296,6 +296,7 @@ function workersTable(
       `${w.executions} run${w.executions === 1 ? '' : 's'}`,
       started ? `up ${duration(w.uptime + aged)}` : 'not up',
       w.memory === null ? '' : `${Math.round(w.memory / 2 ** 20)} MiB`,
+      w.started ?? '',
       w.attached ? 'attached' : ''
     ];
     row.append(main, el('div', 'jp-nbpool-row-details', details.filter(Boolean).join(' · ')));
@@ -333,7 +334,7 @@ function sessionsTable(status: IPoolStatus, pending: Set<string>): HTMLElement {
     );
     const details = [
       s.kernel,
-      `generation ${s.generation}`,
+      `${s.generation} reset${s.generation === 1 ? '' : 's'}`,
       s.queued ? `${s.queued} queued` : ''
     ];
     row.append(main, el('div', 'jp-nbpool-row-details', details.filter(Boolean).join(' · ')));

@@ -27,6 +27,10 @@ export interface IWorker {
   memory: number | null;
   attached: boolean;
   encrypted: boolean;
+  /**
+   * How its process began: forked from a warm template, or spawned.
+   */
+  started: 'fork' | 'spawn' | null;
   last_error: string | null;
 }
 
@@ -56,6 +60,10 @@ export interface IPoolStatus {
   workers: IWorker[];
   sessions: ISession[];
   waiting: number;
+  /**
+   * The one-line summary (`PoolStatus.summary()`), e.g. `3/4 busy, 2 queued`.
+   */
+  summary: string;
   counters: { [name: string]: number };
   events: IPoolEvent[];
 }

@@ -186,7 +186,9 @@ def _serve(base: Path, app: str):
 
     def up() -> bool:
         if proc.poll() is not None:
-            raise RuntimeError(f"jupyter {app} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            raise RuntimeError(
+                f"jupyter {app} exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
+            )
         try:
             server.api("/api/status")
             return True
@@ -202,8 +204,11 @@ def _serve(base: Path, app: str):
         ARTIFACTS.mkdir(exist_ok=True)
         (ARTIFACTS / f"{app}-server.log").write_bytes(log.read_bytes())
     try:
-        wait_for(lambda: not server.leftovers(), timeout=15,
-                 what="the server's kernels and their workers to exit")
+        wait_for(
+            lambda: not server.leftovers(),
+            timeout=15,
+            what="the server's kernels and their workers to exit",
+        )
     finally:
         for pid in server.leftovers():  # fail above, but leave nothing behind
             os.kill(pid, signal.SIGKILL)
@@ -224,19 +229,29 @@ def browser(tmp_path_factory):
     from playwright.sync_api import sync_playwright
 
     if not os.path.exists(CHROMIUM):
-        pytest.fail(f"the browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)")
+        pytest.fail(
+            f"the browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)"
+        )
     profile = tmp_path_factory.mktemp("chromium")
     proc = subprocess.Popen(
-        [CHROMIUM, *CHROMIUM_ARGS, f"--user-data-dir={profile}", "--remote-debugging-port=0",
-         "about:blank"],
+        [
+            CHROMIUM,
+            *CHROMIUM_ARGS,
+            f"--user-data-dir={profile}",
+            "--remote-debugging-port=0",
+            "about:blank",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
     try:
         port_file = profile / "DevToolsActivePort"
-        wait_for(lambda: port_file.exists() and port_file.read_text().strip(), timeout=30,
-                 what="chromium to open its DevTools port")
+        wait_for(
+            lambda: port_file.exists() and port_file.read_text().strip(),
+            timeout=30,
+            what="chromium to open its DevTools port",
+        )
         port = port_file.read_text().split()[0]
         with sync_playwright() as pw:
             b = pw.chromium.connect_over_cdp(f"http://127.0.0.1:{port}")
@@ -289,7 +304,11 @@ def open_notebook(page, server: LabServer, name: str, cells: list[str], app: str
     """
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(source) for source in cells]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nbformat.write(nb, server.root / name)
     page.goto(server.page_url(f"/lab/tree/{name}" if app == "lab" else f"/notebooks/{name}"))
     wait_kernel_idle(page, name)

@@ -35,10 +35,16 @@ def open_notebook(page, server, name: str, cells: list[str], in_new_tab: bool = 
     """
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(source) for source in cells]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nbformat.write(nb, server.root / name)
     if in_new_tab:
-        page.evaluate("(path) => window.jupyterapp.commands.execute('docmanager:open', {path})", name)
+        page.evaluate(
+            "(path) => window.jupyterapp.commands.execute('docmanager:open', {path})", name
+        )
     else:
         page.goto(server.page_url(f"/lab/tree/{name}") + "&reset")
     wait_kernel_idle(page, name)
@@ -83,7 +89,9 @@ def open_panel(page) -> None:
 
 def panel_message(page, error: bool, timeout: float = 30_000) -> str:
     """Wait for the panel's answer to an action; its text."""
-    selector = f"{PANEL} .jp-nbpool-message{'.jp-nbpool-error' if error else ':not(.jp-nbpool-error)'}"
+    selector = (
+        f"{PANEL} .jp-nbpool-message{'.jp-nbpool-error' if error else ':not(.jp-nbpool-error)'}"
+    )
     page.wait_for_function(
         """(selector) => {
             const node = document.querySelector(selector);
@@ -167,7 +175,9 @@ def test_hidden_without_a_pool_and_no_console_errors(lab_page, lab_server):
     the item appears once the kernel has a pool and hides again when the
     pool is stopped."""
     page = lab_page
-    open_notebook(page, lab_server, "plain.ipynb", ["1 + 1", LOAD, "%pool start -n 1", "%pool stop"])
+    open_notebook(
+        page, lab_server, "plain.ipynb", ["1 + 1", LOAD, "%pool start -n 1", "%pool stop"]
+    )
     run_cell(page, 0)
     page.locator("#jp-main-statusbar").wait_for()
     assert item_text(page) == "" and page.locator(ITEM).is_hidden()
@@ -187,14 +197,19 @@ def test_hidden_without_a_pool_and_no_console_errors(lab_page, lab_server):
 
 
 def test_end_session_from_the_panel_replaces_its_worker(lab_page, lab_server):
-    """"End" on a session ends it in the kernel's pool: its worker is
+    """ "End" on a session ends it in the kernel's pool: its worker is
     stopped and a fresh one takes its place; the session's state is gone."""
     page = lab_page
     open_notebook(
         page,
         lab_server,
         "end.ipynb",
-        [LOAD, "%pool start -n 2", "%%pool_exec -s etl\nx = 41", "%%pool_exec -s etl\nprint('x' in dir())"],
+        [
+            LOAD,
+            "%pool start -n 2",
+            "%%pool_exec -s etl\nx = 41",
+            "%%pool_exec -s etl\nprint('x' in dir())",
+        ],
     )
     for index in (0, 1, 2):
         run_cell(page, index)
@@ -214,7 +229,7 @@ def test_end_session_from_the_panel_replaces_its_worker(lab_page, lab_server):
 
 
 def test_interrupt_and_restart_a_worker_from_the_panel(lab_page, lab_server):
-    """"Interrupt" stops the code a worker runs, even while that cell keeps
+    """ "Interrupt" stops the code a worker runs, even while that cell keeps
     the notebook kernel busy (the comm is served on a kernel subshell): the
     cell gets KeyboardInterrupt. "Restart" replaces a worker by a fresh kernel."""
     page = lab_page
@@ -316,7 +331,9 @@ def test_survives_page_reload_and_kernel_restart(lab_page, lab_server):
     wait_item(page, r"^nbpool 0/1 busy · 0 queued$")
     screenshot(page, "after-reload")
 
-    page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.restart()")
+    page.evaluate(
+        "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.restart()"
+    )
     wait_item_hidden(page)
     wait_kernel_idle(page, "reload.ipynb")
     run_cell(page, 0)
@@ -349,7 +366,9 @@ def test_panel_works_in_notebook_7(notebook7_page, notebook7_server):
     """In Jupyter Notebook 7 (which has no status bar) the side panel shows the
     notebook's pool and its actions take effect."""
     page = notebook7_page
-    open_shared_notebook(page, notebook7_server, "nb7.ipynb", [LOAD, "%pool start -n 1"], app="notebook")
+    open_shared_notebook(
+        page, notebook7_server, "nb7.ipynb", [LOAD, "%pool start -n 1"], app="notebook"
+    )
     run_cell(page, 0)
     run_cell(page, 1)
     page.evaluate("() => window.jupyterapp.commands.execute('nbpool:open-panel')")

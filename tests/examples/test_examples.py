@@ -1,12 +1,15 @@
-"""The example notebooks run top to bottom through a real kernel, and ship clean."""
+"""The example notebooks run top to bottom on a plain install, and ship clean."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
+
+from tests.conftest import extra_jupyter_path
 
 EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.ipynb"))
 
@@ -25,25 +28,43 @@ def test_committed_notebooks_carry_no_outputs(path):
             assert cell.outputs == [] and cell.execution_count is None, cell.source[:60]
 
 
-@pytest.mark.timeout(240)
+# The first one also waits for the plain install (building the wheel included).
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
-def test_example_runs_top_to_bottom(path, bash_kernel_installed):
-    """Each example executes without an unexpected error, and its cells print what they claim."""
+def test_example_runs_top_to_bottom_on_a_plain_install(path, plain_install, bash_kernel_installed):
+    """Each example executes on ``pip install .`` alone (no extras; 05 also needs the bash
+    kernelspec, which it checks for) without an unexpected error, and its cells print what
+    they claim."""
     nb = nbformat.read(path, as_version=4)
-    NotebookClient(
-        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
-    ).execute()
+    with extra_jupyter_path(plain_install.jupyter_path):
+        env = dict(plain_install.env, JUPYTER_PATH=os.environ["JUPYTER_PATH"])
+        NotebookClient(
+            nb,
+            timeout=120,
+            kernel_name=plain_install.kernel_name,
+            resources={"metadata": {"path": str(path.parent)}},
+        ).execute(env=env)
     text = "\n".join(
-        out.get("text", "") + str(out.get("data", {}).get("text/plain", ""))
-        + out.get("ename", "")
-        for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs
+        out.get("text", "") + str(out.get("data", {}).get("text/plain", "")) + out.get("ename", "")
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for out in cell.outputs
     )
     expected = {
         "01-quickstart": ["step 2 on worker pid", "loaded 3 rows", "[1, 2, 3]", "False"],
         "02-background-and-parallel": ["speed-up on 4 workers", "['first', 'second']"],
-        "03-fault-tolerance": ["WorkerDied: worker", "still here", "starts from a fresh state",
-                               "ExecutionTimeout"],
-        "04-data": ["[0, 10, 20, 30, 40]", "[12, 15, 18, 21]", "no_such_variable"],
+        "03-fault-tolerance": [
+            "WorkerDied: worker",
+            "still here",
+            "starts from a fresh state",
+            "ExecutionTimeout",
+        ],
+        "04-data": [
+            "[0, 10, 20, 30, 40]",
+            "Reading(sensor='b', value=4.0) True",
+            "[12, 15, 18, 21]",
+            "no_such_variable",
+        ],
         "05-other-kernels": ["hello from bash", "42", "and Python"],
         "06-configuration": ["max_executions", "False"],
     }[path.stem]

@@ -21,19 +21,39 @@ KERNELS = Path(__file__).parent / "kernels"
 
 BAD_SPECS = {
     "nbpool-test-exits": [
-        sys.executable, "-c",
+        sys.executable,
+        "-c",
         "import sys; sys.stderr.write('fatal: cannot load libfoo.so.1\\n'); sys.exit(3)",
         "{connection_file}",
     ],
     "nbpool-test-slow": [
-        sys.executable, "-c",
+        sys.executable,
+        "-c",
         "import runpy, sys, time; time.sleep(2); sys.argv = ['ipykernel', '-f', sys.argv[1]]; "
         "runpy.run_module('ipykernel_launcher', run_name='__main__')",
         "{connection_file}",
     ],
-    "nbpool-test-hang": [sys.executable, str(KERNELS / "badkernel.py"), "hang", "-f", "{connection_file}"],
-    "nbpool-test-segfault": [sys.executable, str(KERNELS / "badkernel.py"), "segfault", "-f", "{connection_file}"],
-    "nbpool-test-exit": [sys.executable, str(KERNELS / "badkernel.py"), "exit", "-f", "{connection_file}"],
+    "nbpool-test-hang": [
+        sys.executable,
+        str(KERNELS / "badkernel.py"),
+        "hang",
+        "-f",
+        "{connection_file}",
+    ],
+    "nbpool-test-segfault": [
+        sys.executable,
+        str(KERNELS / "badkernel.py"),
+        "segfault",
+        "-f",
+        "{connection_file}",
+    ],
+    "nbpool-test-exit": [
+        sys.executable,
+        str(KERNELS / "badkernel.py"),
+        "exit",
+        "-f",
+        "{connection_file}",
+    ],
 }
 
 

@@ -97,7 +97,9 @@ def test_dead_kernel_or_wrong_key_fails_within_the_attach_timeout(outside_kernel
     wrong.write_text(json.dumps(info))
     with nbpool.Pool(size=0, max_size=1, attach_timeout=2) as pool:
         started = time.monotonic()
-        with pytest.raises(nbpool.AttachFailed, match="kernel-wrong-key.json: .*not the kernel's key"):
+        with pytest.raises(
+            nbpool.AttachFailed, match="kernel-wrong-key.json: .*not the kernel's key"
+        ):
             pool.attach(str(wrong), session="x")
         assert time.monotonic() - started < 10
         pid = outside_kernel.provisioner.process.pid
@@ -112,7 +114,7 @@ def test_dead_kernel_or_wrong_key_fails_within_the_attach_timeout(outside_kernel
 
 def test_attach_only_pool_refuses_unattached_sessions_at_once():
     """With max_size=0 a session without an attached kernel fails at once, saying why."""
-    with nbpool.Pool(size=0) as pool:
+    with nbpool.Pool(size=0, max_size=0) as pool:  # size=0 alone is a lazy pool
         with pytest.raises(nbpool.LeaseTimeout, match="starts none"):
             pool.execute("1", session="nowhere", lease_timeout=60)
 
@@ -120,10 +122,21 @@ def test_attach_only_pool_refuses_unattached_sessions_at_once():
 def test_plaintext_kernel_off_this_machine_is_refused(tmp_path):
     """A non-loopback kernel without Curve keys is refused (no traffic is sent)."""
     path = tmp_path / "kernel-remote.json"
-    path.write_text(json.dumps({
-        "ip": "192.0.2.10", "key": "k", "transport": "tcp", "signature_scheme": "hmac-sha256",
-        "shell_port": 1, "iopub_port": 2, "stdin_port": 3, "hb_port": 4, "control_port": 5,
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "ip": "192.0.2.10",
+                "key": "k",
+                "transport": "tcp",
+                "signature_scheme": "hmac-sha256",
+                "shell_port": 1,
+                "iopub_port": 2,
+                "stdin_port": 3,
+                "hb_port": 4,
+                "control_port": 5,
+            }
+        )
+    )
     with nbpool.Pool(size=0) as pool:
         with pytest.raises(nbpool.AttachFailed, match="plain text"):
             pool.attach(str(path), session="remote")

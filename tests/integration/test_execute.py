@@ -18,8 +18,12 @@ def test_execute_returns_stdout_result_and_count(shared_pool):
     assert res.execution_count >= 1 and res.session == "basic" and res.duration > 0
     assert res.outputs == [
         {"output_type": "stream", "name": "stdout", "text": "hello\n"},
-        {"output_type": "execute_result", "data": {"text/plain": "42"}, "metadata": {},
-         "execution_count": res.execution_count},
+        {
+            "output_type": "execute_result",
+            "data": {"text/plain": "42"},
+            "metadata": {},
+            "execution_count": res.execution_count,
+        },
     ]
 
 
@@ -37,8 +41,10 @@ def test_sessions_keep_state_and_are_isolated(shared_pool):
     assert shared_pool.execute("secret", session="etl").result == "'etl-state'"
     other = shared_pool.execute("secret", session="ml")
     assert other.error.ename == "NameError"
-    assert shared_pool.execute("import os; os.getpid()", session="etl").result != \
-        shared_pool.execute("import os; os.getpid()", session="ml").result
+    assert (
+        shared_pool.execute("import os; os.getpid()", session="etl").result
+        != shared_pool.execute("import os; os.getpid()", session="ml").result
+    )
 
 
 def test_first_output_of_a_fresh_worker_is_not_lost():
@@ -154,7 +160,9 @@ def test_submit_runs_sessions_in_parallel_and_one_session_in_order():
         futures = [pool.submit(code, session=s) for s in ("a", "b")]
         spans = [eval(f.result(30).result) for f in futures]
         assert spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1], "must overlap"
-        ordered = [pool.submit(f"seq = globals().get('seq', []) + [{i}]", session="a") for i in range(5)]
+        ordered = [
+            pool.submit(f"seq = globals().get('seq', []) + [{i}]", session="a") for i in range(5)
+        ]
         for f in ordered:
             f.result(30)
         assert pool.execute("seq", session="a").result == "[0, 1, 2, 3, 4]"
@@ -188,7 +196,9 @@ def test_lease_gives_exclusive_use_until_released(shared_pool):
         after = shared_pool.status()  # runs inside a held lease count at once
         assert after["counters"]["executions"] == before["counters"]["executions"] + 2
         row = next(w for w in after["workers"] if w["id"] == lease.worker_id)
-        assert row["executions"] == next(
-            w for w in before["workers"] if w["id"] == lease.worker_id)["executions"] + 2
+        assert (
+            row["executions"]
+            == next(w for w in before["workers"] if w["id"] == lease.worker_id)["executions"] + 2
+        )
     with pytest.raises(nbpool.LeaseReleased):
         lease.execute("1")

@@ -124,7 +124,9 @@ def test_worker_crashing_mid_execution_reports_how(kernel, reason):
         seen = []
         with pytest.raises(nbpool.WorkerDied, match=reason) as info:
             pool.execute("boom", session="c", on_output=seen.append, timeout=60)
-        assert info.value.outputs == [{"output_type": "stream", "name": "stdout", "text": "going down\n"}]
+        assert info.value.outputs == [
+            {"output_type": "stream", "name": "stdout", "text": "going down\n"}
+        ]
         assert pool.execute("after", session="c").stdout == "after"
 
 
@@ -210,7 +212,7 @@ def test_notebook_holding_the_gil_does_not_kill_healthy_workers():
         pool.execute("kept = 1", session="g")
         ctypes.PyDLL(None).usleep(3_000_000)  # holds the GIL: no Python thread runs
         released = time.monotonic()
-        hb = pool._coordinator._heartbeats
+        hb = pool._coordinator.monitor.heartbeats
         wait_for(lambda: hb._last_read > released + 0.6, what="the coordinator to judge again")
         assert pool.execute("kept", session="g").result == "1"
         assert pool.status()["counters"]["deaths"] == 0

@@ -22,7 +22,7 @@ from .test_faults import _gone
 def test_connection_files_are_private_loopback_and_unique(tmp_path):
     """Connection files: 0600 in a 0700 dir, bound to 127.0.0.1, a key per worker."""
     with nbpool.Pool(size=2) as pool:
-        runtime = pool._launcher.runtime_dir
+        runtime = pool._launcher.runtime.runtime_dir
         assert stat.S_IMODE(os.stat(runtime).st_mode) & 0o777 == 0o700
         files = sorted(p for p in os.listdir(runtime) if p.endswith(".json"))
         assert len(files) == 2
@@ -51,8 +51,18 @@ def test_status_and_repr_carry_no_secrets():
     with nbpool.Pool(size=1) as pool:
         pool.execute("1", session="s")
         info = json.load(open(pool._coordinator._workers["w1"].kernel.km.connection_file))
-        text = json.dumps(pool.status()) + repr(pool) + repr(pool.status()) + pool.status()._repr_html_()
-        for secret in (info["key"], info["curve_secretkey"], info["curve_publickey"], pool._launcher.runtime_dir):
+        text = (
+            json.dumps(pool.status())
+            + repr(pool)
+            + repr(pool.status())
+            + pool.status()._repr_html_()
+        )
+        for secret in (
+            info["key"],
+            info["curve_secretkey"],
+            info["curve_publickey"],
+            pool._launcher.runtime.runtime_dir,
+        ):
             assert secret not in text
 
 
@@ -79,7 +89,7 @@ HOST = textwrap.dedent(
     import os, sys, nbpool
     pool = nbpool.Pool(size=2).start()
     pids = " ".join(str(w["pid"]) for w in pool.status()["workers"])
-    print(pids, pool._launcher.runtime_dir, flush=True)
+    print(pids, pool._launcher.runtime.runtime_dir, flush=True)
     if sys.argv[1] == "exit":
         sys.exit(0)          # no shutdown(): atexit must do it
     sys.stdin.read()         # wait to be SIGKILLed
@@ -92,7 +102,10 @@ def test_no_worker_outlives_its_host_process(how):
     """Workers go away when the host exits without shutdown() or is SIGKILLed (<= 10 s)."""
     host = subprocess.Popen(
         [sys.executable, "-c", HOST, how],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         *pids, runtime = host.stdout.readline().split()
@@ -113,10 +126,10 @@ def test_no_worker_outlives_its_host_process(how):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"size": -1}, "size must be >= 0"),
+        ({"size": -1}, "size must be a whole number >= 0, got -1"),
         ({"size": 2, "max_size": 1}, "max_size must be >= size"),
-        ({"lease_timeout": 0}, "lease_timeout must be > 0"),
-        ({"exec_timeout": -5}, "exec_timeout must be > 0"),
+        ({"lease_timeout": 0}, "lease_timeout must be a positive number of seconds, got 0"),
+        ({"exec_timeout": -5}, "exec_timeout must be a positive number of seconds or None, got -5"),
         ({"heartbeat_timeout": 0.5}, "heartbeat_timeout must exceed"),
         ({"size": "four"}, "invalid Pool setting"),
         ({"transport": "udp"}, "invalid Pool setting"),
@@ -133,7 +146,9 @@ def test_bad_settings_raise_value_error_naming_the_value(kwargs, message):
 
 def test_unknown_kernelspec_lists_the_available_ones():
     """An unknown kernel name is refused with the installed kernelspecs listed."""
-    with pytest.raises(nbpool.UnknownKernel, match="no kernelspec named 'nope'; available: .*python3"):
+    with pytest.raises(
+        nbpool.UnknownKernel, match="no kernelspec named 'nope'; available: .*python3"
+    ):
         nbpool.Pool(kernel_name="nope")
 
 
@@ -143,8 +158,15 @@ def test_bad_execute_arguments(shared_pool):
         shared_pool.execute(42)
     with pytest.raises(ValueError, match="timeout must be a positive"):
         shared_pool.execute("1", timeout=0)
-    with pytest.raises(ValueError, match="session must be a non-empty string"):
-        shared_pool.execute("1", session="  ")
+    for bad, match in [
+        ("  ", "session name is empty"),
+        ("a\nb", "control character '\\\\n'"),
+        ("x" * 201, "at most 200"),
+        (7, "must be a string"),
+    ]:
+        with pytest.raises(nbpool.InvalidConfig, match=match):
+            shared_pool.execute("1", session=bad)
+    assert shared_pool.execute("1", session="  padded ").session == "padded"
     with pytest.raises(nbpool.UnknownKernel):
         shared_pool.execute("1", kernel="nope")
 

@@ -29,7 +29,9 @@ def test_restart_a_busy_worker_fails_the_running_code_and_resets_the_session():
         future = pool.submit("import time; time.sleep(60)", session="etl")
         wait_for(lambda: pool.status()["workers"][0]["state"] == "busy", what="the worker to run")
         pool.restart_worker(old["id"])
-        with pytest.raises(nbpool.WorkerDied, match="restarted on request while running session 'etl'"):
+        with pytest.raises(
+            nbpool.WorkerDied, match="restarted on request while running session 'etl'"
+        ):
             future.result(timeout=10)
         wait_for(lambda: not _alive(old["pid"]), timeout=15, what="the old kernel process to end")
         res = pool.execute("'x' in dir()", session="etl")
@@ -52,10 +54,16 @@ def test_resize_starts_and_stops_real_kernels():
         assert pool.execute("1 + 1", session="other").result == "2"
         free = [w for w in pool.status()["workers"] if w["session"] is None]
         pool.resize(1)
-        wait_for(lambda: len(pool.status()["workers"]) == 2, timeout=30, what="the free worker to stop")
+        wait_for(
+            lambda: len(pool.status()["workers"]) == 2, timeout=30, what="the free worker to stop"
+        )
         assert sorted(w["session"] for w in pool.status()["workers"]) == ["keep", "other"]
         pool.end_session("other")
         wait_for(lambda: len(pool.status()["workers"]) == 1, timeout=30, what="the shrink to 1")
         assert pool.status()["workers"][0]["session"] == "keep"
         assert pool.execute("y", session="keep").result == "2"
-        wait_for(lambda: not any(_alive(w["pid"]) for w in free), timeout=15, what="stopped kernels to exit")
+        wait_for(
+            lambda: not any(_alive(w["pid"]) for w in free),
+            timeout=15,
+            what="stopped kernels to exit",
+        )

@@ -138,7 +138,11 @@ class NetnsProvisioner(KernelProvisionerBase):
             json.dump(info, f)
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> dict:
-        kwargs = {k: v for k, v in kwargs.items() if k not in ("extra_arguments", "kernel_id", "independent")}
+        kwargs = {
+            k: v
+            for k, v in kwargs.items()
+            if k not in ("extra_arguments", "kernel_id", "independent")
+        }
         # independent: no JPY_PARENT_PID, so the kernel does not end with this
         # process by itself, as a kernel on another machine would not.
         self._popen = launch_kernel(cmd, independent=True, **kwargs)

@@ -96,9 +96,15 @@ class SshHost:
         prefix = self.root / "prefix"
         tool = Path(sys.executable).parent / "jupyter-ssh-spec"
         subprocess.run(
-            [str(tool), "install", f"--prefix={prefix}", f"--kernel-name={name}",
-             f"--remote-hosts={self.host.address}"],
-            check=True, capture_output=True,
+            [
+                str(tool),
+                "install",
+                f"--prefix={prefix}",
+                f"--kernel-name={name}",
+                f"--remote-hosts={self.host.address}",
+            ],
+            check=True,
+            capture_output=True,
         )
         self.jupyter_dir = prefix / "share" / "jupyter"
         spec_file = self.jupyter_dir / "kernels" / name / "kernel.json"

@@ -144,7 +144,9 @@ def test_attached_host_that_comes_back_sends_nothing_stray(flaky_remote, remote,
             pool.attach(km.connection_file, session="ext")  # waits for the kernel to answer
             res = pool.execute("print(state, finished)", session="ext")
             assert res.stdout == "kept True\n", "same kernel, its run finished, nothing stray"
-            assert res.outputs == [{"output_type": "stream", "name": "stdout", "text": "kept True\n"}]
+            assert res.outputs == [
+                {"output_type": "stream", "name": "stdout", "text": "kept True\n"}
+            ]
             assert other_host.check() > 0
             again = pool.execute("print('once')", session="ext")
             assert again.stdout == "once\n"

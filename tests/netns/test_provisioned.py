@@ -67,7 +67,9 @@ def kill_a_notebook_process_holding(kernel_name: str, pids_on_host) -> None:
     """
     notebook = subprocess.Popen(
         [sys.executable, "-c", NOTEBOOK, kernel_name],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert notebook.stdout.readline().strip() == "2"
@@ -79,8 +81,11 @@ def kill_a_notebook_process_holding(kernel_name: str, pids_on_host) -> None:
     # requests' grace; gateway_provisioners' kill() alone waits up to 5 s
     # for SIGTERM to work before it sends SIGKILL.
     bound = nbpool._reaper.KILL_TIMEOUT + nbpool._reaper.REMOTE_GRACE + 5
-    wait_for(lambda: not pids_on_host(), timeout=bound,
-             what="the remote kernels to stop after the SIGKILL")
+    wait_for(
+        lambda: not pids_on_host(),
+        timeout=bound,
+        what="the remote kernels to stop after the SIGKILL",
+    )
 
 
 def test_remote_workers_are_shut_down_when_the_notebook_process_is_killed(remote):

@@ -26,7 +26,12 @@ import nbpool
 
 from ..conftest import wait_for
 from . import hosts
-from .test_provisioned import MARKER, MARKER_CODE, in_namespace_code, kill_a_notebook_process_holding
+from .test_provisioned import (
+    MARKER,
+    MARKER_CODE,
+    in_namespace_code,
+    kill_a_notebook_process_holding,
+)
 
 
 def test_distributed_provisioner_over_ssh_runs_encrypted_workers_there(ssh_host):

@@ -100,8 +100,10 @@ def test_the_tunnel_is_ours_stopped_at_detach_and_its_loss_is_a_death(ssh_host, 
         (tunnel,) = set(_tunnel_pids(ssh_host)) - before
         assert len(ssh_host.kernel_pids()) > 1, "the tunnel's session runs on the host"
     assert tunnel not in _tunnel_pids(ssh_host), "shutdown stopped the tunnel"
-    wait_for(lambda: ssh_host.kernel_pids() == [kernel.pid], what="the tunnel's session on the "
-             "host (sshd child, idle command) to end")
+    wait_for(
+        lambda: ssh_host.kernel_pids() == [kernel.pid],
+        what="the tunnel's session on the host (sshd child, idle command) to end",
+    )
     assert kernel.poll() is None, "and only the tunnel: the kernel still runs"
 
     with nbpool.Pool(size=0, attach_timeout=30) as pool:
@@ -127,8 +129,12 @@ def test_plain_text_beyond_the_ssh_server_is_refused(ssh_host, loopback_kernel, 
         before = set(_tunnel_pids(ssh_host))
         refused = r"192.0.2.10 \(as seen from root@.*plain text"
         with pytest.raises(nbpool.AttachFailed, match=refused):
-            pool.attach(str(elsewhere), session="far", sshserver=f"root@{ssh_host.host.address}",
-                        sshkey=str(ssh_host.key))
+            pool.attach(
+                str(elsewhere),
+                session="far",
+                sshserver=f"root@{ssh_host.host.address}",
+                sshkey=str(ssh_host.key),
+            )
         assert set(_tunnel_pids(ssh_host)) == before, "refused before any ssh was started"
 
 
@@ -153,8 +159,12 @@ def test_a_local_port_taken_before_ssh_binds_it_is_chosen_again(
 
         monkeypatch.setattr(nbpool.ssh, "select_random_ports", first_one_taken)
         with nbpool.Pool(size=0, attach_timeout=30) as pool:
-            pool.attach(path, session="far", sshserver=f"root@{ssh_host.host.address}",
-                        sshkey=str(ssh_host.key))
+            pool.attach(
+                path,
+                session="far",
+                sshserver=f"root@{ssh_host.host.address}",
+                sshkey=str(ssh_host.key),
+            )
             assert pool.execute("1 + 1", session="far").result == "2"
         assert len(calls) == 2
 
@@ -174,15 +184,20 @@ def test_no_tunnel_outlives_a_killed_notebook_process(ssh_host, loopback_kernel)
     before = set(_tunnel_pids(ssh_host))
     notebook = subprocess.Popen(
         [sys.executable, "-c", NOTEBOOK, path, f"root@{ssh_host.host.address}", str(ssh_host.key)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert notebook.stdout.readline().strip() == "2"
         (tunnel,) = set(_tunnel_pids(ssh_host)) - before
         notebook.kill()
         notebook.wait(30)
-        wait_for(lambda: tunnel not in _tunnel_pids(ssh_host), timeout=10,
-                 what="the orphaned SSH tunnel to be reaped")
+        wait_for(
+            lambda: tunnel not in _tunnel_pids(ssh_host),
+            timeout=10,
+            what="the orphaned SSH tunnel to be reaped",
+        )
         assert kernel.poll() is None, "the attached kernel itself is left alone"
     finally:
         if notebook.poll() is None:

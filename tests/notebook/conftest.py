@@ -46,7 +46,9 @@ class Run:
 
     def text(self, index: int, name: str = "stdout") -> str:
         return "".join(
-            o["text"] for o in self.outputs(index) if o["output_type"] == "stream" and o["name"] == name
+            o["text"]
+            for o in self.outputs(index)
+            if o["output_type"] == "stream" and o["name"] == name
         )
 
 
@@ -67,7 +69,11 @@ def run_notebook():
         nb.cells = [nbformat.v4.new_code_cell(source) for source in cells]
         result = Run(nb, kernel_pid=0)
         client = _RecordingClient(
-            nb, result, kernel_name="python3", timeout=timeout, allow_errors=allow_errors,
+            nb,
+            result,
+            kernel_name="python3",
+            timeout=timeout,
+            allow_errors=allow_errors,
             store_widget_state=True,
         )
 
@@ -81,7 +87,8 @@ def run_notebook():
             result.error = exc
         assert result.kernel_pid, "the notebook kernel never started"
         wait_for(
-            lambda: not worker_pids(result.kernel_pid), timeout=15,
+            lambda: not worker_pids(result.kernel_pid),
+            timeout=15,
             what="the notebook kernel's workers to exit with it",
         )
         return result

@@ -49,19 +49,25 @@ def test_bad_input_gives_one_line_usage_errors(run_notebook):
     assert "invalid choice: 'frobnicate'" in errors[9]
     assert "%pool end needs a SESSION name" in errors[10]
     assert "no session named 'nobody'" in errors[11]
-    assert "size must be >= 0, got -1" in errors[14]
+    assert "size must be a whole number >= 0, got -1" in errors[14]
 
 
 @pytest.fixture
 def kernelspecs(tmp_path, monkeypatch):
     """A JUPYTER_PATH with a broken kernelspec and a second Python one, for the notebook kernel."""
     for name, argv in {
-        "broken": [sys.executable, "-c", "import sys; sys.stderr.write('no such module: boom\\n'); sys.exit(3)"],
+        "broken": [
+            sys.executable,
+            "-c",
+            "import sys; sys.stderr.write('no such module: boom\\n'); sys.exit(3)",
+        ],
         "python-other": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
     }.items():
         spec = tmp_path / "kernels" / name
         spec.mkdir(parents=True)
-        (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": name, "language": "python"}))
+        (spec / "kernel.json").write_text(
+            json.dumps({"argv": argv, "display_name": name, "language": "python"})
+        )
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
 
 
@@ -96,7 +102,9 @@ def test_kernel_picks_the_kernelspec_of_a_new_session_only(run_notebook, kernels
     )
 
 
-def test_configuration_comes_from_ipython_config_and_config_magic(run_notebook, tmp_path, monkeypatch):
+def test_configuration_comes_from_ipython_config_and_config_magic(
+    run_notebook, tmp_path, monkeypatch
+):
     """c.Pool.* in ipython_config.py and %config Pool.* apply to the pool the magics create."""
     profile = tmp_path / "profile_default"
     profile.mkdir()
@@ -113,7 +121,10 @@ def test_configuration_comes_from_ipython_config_and_config_magic(run_notebook, 
         allow_errors=True,
     )
     assert run.text(1) == "3 7.0\n"
-    assert run.text(2) == "nbpool: stopped the pool (3 worker(s))\nnbpool: 0/2 busy, 0 queued (2 x python3)\n"
+    assert (
+        run.text(2)
+        == "nbpool: stopped the pool (3 worker(s))\nnbpool: 0/2 busy, 0 queued (2 x python3)\n"
+    )
     assert "the pool is already running with size=2" in run.text(3, "stderr")
 
 
@@ -173,9 +184,7 @@ def test_widget_updates_are_rate_limited_and_stay_with_their_cell(kernel):
     """Widget updates: only changes, at most ~4 a second, all parented to the widget's cell."""
     kernel.execute("%load_ext nbpool\n%config Pool.size = 2\n%pool start")
     shown = kernel.execute("w = %pool widget\nw")
-    model_ids = {
-        m["content"]["comm_id"] for _, m in kernel.iopub if m["msg_type"] == "comm_open"
-    }
+    model_ids = {m["content"]["comm_id"] for _, m in kernel.iopub if m["msg_type"] == "comm_open"}
     mark = len(kernel.iopub)
     kernel.drain(1.5)  # nothing runs: only uptimes tick (once a second)
     idle = [m for _, m in kernel.iopub[mark:] if m["msg_type"] == "comm_msg"]
@@ -194,9 +203,67 @@ def test_widget_updates_are_rate_limited_and_stay_with_their_cell(kernel):
     rounds = {round(t / 0.25) for t, _ in updates}  # one snapshot per 0.25 s tick at most
     assert len(rounds) <= elapsed / 0.25 + 2
     assert len(updates) <= 4 * len(rounds)  # at most one message per part per snapshot
-    print(f"{len(idle)} idle messages; {len(updates)} updates in {len(rounds)} rounds, {elapsed:.1f} s")
+    print(
+        f"{len(idle)} idle messages; {len(updates)} updates in {len(rounds)} rounds, {elapsed:.1f} s"
+    )
+
     def both_idle_shown():
         final = kernel.execute("print(w._workers.value.count(\"data-state='idle'\"))")
         return [o.get("text") for o in final["outputs"]] == ["2\n"]
 
     wait_for(both_idle_shown, timeout=10, what="the widget to show both workers idle again")
+
+
+def test_bad_session_names_are_usage_errors_and_create_no_session(run_notebook):
+    """Empty, blank, control-character and over-long session names are one-line
+    UsageErrors in every magic that takes a session, and create no session;
+    quotes around a name are stripped; the default session still gets a worker
+    at once afterwards."""
+    bad = ["''", "'   '", '""', "' \"\" '", "'" + "x" * 201 + "'"]
+    cells = [LOAD + "\n%pool start"]
+    for name in bad:
+        cells += [f"%%pool_exec -s {name}\npass", f"%pool_push x -s {name}", f"%pool end {name}"]
+    cells += [
+        "get_ipython().run_cell_magic('pool_exec', '-s \"a\\nb\"', 'pass')",
+        "get_ipython().run_cell_magic('pool_exec', '-s \"a\\x07b\"', 'pass')",
+        "%%pool_exec -s 'a b'\nname = 'spaced'",
+        '%%pool_exec -s "a b"\nprint(name)',
+        "import time\nt0 = time.monotonic()",
+        "%%pool_exec\nprint('default ok')",
+        "print(round(time.monotonic() - t0, 3))\n"
+        "print(sorted(s['name'] for s in get_ipython().find_magic('pool', 'line')"
+        ".__self__.get_pool().status()['sessions']))",
+    ]
+    run = run_notebook(cells, allow_errors=True)
+    first_good = 1 + 3 * len(bad) + 2
+    for index in range(1, first_good):
+        text = run.text(index, "stderr")
+        assert text.startswith("UsageError: ") and text.count("\n") == 1, (cells[index], text)
+    assert "session name is empty" in run.text(1, "stderr")
+    assert "at most 200" in run.text(first_good - 3, "stderr")
+    assert "control character '\\n'" in run.text(first_good - 2, "stderr")
+    assert "control character '\\x07'" in run.text(first_good - 1, "stderr")
+    assert run.text(first_good + 1) == "spaced\n", "-s 'a b' and -s \"a b\" are one session"
+    assert run.text(first_good + 3) == "default ok\n"
+    seconds, sessions = run.text(first_good + 4).splitlines()
+    assert float(seconds) < 5, "the default session waited behind phantom sessions"
+    assert sessions == "['a b', 'default']"
+
+
+def test_pool_start_preload_warms_every_worker(run_notebook):
+    """`%pool start --preload CODE` (quotes stripped) runs CODE on the workers
+    before they serve a cell; a raising preload fails `%pool start` in one line."""
+    run = run_notebook(
+        [
+            LOAD,
+            "%pool start --preload \"import json; WARM = 'yes'\"",
+            "%%pool_exec -s x\nprint(WARM, json.dumps(1))",
+            "%pool stop",
+            "%pool start --preload 'import no_such_module_here'",
+        ],
+        allow_errors=True,
+    )
+    assert run.text(2) == "yes 1\n"
+    errors = [o for o in run.outputs(4) if o["output_type"] == "error"]
+    assert errors and errors[0]["ename"] == "WorkerStartFailed"
+    assert "preload raised ModuleNotFoundError" in errors[0]["evalue"]

@@ -44,13 +44,19 @@ def test_outputs_land_in_the_cell_that_ran_them(run_notebook):
 def test_streams_arrive_while_the_cell_runs(run_notebook):
     """A loop printing every 0.3 s reaches the notebook progressively, not at the end."""
     run = run_notebook(
-        [LOAD, "%%pool_exec\nimport time\nfor i in range(4):\n    print(i, flush=True); time.sleep(0.3)"]
+        [
+            LOAD,
+            "%%pool_exec\nimport time\nfor i in range(4):\n    print(i, flush=True); time.sleep(0.3)",
+        ]
     )
     assert run.error is None, run.error
     assert run.text(1) == "0\n1\n2\n3\n"
     times = [t for t, cell, m in run.messages if cell == 1 and m["msg_type"] == "stream"]
-    idle = next(t for t, cell, m in run.messages
-                if cell == 1 and m["msg_type"] == "status" and m["content"]["execution_state"] == "idle")
+    idle = next(
+        t
+        for t, cell, m in run.messages
+        if cell == 1 and m["msg_type"] == "status" and m["content"]["execution_state"] == "idle"
+    )
     assert len(times) >= 3, "the prints arrived in one batch"
     assert idle - times[0] > 0.6, "the first print arrived only when the cell ended"
 
@@ -103,7 +109,10 @@ def test_a_lost_session_is_told_its_state_was_reset(run_notebook):
     assert died["ename"] == "WorkerDied" and len(died["traceback"]) == 1
     assert run.text(3) == "False\n"
     notice = run.text(3, "stderr")
-    assert notice.startswith("nbpool: session 'a' starts from a fresh state:") and notice.count("\n") == 1
+    assert (
+        notice.startswith("nbpool: session 'a' starts from a fresh state:")
+        and notice.count("\n") == 1
+    )
 
 
 def test_input_on_the_worker_prompts_in_the_notebook(kernel):

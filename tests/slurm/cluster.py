@@ -149,8 +149,14 @@ class SlurmCluster:
     def start(self) -> "SlurmCluster":
         """Start the daemons and wait until the node is idle; raises SlurmUnavailable."""
         root = self.root
-        for name, mode in (("munge", 0o755), ("keys", 0o700), ("state", 0o700),
-                           ("spool", 0o700), ("log", 0o700), ("shared", 0o700)):
+        for name, mode in (
+            ("munge", 0o755),
+            ("keys", 0o700),
+            ("state", 0o700),
+            ("spool", 0o700),
+            ("log", 0o700),
+            ("shared", 0o700),
+        ):
             (root / name).mkdir(mode=mode)
             (root / name).chmod(mode)
         nodes = [self.host] + ["far"] * (self.far is not None)
@@ -161,7 +167,11 @@ class SlurmCluster:
         key.chmod(0o400)
         cpus = os.cpu_count() or 1
         conf = CONF.format(
-            host=self.host, root=root, ctld_port=_free_port(), d_port=_free_port(), cpus=cpus,
+            host=self.host,
+            root=root,
+            ctld_port=_free_port(),
+            d_port=_free_port(),
+            cpus=cpus,
             ctld_addr="127.0.0.1" if self.far is None else self.far.gateway,
         )
         if self.far is not None:
@@ -169,11 +179,19 @@ class SlurmCluster:
         self.conf.write_text(conf)
         env = {**os.environ, **self.env()}
         log = root / "log"
-        self._spawn("munged", [
-            MUNGED, "--foreground", f"--socket={root}/munge/munge.socket", f"--key-file={key}",
-            f"--pid-file={root}/munge/munged.pid", f"--seed-file={root}/keys/munged.seed",
-            f"--log-file={log}/munged.log",
-        ], env)
+        self._spawn(
+            "munged",
+            [
+                MUNGED,
+                "--foreground",
+                f"--socket={root}/munge/munge.socket",
+                f"--key-file={key}",
+                f"--pid-file={root}/munge/munged.pid",
+                f"--seed-file={root}/keys/munged.seed",
+                f"--log-file={log}/munged.log",
+            ],
+            env,
+        )
         self._wait(lambda: (root / "munge" / "munge.socket").exists(), "munged's socket")
         self._spawn("slurmctld", [SLURMCTLD, "-D", "-i"], env)
         self._spawn("slurmd", [SLURMD, "-D", "-N", self.host], env)
@@ -188,7 +206,11 @@ class SlurmCluster:
     def _spawn(self, name: str, argv: list[str], env: dict) -> None:
         with open(self.root / "log" / f"{name}.out", "wb") as out:
             self.procs[name] = subprocess.Popen(
-                argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                argv,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
 
@@ -205,8 +227,9 @@ class SlurmCluster:
 
     def run(self, *argv: str, check: bool = True) -> str:
         """A Slurm client command against this cluster; its stdout."""
-        done = subprocess.run(argv, env={**os.environ, **self.env()}, capture_output=True,
-                              text=True, timeout=30)
+        done = subprocess.run(
+            argv, env={**os.environ, **self.env()}, capture_output=True, text=True, timeout=30
+        )
         if check and done.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)} failed: {done.stderr.strip()}")
         return done.stdout

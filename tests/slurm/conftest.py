@@ -76,8 +76,19 @@ class Specs:
         self.prefix, self.shared = prefix, shared
 
     def install(self, name: str, *args: str) -> str:
-        argv = ["slurm-spec", "install", "--name", name, "--prefix", str(self.prefix),
-                "--python", sys.executable, "--shared-dir", str(self.shared), *args]
+        argv = [
+            "slurm-spec",
+            "install",
+            "--name",
+            name,
+            "--prefix",
+            str(self.prefix),
+            "--python",
+            sys.executable,
+            "--shared-dir",
+            str(self.shared),
+            *args,
+        ]
         assert nbpool_main(argv) == 0
         return name
 

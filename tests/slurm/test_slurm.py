@@ -48,9 +48,12 @@ def test_worker_on_another_node_binds_its_address_and_talks_curve(slurm, specs, 
             assert pool.execute(in_namespace_code(host), session="far").result == "True"
             res = pool.execute(MARKER_CODE, session="far")
         assert res.stdout == MARKER.decode() + "\n"
-        assert pool.execute(
-            "import json, ipykernel.kernelapp as k; k.IPKernelApp.instance().ip", session="far"
-        ).result.strip("'") == host.address
+        assert (
+            pool.execute(
+                "import json, ipykernel.kernelapp as k; k.IPKernelApp.instance().ip", session="far"
+            ).result.strip("'")
+            == host.address
+        )
         (worker,) = pool.status()["workers"]
         assert worker["encrypted"] is True
         assert len(capture.data) > 1000 and MARKER not in capture.data
@@ -74,11 +77,13 @@ def test_scancel_of_a_workers_job_gives_worker_died_naming_it(slurm, slurm_py, n
         with pool.lease(session="x") as lease:
             job = lease.execute(JOB_ID).result.strip("'")
             cancelled = []
-            cancel = threading.Thread(target=lambda: (
-                wait_for(lambda: pool.status()["workers"][0]["state"] == "busy", what="busy"),
-                slurm.run("scancel", job),
-                cancelled.append(time.monotonic()),
-            ))
+            cancel = threading.Thread(
+                target=lambda: (
+                    wait_for(lambda: pool.status()["workers"][0]["state"] == "busy", what="busy"),
+                    slurm.run("scancel", job),
+                    cancelled.append(time.monotonic()),
+                )
+            )
             cancel.start()
             with pytest.raises(nbpool.WorkerDied, match=f"Slurm job {job}: CANCELLED"):
                 lease.execute("import time; time.sleep(60)")
@@ -96,8 +101,10 @@ def test_impossible_request_fails_with_slurms_reason_and_leaves_no_job(specs, no
     """Too many CPUs pend forever (PartitionConfig); too much memory is refused at submit."""
     too_many = specs.install("slurm_too_many_cpus", "--cpus", "512")
     too_much = specs.install("slurm_too_much_mem", "--mem", "99999999")
-    for name, reason in ((too_many, "can never start: PartitionConfig"),
-                         (too_much, "Memory specification can not be satisfied")):
+    for name, reason in (
+        (too_many, "can never start: PartitionConfig"),
+        (too_much, "Memory specification can not be satisfied"),
+    ):
         pool = nbpool.Pool(size=1, kernel_name=name)
         try:
             with pytest.raises(nbpool.WorkerStartFailed, match=reason):
@@ -148,7 +155,9 @@ def test_reaper_cancels_the_jobs_of_a_killed_notebook(slurm, slurm_py, no_jobs_l
     """SIGKILL of the process hosting a pool: its reaper scancels the workers' jobs."""
     notebook = subprocess.Popen(
         [sys.executable, "-c", NOTEBOOK, slurm_py, JOB_ID],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         jobs = notebook.stdout.readline().split()
@@ -157,17 +166,24 @@ def test_reaper_cancels_the_jobs_of_a_killed_notebook(slurm, slurm_py, no_jobs_l
         notebook.kill()
         notebook.wait(30)
     bound = nbpool._reaper.KILL_TIMEOUT + nbpool._reaper.REMOTE_GRACE
-    wait_for(lambda: not set(jobs) & set(slurm.jobs()), timeout=bound,
-             what="the reaper to cancel the jobs")
-    wait_for(lambda: not list(slurm.shared.iterdir()), timeout=bound,
-             what="the reaper to remove the kernels' files")
+    wait_for(
+        lambda: not set(jobs) & set(slurm.jobs()),
+        timeout=bound,
+        what="the reaper to cancel the jobs",
+    )
+    wait_for(
+        lambda: not list(slurm.shared.iterdir()),
+        timeout=bound,
+        what="the reaper to remove the kernels' files",
+    )
 
 
 @pytest.fixture
 def allocation(slurm):
     """An allocation (a job that only holds its node) for packed workers; cancelled after."""
-    job = slurm.run("sbatch", "--parsable", "--time=10", "--output=/dev/null",
-                    "--wrap=exec sleep 600").strip()
+    job = slurm.run(
+        "sbatch", "--parsable", "--time=10", "--output=/dev/null", "--wrap=exec sleep 600"
+    ).strip()
     wait_for(lambda: slurm.jobs().get(job) == "RUNNING", what=f"allocation {job} running")
     yield job
     slurm.run("scancel", job)
@@ -184,8 +200,11 @@ def test_packed_workers_run_as_steps_of_one_allocation(slurm, specs, no_jobs_lef
         assert list(slurm.jobs()) == [allocation], "no job besides the allocation"
         assert all(w["encrypted"] for w in pool.status()["workers"])
         (victim, *_) = sorted(steps)
-        with pool.lease(session=next(s for s in "abc" if pool.execute(
-                STEP_ID, session=s).result.strip("'") == victim)) as lease:
+        with pool.lease(
+            session=next(
+                s for s in "abc" if pool.execute(STEP_ID, session=s).result.strip("'") == victim
+            )
+        ) as lease:
             slurm.run("scancel", victim)
             with pytest.raises(nbpool.WorkerDied, match=f"Slurm step {victim}: CANCELLED"):
                 lease.execute("import time; time.sleep(60)")

@@ -10,6 +10,12 @@ import itertools
 import threading
 
 from nbpool.errors import WorkerStartFailed
+from nbpool.status import PoolStatus
+
+
+def status_of(coord) -> PoolStatus:
+    """A coordinator's snapshot as ``Pool.status()`` renders it."""
+    return PoolStatus.from_snapshot(coord.snapshot())
 
 
 class FakeKernel:
@@ -35,12 +41,14 @@ class FakeKernel:
 
 
 class FakeBackend:
-    """``start(worker_id, kernel_name, timeout)`` as the coordinator expects.
+    """A pool backend (``nbpool.Pool(backend=...)``): no processes, no reaper.
 
+    ``start(worker_id, kernel_name, timeout)`` makes a :class:`FakeKernel`;
     ``fail_with`` makes starts fail; ``gate`` (an Event) holds starts until set.
     """
 
     def __init__(self) -> None:
+        self.closing = threading.Event()
         self.started: list[FakeKernel] = []
         self.fail_with: str | None = None
         self.gate = threading.Event()
@@ -51,8 +59,16 @@ class FakeBackend:
     def start(self, worker_id: str, kernel_name: str, start_timeout: float) -> FakeKernel:
         self.gate.wait(start_timeout)
         if self.fail_with is not None:
-            raise WorkerStartFailed(f"kernel {kernel_name!r} exited with code 1 while starting", self.fail_with)
+            raise WorkerStartFailed(
+                f"kernel {kernel_name!r} exited with code 1 while starting", self.fail_with
+            )
         with self._lock:
             kernel = FakeKernel(worker_id, kernel_name, next(self._pids))
             self.started.append(kernel)
         return kernel
+
+    def attach(self, *args, **kwargs):
+        raise NotImplementedError("the fake backend attaches nothing")
+
+    def close(self) -> None:
+        self.closing.set()

@@ -9,17 +9,18 @@ from __future__ import annotations
 import pytest
 
 import nbpool
-from nbpool.coordinator import Coordinator, Settings
+from nbpool.coordinator import Coordinator
+from nbpool.records import Settings
 from tests.conftest import wait_for
-from tests.unit.fake import FakeBackend
-
+from tests.unit.fake import FakeBackend, status_of
 
 #: Starts fake kernels (no processes) with distinct pids.
-fake_start = FakeBackend().start
+fake = FakeBackend()
+fake_start = fake.start
 
 
 def states(coord: Coordinator) -> dict[str, str]:
-    return {w["id"]: w["state"] for w in coord.snapshot()["workers"]}
+    return {w["id"]: w["state"] for w in status_of(coord)["workers"]}
 
 
 def ready(coord: Coordinator, n: int) -> bool:
@@ -38,8 +39,7 @@ def coord():
 @pytest.fixture
 def pool():
     """A real Pool whose kernels come from the fake backend."""
-    p = nbpool.Pool(size=2)
-    p._coordinator._start_kernel = fake_start
+    p = nbpool.Pool(size=2, backend=fake)
     p.start()
     yield p
     p.shutdown()
@@ -54,7 +54,7 @@ def test_restart_idle_worker_replaces_it_and_resets_its_session(coord):
     coord.restart_worker(old)
     wait_for(lambda: old not in states(coord) and ready(coord, 2))
     assert old_kernel.stopped.is_set()
-    session = next(s for s in coord.snapshot()["sessions"] if s["name"] == "etl")
+    session = next(s for s in status_of(coord)["sessions"] if s["name"] == "etl")
     assert session["worker"] is None and session["generation"] == 1
     with coord.wait(coord.request("etl", "python3"), 5) as lease:
         assert lease.worker_id != old
@@ -79,7 +79,9 @@ def test_restart_unknown_or_replaced_worker_is_a_clear_error(coord):
     """Restarting a worker id that is not (or no longer) in the pool raises
     WorkerUnavailable naming the current workers; nothing changes."""
     before = states(coord)
-    with pytest.raises(nbpool.WorkerUnavailable, match=r"no worker 'w9' in the pool.*workers now: w1, w2"):
+    with pytest.raises(
+        nbpool.WorkerUnavailable, match=r"no worker 'w9' in the pool.*workers now: w1, w2"
+    ):
         coord.restart_worker("w9")
     lease = coord.wait(coord.request("etl", "python3"), 5)
     coord.restart_worker(lease.worker_id)
@@ -104,7 +106,7 @@ def test_restart_failed_worker_retries_its_start_now():
 
     c = Coordinator(Settings(size=1, min_size=1, max_size=1), flaky)
     try:
-        c.pause()  # no timer-driven retry: only the restart may retry
+        c.monitor.pause()  # no timer-driven retry: only the restart may retry
         c.start(1)
         wait_for(lambda: states(c) == {"w1": "failed"})
         c.restart_worker("w1")
@@ -158,7 +160,8 @@ def test_pool_resize_validates_and_leaves_the_pool_unchanged(pool):
         assert "\n" not in str(info.value)
     after = pool.status()
     assert [w["id"] for w in after["workers"]] == [w["id"] for w in before["workers"]]
-    assert (after["size"], after["min_size"], after["max_size"]) == (2, 2, 2)
+    settings = ("size", "min_size", "max_size")
+    assert [after[k] for k in settings] == [before[k] for k in settings] == [2, 2, 8]
 
 
 def test_pool_resize_updates_status_and_runs(pool):
@@ -167,7 +170,7 @@ def test_pool_resize_updates_status_and_runs(pool):
     pool.resize(3)
     wait_for(lambda: sum(w["state"] == "idle" for w in pool.status()["workers"]) == 3)
     st = pool.status()
-    assert (st["size"], st["min_size"], st["max_size"]) == (3, 3, 3)
+    assert (st["size"], st["min_size"], st["max_size"]) == (3, 3, 8)  # max: max(size, 8)
     pool.resize(1)
     wait_for(lambda: len(pool.status()["workers"]) == 1)
     assert pool.status()["size"] == 1 and pool.size == 1
@@ -176,8 +179,7 @@ def test_pool_resize_updates_status_and_runs(pool):
 def test_pool_resize_before_start_only_changes_settings():
     """Resizing a pool that was never started starts nothing; start() then
     starts the new size."""
-    p = nbpool.Pool(size=1)
-    p._coordinator._start_kernel = fake_start
+    p = nbpool.Pool(size=1, backend=fake)
     try:
         p.resize(3)
         assert p.status()["workers"] == []
@@ -210,7 +212,9 @@ def test_interrupt_of_an_unknown_or_idle_worker_is_clear():
     coord = Coordinator(Settings(size=1, min_size=1, max_size=1), backend.start)
     try:
         coord.wait_started(coord.start(1), 5)
-        with pytest.raises(WorkerUnavailable, match=r"no worker 'w9' in the pool \(workers now: w1\)"):
+        with pytest.raises(
+            WorkerUnavailable, match=r"no worker 'w9' in the pool \(workers now: w1\)"
+        ):
             coord.interrupt("w9")
         assert coord.interrupt("w1") is False
         lease = coord.wait(coord.request("s", "python3"), 5)

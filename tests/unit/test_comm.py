@@ -19,7 +19,7 @@ import pytest
 
 import nbpool
 from nbpool import comm as nbcomm
-from nbpool.status import STATE_COLOURS
+from nbpool.render import STATE_COLOURS
 from tests.conftest import wait_for
 from tests.unit.fake import FakeBackend
 
@@ -123,8 +123,7 @@ def holder():
 
 
 def start_pool(holder: Holder, size: int = 2) -> nbpool.Pool:
-    pool = nbpool.Pool(size=size)
-    pool._coordinator._start_kernel = FakeBackend().start
+    pool = nbpool.Pool(size=size, backend=FakeBackend())
     holder.pool = pool.start()
     return pool
 
@@ -201,7 +200,11 @@ def test_no_payload_has_a_top_level_state_key(shell, holder):
     c.request(action="resize", size=0)
     c.request(action="refresh")
     assert all("state" not in data for data, _ in c.sent)
-    assert all("state" not in content["data"] for _, content, _ in shell.kernel.session.sent if "data" in content)
+    assert all(
+        "state" not in content["data"]
+        for _, content, _ in shell.kernel.session.sent
+        if "data" in content
+    )
 
 
 def test_unchanged_status_is_not_pushed_again(shell, holder):
@@ -247,9 +250,18 @@ def test_pushes_are_at_most_four_a_second(shell):
 @pytest.mark.parametrize(
     "request_, error",
     [
-        ({"action": "interrupt", "worker": "w9"}, r"no worker 'w9' in the pool \(workers now: w1, w2\)"),
-        ({"action": "restart", "worker": "w9"}, r"no worker 'w9' in the pool: .*\(workers now: w1, w2\)"),
-        ({"action": "end_session", "session": "gone"}, r"no session 'gone': it was already ended \(sessions now: none\)"),
+        (
+            {"action": "interrupt", "worker": "w9"},
+            r"no worker 'w9' in the pool \(workers now: w1, w2\)",
+        ),
+        (
+            {"action": "restart", "worker": "w9"},
+            r"no worker 'w9' in the pool: .*\(workers now: w1, w2\)",
+        ),
+        (
+            {"action": "end_session", "session": "gone"},
+            r"no session 'gone': it was already ended \(sessions now: none\)",
+        ),
         ({"action": "resize", "size": "0"}, r"whole number >= 1, got 0; use pool.shutdown\(\)"),
         ({"action": "resize", "size": "abc"}, "whole number >= 1, got 'abc'"),
         ({"action": "resize", "size": ""}, "whole number >= 1, got ''"),
@@ -275,8 +287,12 @@ def test_actions_without_a_pool_say_how_to_get_one(shell, holder):
     """Before %pool start, every action but refresh is refused with the remedy."""
     nbcomm.register(shell, holder.get_pool)
     reply = open_comm(shell).request(action="restart", worker="w1")
-    assert reply == {"kind": "reply", "request": reply["request"], "ok": False,
-                     "error": "this kernel has no pool: run %pool start first"}
+    assert reply == {
+        "kind": "reply",
+        "request": reply["request"],
+        "ok": False,
+        "error": "this kernel has no pool: run %pool start first",
+    }
 
 
 def test_actions_take_effect_on_the_pool(shell, holder):
@@ -292,12 +308,19 @@ def test_actions_take_effect_on_the_pool(shell, holder):
     wait_for(lambda: etl_worker not in {w["id"] for w in pool.status()["workers"]})
     target = pool.status()["workers"][0]["id"]
     reply = c.request(action="restart", worker=target)
-    assert reply["ok"] and reply["message"] == f"worker {target} is being replaced by a fresh kernel"
+    assert (
+        reply["ok"] and reply["message"] == f"worker {target} is being replaced by a fresh kernel"
+    )
     wait_for(lambda: target not in {w["id"] for w in pool.status()["workers"]})
     reply = c.request(action="interrupt", worker=pool.status()["workers"][0]["id"])
     assert reply["ok"] and "was not running anything" in reply["message"]
     reply = c.request(action="resize", size=" 3 ")
-    assert reply == {"kind": "reply", "request": reply["request"], "ok": True, "message": "pool resized to 3"}
+    assert reply == {
+        "kind": "reply",
+        "request": reply["request"],
+        "ok": True,
+        "message": "pool resized to 3",
+    }
     assert pool.status()["size"] == 3
 
 
@@ -322,7 +345,7 @@ def test_oldest_comms_beyond_the_limit_are_closed(shell, holder):
 def test_frontend_state_colours_match_the_python_ones():
     """The panel colours worker states with the same table as the HTML repr."""
     source = (Path(__file__).parents[2] / "labextension" / "src" / "types.ts").read_text()
-    table = source[source.index("STATE_COLOURS"):]
+    table = source[source.index("STATE_COLOURS") :]
     table = table[: table.index("};")]
     colours = dict(re.findall(r"(\w+): '(#[0-9a-f]{6})'", table))
     assert colours == STATE_COLOURS

@@ -6,11 +6,12 @@ import threading
 
 import pytest
 
-from nbpool.coordinator import Coordinator, Settings
+from nbpool.coordinator import Coordinator
 from nbpool.errors import LeaseTimeout, PoolClosed, WorkerDied, WorkerStartFailed
+from nbpool.records import Settings
 
 from ..conftest import wait_for
-from .fake import FakeBackend
+from .fake import FakeBackend, status_of
 
 
 @pytest.fixture
@@ -55,18 +56,18 @@ def test_waiters_of_a_session_are_served_in_arrival_order(make):
 
 
 def test_new_sessions_are_served_in_arrival_order(make):
-    """With the pool full, unbound sessions get freed capacity in FIFO order."""
+    """With the pool full and a slot coming free, unbound sessions queue FIFO;
+    once nothing more can come free, the rest fail at once."""
     coord = make(size=1, evict_idle_sessions=False)
     held = lease(coord, "a")
+    coord.end_session("a")  # in flight: its worker is replaced when released
     b, c = coord.request("b", "python3"), coord.request("c", "python3")
-    coord.end_session("a")  # frees capacity: a fresh worker starts
+    assert not b.event.is_set() and not c.event.is_set(), "a slot is coming free: both wait"
     held.release()
     wait_for(lambda: b.event.is_set(), what="b granted")
-    assert b.lease is not None and not c.event.is_set()
-    coord.end_session("b")
+    assert b.lease is not None, "the first in line gets the fresh worker"
+    assert c.event.is_set() and isinstance(c.error, LeaseTimeout), "c cannot be helped now"
     b.lease.release()
-    wait_for(lambda: c.event.is_set(), what="c granted")
-    c.lease.release()
 
 
 def test_a_session_never_moves_to_another_worker(make):
@@ -102,6 +103,34 @@ def test_pool_grows_to_max_size_then_times_out_naming_sessions(make, backend):
     assert "\n" not in message
     for held in leases:
         held.release()
+
+
+def test_new_session_fails_at_once_when_waiting_cannot_help(make):
+    """Every worker bound to an idle session, none starting, no eviction: a new
+    session gets LeaseTimeout at once (not after its lease timeout), saying how
+    to free a worker."""
+    coord = make(size=2, max_size=2)
+    for name in ("a", "b"):
+        lease(coord, name).release()
+    waiter = coord.request("c", "python3")
+    assert waiter.event.is_set(), "decided in the request itself"
+    assert isinstance(waiter.error, LeaseTimeout)
+    message = str(waiter.error)
+    assert "within" not in message and "sessions a, b" in message and "end_session" in message
+
+
+def test_new_session_waits_while_a_replacement_starts(make, backend):
+    """A worker being replaced may serve a new session: it waits and gets it."""
+    coord = make(size=1, max_size=1)
+    lease(coord, "a").release()
+    backend.gate.clear()  # hold the replacement's start
+    coord.end_session("a")
+    waiter = coord.request("b", "python3")
+    assert not waiter.event.is_set(), "a fresh worker is starting: waiting can help"
+    backend.gate.set()
+    wait_for(lambda: waiter.event.is_set(), what="b granted")
+    assert waiter.lease is not None
+    waiter.lease.release()
 
 
 def test_lease_timeout_for_a_busy_session_says_its_worker_is_busy(make):
@@ -151,7 +180,7 @@ def test_dirty_release_restarts_the_worker_and_resets_the_session(make, backend)
     again = lease(coord, "s")
     assert again.worker_id != held.worker_id
     assert again.generation == 1 and "abandoned" in again.session_reset
-    assert coord.snapshot()["counters"]["restarts"] == 1
+    assert status_of(coord)["counters"]["restarts"] == 1
     again.release()
 
 
@@ -177,7 +206,7 @@ def test_start_failure_reaches_waiter_at_once_with_stderr(make, backend):
         lease(coord, "s", timeout=30)
     assert "nope" in info.value.stderr_tail
     assert "retries in" in str(info.value)
-    snap = coord.snapshot()
+    snap = status_of(coord)
     assert snap["workers"][0]["state"] == "failed"
     assert snap["counters"]["start_failures"] == 1
 
@@ -189,7 +218,7 @@ def test_failed_start_is_retried_with_backoff_and_the_pool_recovers(make, backen
     with pytest.raises(WorkerStartFailed):
         lease(coord, "s")
     backend.fail_with = None
-    wait_for(lambda: coord.snapshot()["workers"][0]["state"] == "idle", what="retried start")
+    wait_for(lambda: status_of(coord)["workers"][0]["state"] == "idle", what="retried start")
     with lease(coord, "s"):
         pass
 
@@ -212,7 +241,7 @@ def test_idle_dead_worker_is_replaced_at_once(make, backend):
     coord = make(size=1)
     backend.started[0].dead = "exited with code 1"
     wait_for(lambda: len(backend.started) == 2, what="replacement start")
-    assert coord.snapshot()["counters"]["deaths"] == 1
+    assert status_of(coord)["counters"]["deaths"] == 1
 
 
 def test_lease_of_a_dead_holder_thread_is_reclaimed(make):
@@ -228,11 +257,11 @@ def test_lease_of_a_dead_holder_thread_is_reclaimed(make):
 def test_pause_holds_health_checks(make, backend):
     """pause() stops the coordinator thread's checks; resume() runs them again."""
     coord = make(size=1)
-    coord.pause()
+    coord.monitor.pause()
     backend.started[0].dead = "exited with code 1"
-    assert coord.snapshot()["counters"]["deaths"] == 0
-    coord.resume()
-    wait_for(lambda: coord.snapshot()["counters"]["deaths"] == 1, what="death after resume")
+    assert status_of(coord)["counters"]["deaths"] == 0
+    coord.monitor.resume()
+    wait_for(lambda: status_of(coord)["counters"]["deaths"] == 1, what="death after resume")
 
 
 def test_background_request_times_out_only_while_it_has_no_worker(make):
@@ -270,7 +299,7 @@ def test_snapshot_reports_states_sessions_and_queue(make):
     coord = make(size=2)
     held = lease(coord, "etl")
     coord.request("etl", "python3")
-    snap = coord.snapshot()
+    snap = status_of(coord)
     states = {w["session"]: w["state"] for w in snap["workers"]}
     assert states == {"etl": "leased", None: "idle"}
     assert snap["waiting"] == 1
@@ -288,8 +317,8 @@ def test_idle_timeout_recycles_a_bound_worker_and_culls_above_min_size(make, bac
             pass
     assert len(backend.started) == 2
     wait_for(lambda: all(k.stopped.is_set() for k in backend.started[:2]), what="recycling")
-    wait_for(lambda: len(coord.snapshot()["workers"]) == 1, what="culled down to min_size")
-    coord.pause()
+    wait_for(lambda: len(status_of(coord)["workers"]) == 1, what="culled down to min_size")
+    coord.monitor.pause()
     with lease(coord, "a") as again:
         assert again.generation == 1 and "idle" in again.session_reset
 

@@ -11,8 +11,7 @@ from .fake import FakeBackend
 
 def test_cancelled_queued_future_is_seen_by_wait_and_as_completed():
     """cancel() of a queued submit wakes concurrent.futures.wait()/as_completed()."""
-    pool = nbpool.Pool(size=1)
-    pool._coordinator._start_kernel = FakeBackend().start
+    pool = nbpool.Pool(size=1, backend=FakeBackend())
     try:
         pool.start()
         held = pool.lease("s")  # the session's worker is busy: the submit queues

@@ -10,15 +10,33 @@ import threading
 import pytest
 
 from nbpool.__main__ import main
-from nbpool.provisioning import LaunchCancelled, run_provisioner
+from nbpool.processes import LaunchCancelled, run_provisioner
 from nbpool.slurm import _never_starts, _submission_env
 
 
 def test_slurm_spec_install_writes_a_provisioned_kernelspec(tmp_path, capsys):
     """The kernelspec names nbpool-slurm with the settings given; Curve on; message interrupts."""
-    argv = ["slurm-spec", "install", "--name", "slurm_py", "--prefix", str(tmp_path),
-            "--partition", "gpu", "--time", "90", "--cpus", "4", "--mem", "8000",
-            "--account", "proj1", "--sbatch-arg=--qos=debug", "--python", sys.executable]
+    argv = [
+        "slurm-spec",
+        "install",
+        "--name",
+        "slurm_py",
+        "--prefix",
+        str(tmp_path),
+        "--partition",
+        "gpu",
+        "--time",
+        "90",
+        "--cpus",
+        "4",
+        "--mem",
+        "8000",
+        "--account",
+        "proj1",
+        "--sbatch-arg=--qos=debug",
+        "--python",
+        sys.executable,
+    ]
     assert main(argv) == 0
     path = tmp_path / "share" / "jupyter" / "kernels" / "slurm_py" / "kernel.json"
     spec = json.loads(path.read_text())
@@ -27,16 +45,30 @@ def test_slurm_spec_install_writes_a_provisioned_kernelspec(tmp_path, capsys):
     assert spec["metadata"]["supported_encryption"] == ["curve"]
     assert spec["metadata"]["kernel_provisioner"] == {
         "provisioner_name": "nbpool-slurm",
-        "config": {"partition": "gpu", "time": "90", "cpus": 4, "mem": 8000,
-                   "account": "proj1", "extra_args": ["--qos=debug"]},
+        "config": {
+            "partition": "gpu",
+            "time": "90",
+            "cpus": 4,
+            "mem": 8000,
+            "account": "proj1",
+            "extra_args": ["--qos=debug"],
+        },
     }
     assert "installed kernelspec slurm_py" in capsys.readouterr().out
 
 
 def test_slurm_spec_install_says_when_it_cannot_check_curve(tmp_path, capsys):
     """A Python that cannot run here: no Curve declared, and a note saying how to declare it."""
-    argv = ["slurm-spec", "install", "--name", "far", "--prefix", str(tmp_path),
-            "--python", "/nonexistent/bin/python"]
+    argv = [
+        "slurm-spec",
+        "install",
+        "--name",
+        "far",
+        "--prefix",
+        str(tmp_path),
+        "--python",
+        "/nonexistent/bin/python",
+    ]
     assert main(argv) == 0
     spec = json.loads((tmp_path / "share/jupyter/kernels/far/kernel.json").read_text())
     assert "supported_encryption" not in spec["metadata"]
@@ -48,18 +80,31 @@ def test_slurm_spec_install_rejects_two_places(tmp_path):
         main(["slurm-spec", "install", "--name", "x", "--user", "--prefix", str(tmp_path)])
 
 
-@pytest.mark.parametrize("reason, never", [
-    ("PartitionConfig", True), ("PartitionTimeLimit", True), ("QOSMaxCpuPerJobLimit", True),
-    ("Resources", False), ("Priority", False), ("QOSMaxJobsPerUserLimit", False), ("", False),
-])
+@pytest.mark.parametrize(
+    "reason, never",
+    [
+        ("PartitionConfig", True),
+        ("PartitionTimeLimit", True),
+        ("QOSMaxCpuPerJobLimit", True),
+        ("Resources", False),
+        ("Priority", False),
+        ("QOSMaxJobsPerUserLimit", False),
+        ("", False),
+    ],
+)
 def test_pending_reasons_that_never_clear(reason, never):
     """Per-job limits can never be met; queue position and per-user limits clear by waiting."""
     assert _never_starts(reason) is never
 
 
 def test_submission_env_drops_the_notebooks_own_job_variables():
-    env = {"PATH": "/bin", "SLURM_JOB_ID": "7", "SLURM_CPUS_PER_TASK": "2",
-           "SLURM_CONF": "/etc/slurm.conf", "JPY_PARENT_PID": "1"}
+    env = {
+        "PATH": "/bin",
+        "SLURM_JOB_ID": "7",
+        "SLURM_CPUS_PER_TASK": "2",
+        "SLURM_CONF": "/etc/slurm.conf",
+        "JPY_PARENT_PID": "1",
+    }
     assert _submission_env(env) == {"PATH": "/bin", "SLURM_CONF": "/etc/slurm.conf"}
 
 

@@ -29,9 +29,13 @@ class BadKernel(Kernel):
     language_info = {"name": "text", "mimetype": "text/plain", "file_extension": ".txt"}
     banner = "a kernel that misbehaves on 'boom'"
 
-    def do_execute(self, code, silent, store_history=True, user_expressions=None, allow_stdin=False, **kw):
+    def do_execute(
+        self, code, silent, store_history=True, user_expressions=None, allow_stdin=False, **kw
+    ):
         if "boom" in code:
-            self.send_response(self.iopub_socket, "stream", {"name": "stdout", "text": "going down\n"})
+            self.send_response(
+                self.iopub_socket, "stream", {"name": "stdout", "text": "going down\n"}
+            )
             time.sleep(0.5)  # let the iopub thread deliver it: the test checks it is kept
             if MODE == "hang":
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -42,7 +46,12 @@ class BadKernel(Kernel):
             elif MODE == "exit":
                 os._exit(7)
         self.send_response(self.iopub_socket, "stream", {"name": "stdout", "text": code})
-        return {"status": "ok", "execution_count": self.execution_count, "payload": [], "user_expressions": {}}
+        return {
+            "status": "ok",
+            "execution_count": self.execution_count,
+            "payload": [],
+            "user_expressions": {},
+        }
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
-"""One worker kernel: its process, its sockets, its readiness and its end.
+"""The kernels workers run on: their process, sockets, readiness and end.
 
 A :class:`LocalKernel` wraps one jupyter_client
 :class:`~jupyter_client.AsyncKernelManager`, whose lifecycle calls run on the
-provisioner loop (:func:`~nbpool.provisioning.run_provisioner`); an
+provisioner loop (:func:`~nbpool.processes.run_provisioner`); an
 :class:`AttachedKernel` only a running kernel's connection info. Both talk to
 their kernel through a blocking client's sockets. Either is
 created and made ready on a starter thread, then handed to the coordinator. Its
@@ -16,6 +16,7 @@ import os
 import threading
 import time
 import warnings
+from dataclasses import dataclass, fields
 
 import zmq
 import zmq.asyncio
@@ -23,14 +24,53 @@ from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.session import Session
 
-from .errors import WorkerStartFailed
-from .protocol import Channels
-from .provisioning import LaunchCancelled, run_provisioner
+from .errors import ExecutionTimeout, WorkerDied, WorkerStartFailed
+from .processes import LaunchCancelled, Reaper, kill_group, run_provisioner
+from .protocol import Channels, Execution
 
 #: How long to wait for iopub traffic before nudging with another kernel_info.
 NUDGE_INTERVAL = 0.2
 #: Bytes of a kernel's own stderr log quoted in a start failure.
 STDERR_TAIL = 2000
+
+
+@dataclass(frozen=True)
+class LaunchSettings:
+    """How kernels are launched: the :class:`~nbpool.Pool` traits of the same names."""
+
+    transport: str = "tcp"
+    transport_encryption: str = "auto"
+    ipykernel_args: tuple[str, ...] = ()
+    allow_insecure_transport: bool = False
+    preload: str = ""  # run on every new python worker before it counts as ready
+    env: tuple[tuple[str, str], ...] = ()  # added to this process's environment
+    cwd: str | None = None  # None: this process's working directory
+    fork_server: str = "auto"
+
+    @classmethod
+    def of(cls, source) -> LaunchSettings:
+        """The launch settings of ``source`` (a Pool)."""
+        values = {f.name: getattr(source, f.name) for f in fields(cls)}
+        values["ipykernel_args"] = tuple(values["ipykernel_args"])
+        values["env"] = tuple(sorted(values["env"].items()))
+        return cls(**values)
+
+    def environment(self) -> dict[str, str]:
+        """A worker's environment: this process's, plus ``env``."""
+        return {**os.environ, **dict(self.env)}
+
+    def extra_arguments(self, argv: list[str]) -> list[str]:
+        """The tuning arguments for a kernelspec's ``argv`` (ipykernel ones only)."""
+        return list(self.ipykernel_args) if any("ipykernel" in part for part in argv) else []
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What a launcher owns for its kernels: files, sockets' context, reaper."""
+
+    runtime_dir: str  # private (0700): connection files, kernel logs
+    context: zmq.Context
+    reaper: Reaper
 
 
 class Kernel:
@@ -102,6 +142,42 @@ class Kernel:
                         iopub_seen = True
         self._drain_iopub()
 
+    def run_preload(self, code: str, timeout: float) -> None:
+        """Run ``code`` silently (no history, no prompt number) before the kernel counts
+        as ready; its outputs are dropped.
+
+        Raises
+        ------
+        WorkerStartFailed
+            The code raised (``retry=False``: it would raise again; the
+            worker's traceback is the ``stderr_tail``), did not finish within
+            ``timeout``, or the kernel died.
+        """
+        execution = Execution(
+            self.channels,
+            check_alive=self._check_started,
+            interrupt=self.interrupt,
+            interrupt_grace=2.0,
+        )
+        try:
+            res = execution.run(code, timeout=timeout, silent=True)
+        except (ExecutionTimeout, WorkerDied) as exc:
+            raise self._start_failure(
+                f"kernel {self.kernel_name!r}: its preload did not finish: {exc}"
+            )
+        if res.error is not None:
+            raise WorkerStartFailed(
+                f"the preload raised {res.error.ename}: {res.error.evalue} (the pool does not retry "
+                "it: fix the preload and start the pool again)",
+                res.error.text(),
+                retry=False,
+            )
+
+    def _check_started(self) -> None:
+        reason = self.poll()
+        if reason:
+            raise WorkerDied(f"kernel {self.kernel_name!r} {reason} while running its preload")
+
     def _drain_iopub(self) -> None:
         """Drop the readiness chatter so the first lease starts clean."""
         ch = self.channels
@@ -138,24 +214,29 @@ class Kernel:
 class LocalKernel(Kernel):
     """A kernel nbpool started (through a KernelManager and its provisioner)."""
 
-    def __init__(self, launcher, worker_id: str, km: AsyncKernelManager, log_path: str) -> None:
+    #: How its process came to be: ``"spawn"`` (a new process from the kernelspec's argv).
+    started = "spawn"
+
+    def __init__(
+        self, runtime: Runtime, worker_id: str, km: AsyncKernelManager, log_path: str
+    ) -> None:
         # The manager's own sockets are asyncio ones for the provisioner loop;
         # nbpool's threads use plain sockets made from the same connection info.
-        conn = BlockingKernelClient(context=launcher.context)
+        conn = BlockingKernelClient(context=runtime.context)
         conn.load_connection_info(km.get_connection_info())
         super().__init__(worker_id, conn, km.kernel_name)
         self.km = km
-        self._launcher = launcher
+        self._reaper = runtime.reaper
         self._log_path = log_path
         self._interrupt_lock = threading.Lock()
         self._provisioner = km.provisioner
         self._process = getattr(km.provisioner, "process", None)
         if self._process is not None:
             self.pid = self._process.pid
-            launcher.reaper.watch(self.pid)
+            self._reaper.watch(self.pid)
         else:
             try:
-                launcher.reaper.watch_remote(worker_id, km)
+                self._reaper.watch_remote(worker_id, km)
             except Exception as exc:  # usable all the same; only not stopped if we are killed
                 warnings.warn(
                     f"nbpool: the provisioner of {km.kernel_name!r} could not describe its "
@@ -164,47 +245,65 @@ class LocalKernel(Kernel):
                 )
 
     @classmethod
-    def launch(cls, launcher, worker_id: str, kernel_name: str, timeout: float) -> "LocalKernel":
+    def launch(
+        cls,
+        settings: LaunchSettings,
+        runtime: Runtime,
+        worker_id: str,
+        kernel_name: str,
+        *,
+        timeout: float | None = None,
+        closing: threading.Event | None = None,
+        launching: dict | None = None,
+    ) -> LocalKernel:
         """Start the kernel process (not yet ready); raises WorkerStartFailed.
 
-        ``timeout`` bounds the provisioner's launch (a batch job's queue wait);
-        the pool closing cancels it too.
+        ``timeout`` bounds the provisioner's launch (a batch job's queue wait),
+        and ``closing`` being set cancels it. While it runs, ``launching``
+        maps ``worker_id`` to the KernelManager (its provisioner may say why
+        the kernel is not running yet: ``pending_reason``).
         """
-        conn = os.path.join(launcher.runtime_dir, f"kernel-{worker_id}.json")
-        log_path = os.path.join(launcher.runtime_dir, f"kernel-{worker_id}.log")
+        conn = os.path.join(runtime.runtime_dir, f"kernel-{worker_id}.json")
+        log_path = os.path.join(runtime.runtime_dir, f"kernel-{worker_id}.log")
         km = AsyncKernelManager(
             kernel_name=kernel_name,
-            context=zmq.asyncio.Context.shadow(launcher.context.underlying),
+            context=zmq.asyncio.Context.shadow(runtime.context.underlying),
             connection_file=conn,
-            transport=launcher.transport,
-            ip="127.0.0.1" if launcher.transport == "tcp" else conn[:-5] + "-ipc",
-            transport_encryption=launcher.transport_encryption,
+            transport=settings.transport,
+            ip="127.0.0.1" if settings.transport == "tcp" else conn[:-5] + "-ipc",
+            transport_encryption=settings.transport_encryption,
         )
-        extra = launcher.extra_arguments(km.kernel_spec.argv)
-        launcher.launching[worker_id] = km
+        extra = settings.extra_arguments(km.kernel_spec.argv)
+        launching = {} if launching is None else launching
+        launching[worker_id] = km
         with open(log_path, "ab") as log:
             try:
-                run_provisioner(
-                    km.start_kernel(stdout=log, stderr=log, extra_arguments=extra),
-                    timeout, launcher.closing,
+                start = km.start_kernel(
+                    stdout=log,
+                    stderr=log,
+                    extra_arguments=extra,
+                    env=settings.environment(),
+                    cwd=settings.cwd or os.getcwd(),
                 )
+                run_provisioner(start, timeout, closing)
             except LaunchCancelled:
-                if launcher.closing.is_set():
+                if closing is not None and closing.is_set():
                     raise WorkerStartFailed(
                         "the pool was shut down while this kernel started"
                     ) from None
-                why = launcher.pending_reason(worker_id)
+                why = getattr(km.provisioner, "pending_reason", None)
                 raise WorkerStartFailed(
                     f"kernel {kernel_name!r} was not running within {timeout:g} s"
-                    + (f": {why}" if why else "") + " (raise start_timeout if it is just slow)"
+                    + (f": {why}" if why else "")
+                    + " (raise start_timeout if it is just slow)"
                 ) from None
             except Exception as exc:  # a bad argv, a provisioner that refused
                 raise WorkerStartFailed(
                     f"kernel {kernel_name!r} could not be launched: {exc}", _tail(log_path)
                 ) from None
             finally:
-                launcher.launching.pop(worker_id, None)
-        return cls(launcher, worker_id, km, log_path)
+                launching.pop(worker_id, None)
+        return cls(runtime, worker_id, km, log_path)
 
     def _start_failure(self, message: str) -> WorkerStartFailed:
         tail = _tail(self._log_path)
@@ -249,12 +348,10 @@ class LocalKernel(Kernel):
         except Exception:  # the kernel is going away either way; make sure of it
             pass
         if self.pid is not None:
-            from .provisioning import kill_group
-
             kill_group(self.pid)
-            self._launcher.reaper.forget(self.pid)
+            self._reaper.forget(self.pid)
         else:
-            self._launcher.reaper.forget_remote(self.worker_id)
+            self._reaper.forget_remote(self.worker_id)
         for path in (self.km.connection_file, self._log_path):
             try:
                 os.unlink(path)

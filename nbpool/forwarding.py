@@ -1,4 +1,4 @@
-"""Display forwarding: a worker's outputs re-published in the cell that ran it.
+"""Forwarding a worker's outputs: re-published in the cell that ran it.
 
 A :class:`Forwarder` is the ``on_output`` hook of one ``%%pool_exec``
 execution. It is called in the thread that runs the execution: the cell's
@@ -232,7 +232,9 @@ class BackgroundCell:
         exc = None if future.cancelled() else future.exception()
         if exc is not None and not isinstance(exc, CancelledError):
             name = type(exc).__name__  # a pool error: one line, as in a foreground cell
-            publish_raw("error", {"ename": name, "evalue": str(exc), "traceback": [f"{name}: {exc}"]})
+            publish_raw(
+                "error", {"ename": name, "evalue": str(exc), "traceback": [f"{name}: {exc}"]}
+            )
         elif exc is None and not future.cancelled():
             self._announce_reset(future.result().session_reset)
         self._show()
@@ -299,8 +301,7 @@ class BackgroundCell:
     def __repr__(self) -> str:
         end = self._ended if self._ended is not None else time.monotonic()
         return (
-            f"<pool_exec --bg session={self.session!r}: {self.state}, "
-            f"{end - self._started:.1f} s>"
+            f"<pool_exec --bg session={self.session!r}: {self.state}, {end - self._started:.1f} s>"
         )
 
 
