@@ -1,4 +1,4 @@
-"""A real Slurm cluster for the session, the ``nbpool-slurm`` provisioner and its kernelspecs.
+"""A real Slurm cluster for the Slurm tests, the ``nbpool-slurm`` provisioner and its kernelspecs.
 
 The cluster (munged, slurmctld, slurmd; :mod:`.cluster`) is started once and
 stopped by pid at the end, also when tests failed. Its second node runs in a
@@ -22,7 +22,7 @@ from ..netns import hosts
 from .cluster import SlurmCluster, SlurmUnavailable, entry_point_dir, source_root
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def slurm():
     """The running cluster; its SLURM_CONF is in this process's environment meanwhile.
 
@@ -55,7 +55,7 @@ def slurm():
         hosts.remove(far)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def slurm_provisioner(tmp_path_factory):
     """``nbpool-slurm`` discoverable as an entry point, also by child processes."""
     root = entry_point_dir(tmp_path_factory.mktemp("slurm-entry-point"))
@@ -93,14 +93,14 @@ class Specs:
         return name
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def specs(slurm, slurm_provisioner, tmp_path_factory):
     prefix = tmp_path_factory.mktemp("slurm-kernelspecs")
     with extra_jupyter_path(prefix / "share" / "jupyter"):
         yield Specs(prefix, slurm.shared)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def slurm_py(specs):
     """A kernelspec with one batch job per kernel, on the test partition."""
     return specs.install("slurm_py", "--partition", "debug", "--time", "10")
