@@ -4,7 +4,7 @@ Usage::
 
     python -m benchmarks                  # everything (~4 minutes on 2 cores)
     python -m benchmarks --quick          # fewer rounds (~1.5 minutes)
-    python -m benchmarks lease roundtrip  # a selection, by name or letter (a-h)
+    python -m benchmarks lease roundtrip  # a selection, by name or letter (a-i)
     python -m benchmarks --json out.json  # also write the rows as JSON
 
 Each benchmark measures its baseline in the same run, interleaved with
@@ -39,6 +39,7 @@ BENCHMARKS = {
     "remote": ("f", "benchmarks.bench_remote"),
     "magic": ("g", "benchmarks.bench_magic"),
     "map": ("h", "benchmarks.bench_map"),
+    "slurm": ("i", "benchmarks.bench_slurm"),
 }
 
 

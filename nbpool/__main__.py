@@ -1,9 +1,11 @@
-"""``python -m nbpool``: the demo, and a headless notebook runner.
+"""``python -m nbpool``: the demo, a headless notebook runner, Slurm kernelspecs.
 
 ``python -m nbpool demo`` is a short, honest tour of the pool on local
 kernels. ``python -m nbpool notebook PATH`` executes a notebook (e.g. the
 quickstart) through a real kernel and prints each cell with its outputs, for
 machines without a browser (needs nbclient: ``pip install nbpool[demo]``).
+``python -m nbpool slurm-spec install --name NAME ...`` writes a kernelspec
+whose kernels run as Slurm jobs (:mod:`nbpool.slurm_spec`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import signal
 import sys
 import time
 
-from . import ExecutionTimeout, Pool, WorkerDied
+from . import ExecutionTimeout, Pool, WorkerDied, slurm_spec
 
 
 def _say(text: str) -> None:
@@ -113,7 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("-n", "--size", type=int, default=4, help="workers (default 4)")
     book = sub.add_parser("notebook", help="execute a notebook headless and print its outputs")
     book.add_argument("path", help="the .ipynb file")
+    slurm_spec.add_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "slurm-spec":
+        return args.run(args)
     if args.command == "notebook":
         return run_notebook(args.path)
     if args.size < 1:

@@ -25,7 +25,7 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.session import Session
 
 from .errors import ExecutionTimeout, WorkerDied, WorkerStartFailed
-from .processes import Reaper, kill_group, run_provisioner
+from .processes import LaunchCancelled, Reaper, kill_group, run_provisioner
 from .protocol import Channels, Execution
 
 #: How long to wait for iopub traffic before nudging with another kernel_info.
@@ -229,6 +229,7 @@ class LocalKernel(Kernel):
         self._reaper = runtime.reaper
         self._log_path = log_path
         self._interrupt_lock = threading.Lock()
+        self._provisioner = km.provisioner
         self._process = getattr(km.provisioner, "process", None)
         if self._process is not None:
             self.pid = self._process.pid
@@ -245,9 +246,23 @@ class LocalKernel(Kernel):
 
     @classmethod
     def launch(
-        cls, settings: LaunchSettings, runtime: Runtime, worker_id: str, kernel_name: str
+        cls,
+        settings: LaunchSettings,
+        runtime: Runtime,
+        worker_id: str,
+        kernel_name: str,
+        *,
+        timeout: float | None = None,
+        closing: threading.Event | None = None,
+        launching: dict | None = None,
     ) -> LocalKernel:
-        """Start the kernel process (not yet ready); raises WorkerStartFailed."""
+        """Start the kernel process (not yet ready); raises WorkerStartFailed.
+
+        ``timeout`` bounds the provisioner's launch (a batch job's queue wait),
+        and ``closing`` being set cancels it. While it runs, ``launching``
+        maps ``worker_id`` to the KernelManager (its provisioner may say why
+        the kernel is not running yet: ``pending_reason``).
+        """
         conn = os.path.join(runtime.runtime_dir, f"kernel-{worker_id}.json")
         log_path = os.path.join(runtime.runtime_dir, f"kernel-{worker_id}.log")
         km = AsyncKernelManager(
@@ -259,6 +274,8 @@ class LocalKernel(Kernel):
             transport_encryption=settings.transport_encryption,
         )
         extra = settings.extra_arguments(km.kernel_spec.argv)
+        launching = {} if launching is None else launching
+        launching[worker_id] = km
         with open(log_path, "ab") as log:
             try:
                 start = km.start_kernel(
@@ -268,11 +285,24 @@ class LocalKernel(Kernel):
                     env=settings.environment(),
                     cwd=settings.cwd or os.getcwd(),
                 )
-                run_provisioner(start)
+                run_provisioner(start, timeout, closing)
+            except LaunchCancelled:
+                if closing is not None and closing.is_set():
+                    raise WorkerStartFailed(
+                        "the pool was shut down while this kernel started"
+                    ) from None
+                why = getattr(km.provisioner, "pending_reason", None)
+                raise WorkerStartFailed(
+                    f"kernel {kernel_name!r} was not running within {timeout:g} s"
+                    + (f": {why}" if why else "")
+                    + " (raise start_timeout if it is just slow)"
+                ) from None
             except Exception as exc:  # a bad argv, a provisioner that refused
                 raise WorkerStartFailed(
                     f"kernel {kernel_name!r} could not be launched: {exc}", _tail(log_path)
                 ) from None
+            finally:
+                launching.pop(worker_id, None)
         return cls(runtime, worker_id, km, log_path)
 
     def _start_failure(self, message: str) -> WorkerStartFailed:
@@ -282,7 +312,10 @@ class LocalKernel(Kernel):
 
     def poll(self) -> str | None:
         if self._process is None:
-            return None
+            # No process here: a provisioner that watches its kernel remotely may
+            # say why it ended (the Slurm provisioner's ``end_reason``). A plain
+            # attribute read: this runs under the coordinator's lock.
+            return getattr(self._provisioner, "end_reason", None)
         code = self._process.poll()
         if code is None:
             return None

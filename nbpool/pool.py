@@ -525,6 +525,7 @@ class Pool(LoggingConfigurable):
         """A snapshot of workers, sessions, queue and counters (no secrets)."""
         return PoolStatus.from_snapshot(
             self._coordinator.snapshot(),
+            pending_reason=getattr(self._launcher, "pending_reason", None),
             kernel_name=self.kernel_name,
             size=self.size,
             min_size=self._settings.min_size,

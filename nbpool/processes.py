@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 #: How many times a start is tried when it lost a port race (another process
 #: took a port between its choice and its bind; jupyter_client #487).
@@ -33,13 +34,22 @@ _loop: asyncio.AbstractEventLoop | None = None
 _loop_lock = threading.Lock()
 
 
-def run_provisioner(coro):
+class LaunchCancelled(Exception):
+    """A provisioner call ran past its time or its stop event; it was cancelled."""
+
+
+def run_provisioner(coro, timeout: float | None = None, stop: threading.Event | None = None):
     """Run a KernelManager/provisioner coroutine on the provisioner loop; blocking.
 
     The loop runs on a daemon thread for the rest of the process (a loop
     callback a provisioner registered stays live for later kernels and pools).
     A provisioner that blocks the loop delays every other provisioner call,
     as it would in Jupyter Server.
+
+    With ``timeout`` (seconds) or ``stop``, the coroutine is cancelled when
+    either runs out (a batch job may wait in a queue for hours) and
+    :class:`LaunchCancelled` is raised once its own cleanup has run (a
+    provisioner cancels its job on ``CancelledError``).
     """
     global _loop
     with _loop_lock:
@@ -48,7 +58,24 @@ def run_provisioner(coro):
             threading.Thread(
                 target=_loop.run_forever, name="nbpool-provisioners", daemon=True
             ).start()
+    if timeout is not None or stop is not None:
+        coro = _bounded(coro, timeout, stop)
     return asyncio.run_coroutine_threadsafe(coro, _loop).result()
+
+
+async def _bounded(coro, timeout: float | None, stop: threading.Event | None):
+    task = asyncio.ensure_future(coro)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not task.done():
+        late = deadline is not None and time.monotonic() >= deadline
+        if late or (stop is not None and stop.is_set()):
+            task.cancel()
+            try:
+                return await task  # finished anyway: the caller owns (and stops) what it made
+            except asyncio.CancelledError:
+                raise LaunchCancelled() from None
+        await asyncio.wait({task}, timeout=0.05)
+    return task.result()
 
 
 def kill_group(pgid: int) -> None:

@@ -100,6 +100,8 @@ class Launcher:
         os.chmod(runtime_dir, 0o700)
         self.runtime = Runtime(runtime_dir, zmq.Context(), Reaper(runtime_dir))
         self.closing = threading.Event()
+        #: worker id -> KernelManager, while its provisioner launches the kernel
+        self.launching: dict = {}
 
     def start(self, worker_id: str, kernel_name: str, start_timeout: float):
         """Start one kernel and wait until it is ready; blocking, any thread.
@@ -111,7 +113,15 @@ class Launcher:
             the message carries the tail of its stderr.
         """
         for attempt in range(1, PORT_RACE_TRIES + 1):
-            kernel = LocalKernel.launch(self.settings, self.runtime, worker_id, kernel_name)
+            kernel = LocalKernel.launch(
+                self.settings,
+                self.runtime,
+                worker_id,
+                kernel_name,
+                timeout=start_timeout,
+                closing=self.closing,
+                launching=self.launching,
+            )
             try:
                 self.check_transport(kernel.km.ip, kernel.km.transport, kernel.encrypted)
                 deadline = time.monotonic() + start_timeout
@@ -128,6 +138,15 @@ class Launcher:
                 kernel.shutdown(now=True)  # never leak a started process
                 raise
         raise AssertionError("unreachable")
+
+    def pending_reason(self, worker_id: str) -> str | None:
+        """Why a launching kernel is not running yet, if its provisioner says.
+
+        A provisioner may keep a ``pending_reason`` string attribute (the Slurm
+        provisioner: ``"Slurm job 42 is pending (Resources)"``); any thread may read it.
+        """
+        km = self.launching.get(worker_id)
+        return getattr(getattr(km, "provisioner", None), "pending_reason", None)
 
     def attach(
         self,

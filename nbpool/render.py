@@ -67,6 +67,7 @@ def text(status) -> str:
     """Workers, counters and the last events as aligned text (``%pool status``)."""
     lines = [f"nbpool: {status.summary()}" + (" (closed)" if status["closed"] else "")]
     lines += _align([WORKER_COLUMNS, *(worker_row(w) for w in status["workers"])])
+    lines += [f"  {w['id']}: {w['pending_reason']}" for w in status["workers"] if _pending(w)]
     lines.append(counters_text(status))
     for event in status["events"][-3:]:
         lines.append(f"  {_clock(event['time'])} {event['kind']}: {event['message']}")
@@ -110,7 +111,8 @@ def workers_html(status) -> str:
     for w in status["workers"]:
         cells = [html.escape(cell) for cell in worker_row(w)]
         state = w["state"]
-        title = f" title='{html.escape(w['last_error'])}'" if w["last_error"] else ""
+        note = w["last_error"] or _pending(w)
+        title = f" title='{html.escape(note)}'" if note else ""
         cells[1] = (
             f"<span class='nbpool-state' style='background:{STATE_COLOURS.get(state, '#000')}'"
             f"{title}>{cells[1]}</span>"
@@ -148,6 +150,11 @@ def events_html(status, shown: int = 5) -> str:
 
 
 # -- helpers ------------------------------------------------------------------
+
+
+def _pending(w: dict) -> str | None:
+    """A starting worker's pending reason (older snapshots have none)."""
+    return w.get("pending_reason")
 
 
 def mib(value: int | None) -> str:

@@ -15,7 +15,9 @@ Schema ``nbpool.status/1`` (a JSON-safe dict; no keys, tokens or paths)::
           "memory": 54001664 | null,   # resident bytes, local workers only
           "attached": false, "encrypted": true,
           "started": "fork" | "spawn" | null,   # how its process began (null: attached)
-          "last_error": null | "kernel 'x' exited with code 1 while starting; ..."
+          "last_error": null | "kernel 'x' exited with code 1 while starting; ...",
+          "pending_reason": null | "Slurm job 42 is pending (Resources)"
+                                       # why a starting worker is not running yet
       }],
       "sessions": [{"name": "etl", "worker": "w1" | null, "kernel": "python3",
                     "generation": 0, "queued": 0}],
@@ -54,8 +56,12 @@ class PoolStatus(dict):
     """A status snapshot (a plain dict of the schema above) that prints well."""
 
     @classmethod
-    def from_snapshot(cls, snap, **settings) -> "PoolStatus":
-        """Render a :class:`~nbpool.coordinator.Snapshot` (plus the pool's ``settings``)."""
+    def from_snapshot(cls, snap, pending_reason=None, **settings) -> "PoolStatus":
+        """Render a :class:`~nbpool.coordinator.Snapshot` (plus the pool's ``settings``).
+
+        ``pending_reason(worker_id)``, if given, says why a starting worker is
+        not running yet (its provisioner's word: a Slurm job's queue reason).
+        """
         now = time.monotonic()
         workers = []
         for w, info in snap.workers:
@@ -74,6 +80,11 @@ class PoolStatus(dict):
                     "started": getattr(w.kernel, "started", None),
                     "encrypted": bool(getattr(w.kernel, "encrypted", False)),
                     "last_error": str(w.last_error) if w.last_error else None,
+                    "pending_reason": (
+                        pending_reason(w.id)
+                        if pending_reason and w.public_state() in ("starting", "restarting")
+                        else None
+                    ),
                 }
             )
         sessions = [

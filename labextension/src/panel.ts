@@ -300,6 +300,9 @@ function workersTable(
       w.attached ? 'attached' : ''
     ];
     row.append(main, el('div', 'jp-nbpool-row-details', details.filter(Boolean).join(' · ')));
+    if (w.pending_reason) {
+      row.append(el('div', 'jp-nbpool-row-details', w.pending_reason));
+    }
     if (w.last_error) {
       row.append(el('div', 'jp-nbpool-row-error', w.last_error));
     }

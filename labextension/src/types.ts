@@ -32,6 +32,8 @@ export interface IWorker {
    */
   started: 'fork' | 'spawn' | null;
   last_error: string | null;
+  /** Why a starting worker is not running yet (a Slurm job's queue reason). */
+  pending_reason?: string | null;
 }
 
 export interface ISession {
