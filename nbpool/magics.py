@@ -84,7 +84,7 @@ class PoolMagics(Magics):
         "--preload",
         metavar="CODE",
         help="Code every new python worker runs before it is ready, e.g. "
-        "\"import pandas as pd\" (`start` only).",
+        '"import pandas as pd" (`start` only).',
     )
     @line_magic
     def pool(self, line: str):

@@ -37,6 +37,8 @@ class Policy:
             executions=0, failures=0, restarts=0, start_failures=0, deaths=0, timeouts=0
         )
         self.closed = False
+        #: Workers left running for their kept sessions at a detach (ids).
+        self.kept: frozenset[str] = frozenset()
         self._ids = itertools.count(1)
 
     def _died(self, w: Worker, reason: str) -> list[Action]:

@@ -11,16 +11,28 @@ from __future__ import annotations
 
 import atexit
 import contextvars
+import os
 import threading
 import weakref
 from concurrent.futures import CancelledError, Future, InvalidStateError, ThreadPoolExecutor
 
-from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, TraitError, Unicode
+from traitlets import (
+    Bool,
+    CaselessStrEnum,
+    Dict,
+    Float,
+    Int,
+    List,
+    TraitError,
+    Unicode,
+    default,
+)
 from traitlets.config import LoggingConfigurable
 
 from . import checks
 from .coordinator import Coordinator
 from .errors import InvalidConfig, PoolClosed
+from .keeping import Keeping
 from .lease import Lease
 from .protocol import OutputHook, StdinHandler
 from .provisioning import Launcher, LaunchSettings, check_kernel_name
@@ -124,6 +136,18 @@ class Pool(LoggingConfigurable):
         help="auto: fork python workers on Linux from a template that ran the preload once; "
         "never: always spawn.",
     ).tag(config=True)
+    name = Unicode(
+        help="The pool's name: a later pool of the same name re-adopts its kept sessions "
+        "(default: the notebook's path when Jupyter says it, else 'default')."
+    ).tag(config=True)
+    keep_sessions = Bool(
+        False,
+        help="Leave the sessions' workers running when this process ends without shutdown() "
+        "(kernel restart, exit, crash), for a later pool of the same name to re-adopt.",
+    ).tag(config=True)
+    keep_for = Float(
+        3600.0, help="Seconds a kept session may sit with no pool attached before it is stopped."
+    ).tag(config=True)
     ipykernel_args = List(
         Unicode(),
         # The history database costs ~0.7 ms a run. ipykernel sleeps 0.5 ms
@@ -133,6 +157,11 @@ class Pool(LoggingConfigurable):
         ["--HistoryManager.enabled=False", "--Kernel._execute_sleep=0"],
         help="Extra arguments for ipykernel workers (tuning; see the README).",
     ).tag(config=True)
+
+    @default("name")
+    def _default_name(self) -> str:
+        # Jupyter Server tells a notebook's kernel which notebook it runs.
+        return os.environ.get("JPY_SESSION_NAME") or "default"
 
     def __init__(
         self, size: int | None = None, kernel_name: str | None = None, *, backend=None, **kwargs
@@ -149,6 +178,11 @@ class Pool(LoggingConfigurable):
         check_kernel_name(self.kernel_name)
         self._launcher = backend if backend is not None else Launcher(LaunchSettings.of(self))
         self._coordinator = Coordinator(self._settings, self._launcher.start)
+        self._keeping = (
+            Keeping(self.name, self.keep_for, self._coordinator, self._launcher.runtime.context)
+            if self.keep_sessions
+            else None
+        )
         # Jobs run only once granted a worker, so one thread per worker suffices;
         # threads are made lazily, and resize() may raise max_size later.
         self._jobs = ThreadPoolExecutor(max_workers=64, thread_name_prefix="nbpool-job")
@@ -156,7 +190,8 @@ class Pool(LoggingConfigurable):
         self._start_lock = threading.Lock()
         self._shutdown = False
         ref = weakref.ref(self)
-        self._atexit = lambda: (p := ref()) is not None and p.shutdown()
+        # At interpreter exit (a kernel restart or exit) a keeping pool detaches.
+        self._atexit = lambda: (p := ref()) is not None and p._at_exit()
         atexit.register(self._atexit)
 
     def _validated(self) -> Settings:
@@ -181,12 +216,14 @@ class Pool(LoggingConfigurable):
             ),
             (s.idle_timeout >= 0, f"idle_timeout must be >= 0 seconds, got {s.idle_timeout}"),
             (not s.sshkey or s.sshserver, "sshkey is for the SSH login: set sshserver too"),
+            (s.keep_for > 0, f"keep_for must be > 0 seconds, got {s.keep_for}"),
         ]
         for ok, message in relations:
             if not ok:
                 raise InvalidConfig(message)
         if s.sshserver:
             check_server(s.sshserver)
+        checks.pool_name(s.name)
         return Settings.of(self, min_size=min_size, max_size=max_size)
 
     # -- lifecycle ---------------------------------------------------------
@@ -194,15 +231,24 @@ class Pool(LoggingConfigurable):
     def start(self, wait: bool = True) -> "Pool":
         """Start ``size`` workers; with ``wait``, block until they are ready.
 
+        With ``keep_sessions``, the kept sessions of this pool's ``name`` are
+        re-adopted first (state intact; :attr:`readopted` says which), and
+        only the rest of ``size`` is started.
+
         Raises
         ------
         WorkerStartFailed
             A worker failed to start (the pool keeps retrying in the background).
+        PoolInUse
+            With ``keep_sessions``: another live pool holds this name's sessions.
         """
         self._check_open()
         with self._start_lock:  # a lazy start from several threads starts once
             if not self._started:
-                self._initial = self._coordinator.start(self.size)
+                adopted = 0
+                if self._keeping is not None:
+                    adopted = self._keeping.adopt(self.attach_timeout)
+                self._initial = self._coordinator.start(max(0, self.size - adopted))
                 self._started = True
             for session, path in self.connection_files.items():
                 self.attach(
@@ -216,15 +262,79 @@ class Pool(LoggingConfigurable):
         return self
 
     def shutdown(self) -> None:
-        """Stop every worker and remove the pool's files; idempotent."""
+        """Stop every worker (kept sessions' too) and remove the pool's files; idempotent."""
         if self._shutdown:
             return
         self._shutdown = True
         atexit.unregister(self._atexit)
         self._launcher.closing.set()
         self._coordinator.close()
+        if self._keeping is not None:
+            self._keeping.shutdown()
         self._jobs.shutdown(wait=False)  # queued jobs fail fast: the pool is closed
         self._launcher.close()
+
+    def detach(self) -> None:
+        """Close this pool and leave its sessions' workers running, for a later pool.
+
+        A later ``Pool(name=..., keep_sessions=True).start()`` (in this or
+        any process of this user) re-adopts them with their state; what
+        they print meanwhile (a ``--bg`` cell still running keeps running)
+        is journaled for :meth:`replay`. Workers bound to no session are
+        stopped. A kept session unattached for ``keep_for`` seconds is
+        stopped.
+
+        Raises
+        ------
+        InvalidConfig
+            The pool does not keep sessions (``keep_sessions=False``).
+        """
+        if self._keeping is None:
+            raise InvalidConfig(
+                "this pool does not keep sessions: create it with keep_sessions=True "
+                "(%pool start --keep) to detach; shutdown() stops it"
+            )
+        if self._shutdown:
+            return
+        self._shutdown = True
+        atexit.unregister(self._atexit)
+        self._launcher.closing.set()
+        self._keeping.detach(lambda: self._coordinator.close(keep=True))
+        self._jobs.shutdown(wait=False)
+        self._launcher.close()
+
+    def _at_exit(self) -> None:
+        if self._keeping is not None and self._keeping.store.locked:
+            self.detach()
+        else:
+            self.shutdown()
+
+    @property
+    def readopted(self) -> list[dict]:
+        """The kept sessions ``start()`` found: ``session``, ``intact`` (its state is
+        there), ``waiting`` / ``bytes`` (output journaled meanwhile), ``reason`` (why
+        its state was lost)."""
+        return list(self._keeping.readopted) if self._keeping is not None else []
+
+    def replay(self, session: str | None = None) -> list[dict]:
+        """The outputs ``session`` produced while no pool was attached (nbformat dicts).
+
+        They are taken out of the journal (a second call returns only what
+        came since). At most the last 10 MB per session are kept; dropped
+        output is said first, as a stderr stream.
+        """
+        self._check_open()
+        if self._keeping is None:
+            raise InvalidConfig("replay is for kept sessions: this pool has keep_sessions=False")
+        if not self._started:
+            self.start(wait=False)
+        return self._keeping.replay(checks.session_name(session))
+
+    def waiting_output(self, session: str | None = None) -> tuple[int, int]:
+        """(outputs, bytes) journaled for ``session`` and not yet replayed."""
+        if self._keeping is None or not self._started:
+            return 0, 0
+        return self._keeping.waiting(checks.session_name(session))
 
     def __enter__(self) -> "Pool":
         try:
@@ -251,7 +361,17 @@ class Pool(LoggingConfigurable):
         """
         session, kernel = self._request_args(session, kernel, timeout)
         waiter = self._coordinator.request(session, kernel)
-        return self._coordinator.wait(waiter, self.lease_timeout if timeout is None else timeout)
+        lease = self._coordinator.wait(waiter, self.lease_timeout if timeout is None else timeout)
+        self._leased(lease)
+        return lease
+
+    def _leased(self, lease: Lease) -> None:
+        if self._keeping is not None:
+            try:
+                self._keeping.on_lease(lease)  # the session is kept before it runs anything
+            except BaseException:
+                lease.release()
+                raise
 
     def execute(
         self,
@@ -309,6 +429,7 @@ class Pool(LoggingConfigurable):
                     error = CancelledError()
                 else:
                     try:
+                        self._leased(lease)
                         res = lease.execute(code, timeout, on_output=on_output)
                     except BaseException as exc:  # delivered through the future
                         error = exc
@@ -400,7 +521,10 @@ class Pool(LoggingConfigurable):
         Returns False when no such session exists.
         """
         self._check_open()
-        return self._coordinator.end_session(checks.session_name(session))
+        ended = self._coordinator.end_session(checks.session_name(session))
+        if ended and self._keeping is not None:
+            self._keeping.record()
+        return ended
 
     def interrupt(self, worker_id: str) -> bool:
         """Interrupt what worker ``worker_id`` is running (e.g. from a UI).
@@ -462,6 +586,8 @@ class Pool(LoggingConfigurable):
         """A snapshot of workers, sessions, queue and counters (no secrets)."""
         return PoolStatus.from_snapshot(
             self._coordinator.snapshot(),
+            kept=self._keeping.kept if self._keeping is not None else frozenset(),
+            keep_sessions=self.keep_sessions,
             kernel_name=self.kernel_name,
             size=self.size,
             min_size=self._settings.min_size,

@@ -51,10 +51,10 @@ def run_provisioner(coro):
     return asyncio.run_coroutine_threadsafe(coro, _loop).result()
 
 
-def kill_group(pgid: int) -> None:
-    """SIGKILL a process group if it still exists (a kernel's children too)."""
+def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
+    """Signal (SIGKILL) a process group if it still exists (a kernel's children too)."""
     try:
-        os.killpg(pgid, signal.SIGKILL)
+        os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
 

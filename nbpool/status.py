@@ -18,7 +18,9 @@ Schema ``nbpool.status/1`` (a JSON-safe dict; no keys, tokens or paths)::
           "last_error": null | "kernel 'x' exited with code 1 while starting; ..."
       }],
       "sessions": [{"name": "etl", "worker": "w1" | null, "kernel": "python3",
-                    "generation": 0, "queued": 0}],
+                    "generation": 0, "queued": 0,
+                    "kept": false}],   # outlives this process (keep_sessions)
+      "keep_sessions": false,
       "waiting": 0,                    # lease requests queued
       "counters": {"executions": 0, "failures": 0, "restarts": 0,
                    "start_failures": 0, "deaths": 0, "timeouts": 0},
@@ -54,8 +56,9 @@ class PoolStatus(dict):
     """A status snapshot (a plain dict of the schema above) that prints well."""
 
     @classmethod
-    def from_snapshot(cls, snap, **settings) -> "PoolStatus":
-        """Render a :class:`~nbpool.coordinator.Snapshot` (plus the pool's ``settings``)."""
+    def from_snapshot(cls, snap, *, kept=frozenset(), **settings) -> "PoolStatus":
+        """Render a :class:`~nbpool.coordinator.Snapshot` (plus the pool's ``settings``;
+        ``kept``: names of the sessions kept beyond this process)."""
         now = time.monotonic()
         workers = []
         for w, info in snap.workers:
@@ -83,6 +86,7 @@ class PoolStatus(dict):
                 "kernel": i.kernel_name,
                 "generation": i.generation,
                 "queued": snap.queued.get(i.name, 0),
+                "kept": i.name in kept,
             }
             for i in snap.sessions
         ]
