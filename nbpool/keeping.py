@@ -80,7 +80,7 @@ class Keeping:
             state = None
         entries = []
         for session, record in (state or {}).get("sessions", {}).items():
-            kernel, reason = None, None
+            kernel, cause = None, None
             if alive(record):
                 kernel = KeptKernel("kept", record, self._context)
                 try:
@@ -88,12 +88,10 @@ class Keeping:
                 except WorkerStartFailed as exc:
                     kernel.shutdown()
                     kernel = None
-                    reason = f"its kept worker (pid {record['pid']}) did not answer: {exc}"
+                    cause = f"its kept worker (pid {record['pid']}) did not answer: {exc}"
             else:
-                reason = f"its kept worker (pid {record['pid']}) ended while no pool was attached"
-            if reason is not None:
-                reason = f"session {session!r} lost its state: {reason}"
-            entries.append((session, record["kernel_name"], record["generation"], kernel, reason))
+                cause = f"its kept worker (pid {record['pid']}) ended while no pool was attached"
+            entries.append((session, record["kernel_name"], record["generation"], kernel, cause))
             count, size = store.pending(session)
             self.readopted.append(
                 {
@@ -101,7 +99,7 @@ class Keeping:
                     "intact": kernel is not None,
                     "waiting": count,
                     "bytes": size,
-                    "reason": reason,
+                    "reason": cause,
                 }
             )
         adopted = self._coordinator.adopt(entries)
