@@ -59,8 +59,16 @@ class LaunchSettings:
         return cls(**values)
 
     def environment(self) -> dict[str, str]:
-        """A worker's environment: this process's, plus ``env``."""
-        return {**os.environ, **dict(self.env)}
+        """A worker's environment: this process's, plus ``env``.
+
+        A worker that may be kept does not inherit ``JPY_PARENT_PID`` (set
+        when this process is itself a kernel): ipykernel would exit once its
+        parent changed, i.e. when the notebook kernel goes.
+        """
+        env = {**os.environ, **dict(self.env)}
+        if self.keep_sessions:
+            env.pop("JPY_PARENT_PID", None)
+        return env
 
     def extra_arguments(self, argv: list[str]) -> list[str]:
         """The tuning arguments for a kernelspec's ``argv`` (ipykernel ones only)."""
