@@ -247,6 +247,7 @@ class KeptPool:
         if not outputs:
             return
         path = self.journal_path(session)
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
         data = b"".join(json.dumps(o).encode() + b"\n" for o in outputs)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:

@@ -115,18 +115,17 @@ class Keeping:
 
     def record(self, detached_at: float | None = None) -> None:
         """Write the records of the sessions bound to local workers, now."""
-        snap = self._coordinator.snapshot()
-        sessions, kernels = {}, []
-        for w, info in snap.workers:
-            if info is None or w.death is not None or w.state not in ("idle", "leased"):
-                continue
-            record = getattr(w.kernel, "keep_record", lambda: None)()
-            if record is None:
-                continue  # attached, or remote: not nbpool's to keep
-            start = process_start(record["pid"])
-            sessions[info.name] = {**record, "generation": info.generation, "pid_start": start}
-            kernels.append((info.name, w))
-        with self._io:
+        with self._io:  # the snapshot too: a later snapshot is never overwritten by an older one
+            sessions, kernels = {}, []
+            for w, info in self._coordinator.snapshot().workers:
+                if info is None or w.death is not None or w.state not in ("idle", "leased"):
+                    continue
+                record = getattr(w.kernel, "keep_record", lambda: None)()
+                if record is None:
+                    continue  # attached, or remote: not nbpool's to keep
+                start = process_start(record["pid"])
+                sessions[info.name] = {**record, "generation": info.generation, "pid_start": start}
+                kernels.append((info.name, w))
             self.store.save(
                 {
                     "keep_for": self.keep_for,

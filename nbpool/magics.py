@@ -60,7 +60,10 @@ class PoolMagics(Magics):
         self._told: set[str] = set()  # sessions told about their journaled output
 
     def get_pool(self) -> Pool | None:
-        """The current pool, or None when none was created (or it was stopped)."""
+        """The current pool, or None when none was created (or it was stopped or
+        detached, here or from the JupyterLab panel)."""
+        if self._pool is not None and self._pool.closed:
+            self._pool = None
         return self._pool
 
     def shutdown(self) -> None:
@@ -70,7 +73,7 @@ class PoolMagics(Magics):
             pool.shutdown()
 
     def _ensure_pool(self, **overrides) -> Pool:
-        if self._pool is None:
+        if self.get_pool() is None:
             with _one_line():
                 self._pool = Pool(parent=self.shell, **overrides)
         return self._pool

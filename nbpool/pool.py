@@ -303,6 +303,11 @@ class Pool(LoggingConfigurable):
         self._jobs.shutdown(wait=False)
         self._launcher.close()
 
+    @property
+    def closed(self) -> bool:
+        """Whether the pool was shut down or detached."""
+        return self._shutdown
+
     def _at_exit(self) -> None:
         if self._keeping is not None and self._keeping.store.locked:
             self.detach()

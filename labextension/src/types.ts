@@ -36,6 +36,10 @@ export interface ISession {
   kernel: string;
   generation: number;
   queued: number;
+  /**
+   * Kept beyond the notebook kernel (`keep_sessions`): it survives a restart.
+   */
+  kept: boolean;
 }
 
 export interface IPoolEvent {
@@ -53,6 +57,7 @@ export interface IPoolStatus {
   size: number;
   min_size: number;
   max_size: number;
+  keep_sessions: boolean;
   workers: IWorker[];
   sessions: ISession[];
   waiting: number;
@@ -72,6 +77,8 @@ export type PoolAction =
   | { action: 'restart'; worker: string }
   | { action: 'end_session'; session: string }
   | { action: 'resize'; size: string | number }
+  | { action: 'detach' }
+  | { action: 'stop' }
   | { action: 'refresh' };
 
 /**

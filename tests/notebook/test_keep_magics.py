@@ -66,3 +66,25 @@ def test_restart_kernel_keeps_sessions_and_start_keep_readopts_them(
     assert "no output" in _text(kernel.execute("%pool replay bg"))
     kernel.execute("%pool stop")
     wait_for(lambda: process_start(pid) is None, timeout=15, what="%pool stop to stop kept workers")
+
+
+def test_detach_and_start_keep_in_the_same_kernel(kept_runtime_dir, kernel):
+    """%pool detach leaves the sessions running (the magics forget the pool);
+    %pool start --keep brings them back; without --keep, detach is a UsageError."""
+    kernel.execute("%load_ext nbpool\n%pool start -n 1")
+    refused = kernel.execute("%pool detach")
+    assert refused["reply"]["status"] == "error"
+    assert "does not keep sessions" in refused["reply"]["evalue"]
+    kernel.execute("%pool stop")
+    kernel.execute("%pool start --keep --name same -n 1")
+    pid = int(_text(kernel.execute("%%pool_exec -s s\nx = 3\nimport os; print(os.getpid())")))
+    detached = _text(kernel.execute("%pool detach"))
+    assert "detached pool 'same': 1 session(s) keep running for up to 3600 s" in detached
+    assert "`%pool start --keep --name same` re-adopts them" in detached
+    assert "no pool yet" in _text(kernel.execute("%pool status"))
+    assert process_start(pid) is not None
+    again = _text(kernel.execute("%pool start --keep --name same"))
+    assert "re-adopted 1 kept session(s) of pool 'same': s (state intact)" in again
+    assert _text(kernel.execute("%%pool_exec -s s\nprint(x)")) == "3\n"
+    kernel.execute("%pool stop")
+    wait_for(lambda: process_start(pid) is None, timeout=15, what="%pool stop to stop kept workers")
