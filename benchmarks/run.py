@@ -4,7 +4,7 @@ Usage::
 
     python -m benchmarks                  # everything (~4 minutes on 2 cores)
     python -m benchmarks --quick          # fewer rounds (~1.5 minutes)
-    python -m benchmarks lease roundtrip  # a selection, by name or letter (a-g)
+    python -m benchmarks lease roundtrip  # a selection, by name or letter (a-h)
     python -m benchmarks --json out.json  # also write the rows as JSON
 
 Each benchmark measures its baseline in the same run, interleaved with
@@ -38,6 +38,7 @@ BENCHMARKS = {
     "ipyparallel": ("e", "benchmarks.bench_ipyparallel"),
     "remote": ("f", "benchmarks.bench_remote"),
     "magic": ("g", "benchmarks.bench_magic"),
+    "keep": ("h", "benchmarks.bench_keep"),
 }
 
 

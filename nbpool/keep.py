@@ -137,6 +137,7 @@ class KeptPool:
         self.name = name
         self.dir = directory or os.path.join(root(), _slug(name))
         self._lock_fd: int | None = None
+        self._keeper: subprocess.Popen | None = None  # the keeper this process started
 
     # -- the pool lock -----------------------------------------------------
 
@@ -322,6 +323,8 @@ class KeptPool:
         owner-only files. It runs in a session of its own, so neither a
         Ctrl-C nor the end of the notebook kernel's process group reaches it.
         """
+        if self._keeper is not None and self._keeper.poll() is None:
+            return  # ours is starting (or running): it takes keeper.lock once imported
         if self.keeper_running():
             return
         with (
@@ -329,7 +332,7 @@ class KeptPool:
             open(os.path.join(self.dir, "keeper.log"), "ab") as log,
         ):
             os.chmod(log.name, 0o600)
-            subprocess.Popen(
+            self._keeper = subprocess.Popen(
                 [sys.executable, "-m", "nbpool._keeper", self.dir],
                 stdin=null_in,
                 stdout=log,
