@@ -11,8 +11,10 @@ Every :data:`TICK` it
   session is kept, so nothing is missed when the notebook goes), and reads
   what arrived into a short buffer;
 - takes the pool lock for a moment (:mod:`nbpool.keep`). Held by a pool: that
-  pool shows the outputs, so the buffer only keeps the last :data:`RECENT`
-  seconds. Free: no pool is attached, so outputs produced since the detach
+  pool shows the output of its own requests; output of an earlier pool's
+  request (a ``--bg`` cell still running when the session was re-adopted)
+  reaches no cell, so it is journaled at once; the rest stays in the buffer
+  for :data:`RECENT` seconds. Free: no pool is attached, so outputs produced since the detach
   (``detached_at``, written by ``detach()``; for a pool that died, the last
   moment the keeper saw it attached) go to the sessions' journals; after
   ``keep_for`` seconds unattached the kept workers are stopped and the
@@ -70,7 +72,7 @@ class _Follow:
             self.control.recv_multipart()
 
     def outputs(self):
-        """(time, nbformat output) of what arrived, oldest first."""
+        """(time, requesting client's session id, nbformat output) of what arrived."""
         while True:
             try:
                 _, msg = self.session.recv(self.iopub, mode=zmq.NOBLOCK)
@@ -86,7 +88,8 @@ class _Follow:
                 out["output_type"] = "display_data"
             out.pop("transient", None)
             date = msg["header"].get("date")
-            yield (date.timestamp() if hasattr(date, "timestamp") else time.time()), out
+            when = date.timestamp() if hasattr(date, "timestamp") else time.time()
+            yield when, msg["parent_header"].get("session"), out
 
     def close(self) -> None:
         self.iopub.close(linger=0)
@@ -99,7 +102,10 @@ class Keeper:
         self.context = zmq.Context()
         self.subs: dict[str, _Follow] = {}
         self.following: dict[str, int] = {}
-        self.buffer: list[tuple[str, float, dict]] = []
+        self.clients: dict[str, str] = {}  # session -> the attached pool's client session id
+        self.detached_seen: float | None = None
+        self.foreign_since = 0.0
+        self.buffer: list[tuple[str, float, str | None, dict]] = []  # session, time, client, output
         self.last_attached = time.time()
         self.mtime = 0
 
@@ -114,6 +120,16 @@ class Keeper:
             state = self.kp.load() or {}
             sessions = state.get("sessions", {})
             self.kp.name = state.get("name", self.kp.name)
+            self.clients = {name: record.get("client") for name, record in sessions.items()}
+            # Output of an earlier pool's requests is unshown from its detach on
+            # (or, if it died, from this pool's adoption).
+            if state.get("detached_at") is not None:
+                self.detached_seen = state["detached_at"]
+            self.foreign_since = min(
+                (m for m in [self.detached_seen, state.get("attached_at")] if m is not None),
+                default=0.0,
+            )
+
             for name in list(self.subs):
                 record = sessions.get(name)
                 if record is None or record.get("pid") != self.subs[name].pid:
@@ -139,8 +155,34 @@ class Keeper:
         ready = dict(poller.poll(timeout * 1000))
         for name, follow in self.subs.items():
             if follow.iopub in ready:
-                for when, out in follow.outputs():
-                    self.buffer.append((name, when, out))
+                for when, client, out in follow.outputs():
+                    self.buffer.append((name, when, client, out))
+
+    def flush(self, wanted) -> None:
+        """Journal the buffered outputs ``wanted(session, time, client)`` picks; drop them."""
+        by_session: dict[str, list[dict]] = {}
+        kept = []
+        for entry in self.buffer:
+            if wanted(*entry[:3]):
+                by_session.setdefault(entry[0], []).append(entry[3])
+            else:
+                kept.append(entry)
+        self.buffer = kept
+        for name, outputs in by_session.items():
+            self.kp.journal(name, outputs)
+
+    def attached(self) -> None:
+        """A pool is attached: it shows what its own requests print. Output of
+        requests of an earlier pool (a --bg cell still running when this pool
+        re-adopted the session) reaches no cell: journal it now. Keep the rest
+        for a while, in case the pool turns out to have died."""
+        self.last_attached = time.time()
+        self.flush(
+            lambda name, when, client: (
+                client and client != self.clients.get(name) and when >= self.foreign_since
+            )
+        )
+        self.buffer = [b for b in self.buffer if b[1] >= self.last_attached - RECENT]
 
     def unattached(self) -> bool:
         """One look with the pool lock held (no pool attached); False: keep going."""
@@ -151,13 +193,8 @@ class Keeper:
             state["detached_at"] = self.last_attached
             self.kp.save(state)
         cutoff = state["detached_at"]
-        by_session: dict[str, list[dict]] = {}
-        for name, when, out in self.buffer:
-            if when >= cutoff:
-                by_session.setdefault(name, []).append(out)
-        self.buffer.clear()
-        for name, outputs in by_session.items():
-            self.kp.journal(name, outputs)
+        self.flush(lambda name, when, client: when >= cutoff)
+        self.buffer.clear()  # the rest came before the detach: the pool showed it
         if expired(state, time.time()):
             self.kp.stop_workers(state)
             self.kp.remove_files()
@@ -170,8 +207,7 @@ class Keeper:
             self.subscribe()
             self.receive(TICK)
             if not self.kp.try_lock():
-                self.last_attached = time.time()
-                self.buffer = [b for b in self.buffer if b[1] >= self.last_attached - RECENT]
+                self.attached()
                 continue
             if not self.unattached():
                 return

@@ -22,7 +22,7 @@ dies) from ``start()`` until ``shutdown()`` or ``detach()``. The keeper
 (:mod:`nbpool._keeper`) takes it for a moment each tick to learn that no
 pool is attached; it writes ``state.json`` and the journals only while
 holding it, and the attached pool only while holding it, so writers never
-overlap. A pool that finds the lock taken retries for :data:`LOCK_PATIENCE`
+overlap; a journal is also locked on its own while written or taken. A pool that finds the lock taken retries for :data:`LOCK_PATIENCE`
 seconds (the keeper's moment), then raises :class:`~nbpool.errors.PoolInUse`.
 
 Nothing kept survives a reboot pretending to exist: a state written under
@@ -244,33 +244,24 @@ class KeptPool:
         return os.path.join(self.dir, f"journal-{digest}.jsonl")
 
     def journal(self, session: str, outputs: list[dict]) -> None:
-        """Append outputs to ``session``'s journal; beyond the limit drop the oldest."""
+        """Append outputs to ``session``'s journal; beyond the limit drop the oldest.
+
+        Journals are locked (``flock``) while written or taken: the keeper
+        may append while a pool is attached (output of a cell an earlier
+        pool started) just as that pool takes them.
+        """
         if not outputs:
             return
-        path = self.journal_path(session)
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         data = b"".join(json.dumps(o).encode() + b"\n" for o in outputs)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = os.open(self.journal_path(session), os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
             os.write(fd, data)
-            size = os.fstat(fd).st_size
+            if os.fstat(fd).st_size > JOURNAL_LIMIT:
+                _trim(fd)
         finally:
             os.close(fd)
-        if size > JOURNAL_LIMIT:
-            self._trim(path)
-
-    def _trim(self, path: str) -> None:
-        """Keep the newest outputs up to 3/4 of the limit; count what was dropped."""
-        with open(path, "rb") as f:
-            lines = f.read().splitlines(keepends=True)
-        dropped = 0
-        if lines and lines[0].startswith(b'{"dropped":'):
-            dropped = json.loads(lines.pop(0))["dropped"]
-        size = sum(len(line) for line in lines)
-        while lines and size > JOURNAL_LIMIT * 3 // 4:
-            size -= len(lines[0])
-            dropped += len(lines.pop(0))
-        _write_private(path, json.dumps({"dropped": dropped}).encode() + b"\n" + b"".join(lines))
 
     def pending(self, session: str) -> tuple[int, int]:
         """(outputs, bytes) waiting in ``session``'s journal."""
@@ -287,13 +278,16 @@ class KeptPool:
 
         Dropped output is said first, as a stderr stream.
         """
-        path = self.journal_path(session)
         try:
-            with open(path, "rb") as f:
-                lines = f.read().splitlines()
-            os.unlink(path)
+            fd = os.open(self.journal_path(session), os.O_RDWR)
         except OSError:
             return []
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            lines = _read(fd).splitlines()
+            os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)
         outputs = [json.loads(line) for line in lines if line.strip()]
         if outputs and "dropped" in outputs[0]:
             dropped = outputs.pop(0)["dropped"]
@@ -340,6 +334,28 @@ class KeptPool:
                 start_new_session=True,
                 close_fds=True,
             )
+
+
+def _read(fd: int) -> bytes:
+    os.lseek(fd, 0, os.SEEK_SET)
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _trim(fd: int) -> None:
+    """Keep the newest outputs up to 3/4 of the limit, in place; count what was dropped."""
+    lines = _read(fd).splitlines(keepends=True)
+    dropped = 0
+    if lines and lines[0].startswith(b'{"dropped":'):
+        dropped = json.loads(lines.pop(0))["dropped"]
+    size = sum(len(line) for line in lines)
+    while lines and size > JOURNAL_LIMIT * 3 // 4:
+        size -= len(lines[0])
+        dropped += len(lines.pop(0))
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps({"dropped": dropped}).encode() + b"\n" + b"".join(lines))
 
 
 def kept_pools() -> list[tuple[KeptPool, dict]]:

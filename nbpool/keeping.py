@@ -58,6 +58,7 @@ class Keeping:
         self._context = context
         self._io = threading.Lock()  # one writer of the records at a time
         self._recorded: dict[str, str] = {}  # session -> worker id in the records
+        self._attached_at = 0.0  # when this pool took the lock (the keeper's cutoff)
         #: What came back at start(): dicts of session, intact, waiting, reason.
         self.readopted: list[dict] = []
 
@@ -73,6 +74,7 @@ class Keeping:
         """
         store = self.store
         store.lock()
+        self._attached_at = time.time()
         state = store.load()
         if state is not None and expired(state, time.time()):
             store.stop_workers(state)  # the keeper died before it could
@@ -130,6 +132,7 @@ class Keeping:
                 {
                     "keep_for": self.keep_for,
                     "detached_at": detached_at,
+                    "attached_at": self._attached_at,
                     "owner": os.getpid(),
                     "sessions": sessions,
                 }

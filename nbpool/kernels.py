@@ -118,8 +118,9 @@ class Kernel:
         slow joiner), so the first execution's first output is not lost.
         """
         ch = self.channels
+        asked = self._asked_socket()
         poller = zmq.Poller()
-        poller.register(ch.shell, zmq.POLLIN)
+        poller.register(asked, zmq.POLLIN)
         poller.register(ch.iopub, zmq.POLLIN)
         deadline = time.monotonic() + timeout
         replied = iopub_seen = False
@@ -134,7 +135,7 @@ class Kernel:
             if now >= deadline:
                 raise self._start_failure(self._not_ready(timeout))
             if now >= next_nudge and not iopub_seen:
-                ch.session.send(ch.shell, "kernel_info_request", {})
+                ch.session.send(asked, "kernel_info_request", {})
                 next_nudge = now + NUDGE_INTERVAL
             for sock in dict(poller.poll(50)):
                 while True:
@@ -147,7 +148,7 @@ class Kernel:
                         ) from None
                     if msg is None:
                         break
-                    if sock is ch.shell:
+                    if sock is asked:
                         replied = replied or msg["msg_type"] == "kernel_info_reply"
                     else:
                         iopub_seen = True
@@ -195,8 +196,13 @@ class Kernel:
         deadline = time.monotonic() + 1.0  # a chatty kernel must not hold us here
         while ch.iopub.poll(20) and time.monotonic() < deadline:
             ch.session.recv(ch.iopub, mode=zmq.NOBLOCK)
-        while ch.shell.poll(0):
-            ch.session.recv(ch.shell, mode=zmq.NOBLOCK)
+        asked = self._asked_socket()
+        while asked.poll(0):
+            ch.session.recv(asked, mode=zmq.NOBLOCK)
+
+    def _asked_socket(self) -> zmq.Socket:
+        """Where readiness is asked (kernel_info): the shell channel."""
+        return self.channels.shell
 
     def _not_ready(self, timeout: float) -> str:
         return (
@@ -330,6 +336,7 @@ class LocalKernel(Kernel):
             "connection": info,
             "interrupt_mode": self.km.kernel_spec.interrupt_mode,
             "started": self.started,
+            "client": self.channels.session.session,  # whose requests' output the pool shows
         }
 
     def keep(self) -> None:
@@ -431,11 +438,16 @@ class KeptKernel(Kernel):
     def _not_ready(self, timeout: float) -> str:
         return f"kept kernel (pid {self.pid}) did not answer within {timeout:g} s"
 
+    def _asked_socket(self) -> zmq.Socket:
+        # The control channel: it answers while a cell an earlier pool started
+        # still runs (its shell is busy until then).
+        return self._control
+
     def poll(self) -> str | None:
         return None if alive(self._record) else f"is gone (pid {self.pid})"
 
     def keep_record(self) -> dict:
-        return self._record
+        return {**self._record, "client": self.channels.session.session}
 
     def keep(self) -> None:
         pass  # no reaper of this process ever watched it
