@@ -109,8 +109,9 @@ def run_notebook(path: str) -> int:
     return 0
 
 
-def _kept(kp, state: dict, now: float) -> tuple[str | None, bool]:
-    """(pid of the attached pool or None, whether it expired and was stopped now)."""
+def _kept(kp, state: dict, now: float) -> tuple[int | None, bool]:
+    """(pid of the attached pool, 0 if unknown, or None; whether it expired and was
+    stopped now: the keeper applies keep_for, and this does if the keeper is gone)."""
     from .keep import expired
 
     if not kp.try_lock():

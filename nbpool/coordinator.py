@@ -376,19 +376,7 @@ class Coordinator(Policy):
         """
         with self._lock:
             self._check_open()
-            adopted = 0
-            for session, kernel_name, generation, kernel, reason in kept:
-                worker_id = None
-                if kernel is not None:
-                    w = Worker(f"w{next(self._ids)}", kernel_name, state="idle", kernel=kernel)
-                    w.started_at = w.last_used = time.monotonic()
-                    kernel.worker_id = worker_id = w.id
-                    self._workers[w.id] = w
-                    self._log("adopted", w, f"kept session {session!r} re-adopted")
-                    adopted += 1
-                else:
-                    generation += 1
-                self.sessions.restore(session, kernel_name, worker_id, generation, reason)
+            adopted = self._adopt(kept)
             actions = self._assign()
             self._changed.notify_all()
         self._runner.run(actions)

@@ -20,12 +20,14 @@ The files and the lock are in :mod:`nbpool.keep`.
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 import time
 from typing import TYPE_CHECKING
 
-from .errors import WorkerStartFailed
+from . import checks
+from .errors import InvalidConfig, WorkerStartFailed
 from .keep import KeptPool, alive, expired, process_start
 from .kernels import KeptKernel
 
@@ -200,3 +202,74 @@ class Keeping:
         if self.store.locked:
             self.store.remove_files()
             self.store.unlock()
+
+
+class KeptSessions:
+    """The kept-session part of :class:`~nbpool.Pool`'s API (a mixin of Pool).
+
+    It uses the pool's ``_keeping`` (a :class:`Keeping`, or None without
+    ``keep_sessions``), its coordinator, launcher and job executor.
+    """
+
+    def detach(self) -> None:
+        """Close this pool and leave its sessions' workers running, for a later pool.
+
+        A later ``Pool(name=..., keep_sessions=True).start()`` (in this or
+        any process of this user) re-adopts them with their state; what
+        they print meanwhile (a ``--bg`` cell still running keeps running)
+        is journaled for :meth:`replay`. Workers bound to no session are
+        stopped. A kept session unattached for ``keep_for`` seconds is
+        stopped.
+
+        Raises
+        ------
+        InvalidConfig
+            The pool does not keep sessions (``keep_sessions=False``).
+        """
+        if self._keeping is None:
+            raise InvalidConfig(
+                "this pool does not keep sessions: create it with keep_sessions=True "
+                "(%pool start --keep) to detach; shutdown() stops it"
+            )
+        if self._shutdown:
+            return
+        self._shutdown = True
+        atexit.unregister(self._atexit)
+        self._launcher.closing.set()
+        self._keeping.detach(lambda: self._coordinator.close(keep=True))
+        self._jobs.shutdown(wait=False)
+        self._launcher.close()
+
+    def _at_exit(self) -> None:
+        if self._keeping is not None and self._keeping.store.locked:
+            self.detach()
+        else:
+            self.shutdown()
+
+    @property
+    def readopted(self) -> list[dict]:
+        """The kept sessions ``start()`` found: ``session``, ``intact`` (its state is
+        there), ``waiting`` / ``bytes`` (output journaled meanwhile), ``reason`` (why
+        its state was lost)."""
+        return list(self._keeping.readopted) if self._keeping is not None else []
+
+    def replay(self, session: str | None = None) -> list[dict]:
+        """The outputs of ``session`` no cell showed (nbformat dicts): printed while
+        no pool was attached, or by a ``--bg`` cell an earlier pool started.
+
+        They are taken out of the journal (a second call returns only what
+        came since). At most the last 10 MB per session are kept; dropped
+        output is said first, as a stderr stream.
+        """
+        self._check_open()
+        if self._keeping is None:
+            raise InvalidConfig("replay is for kept sessions: this pool has keep_sessions=False")
+        if not self._started:
+            self.start(wait=False)
+        return self._keeping.replay(checks.session_name(session))
+
+    def waiting_output(self, session: str | None = None) -> tuple[int, int]:
+        """(outputs, bytes) journaled for ``session`` and not yet replayed."""
+        if self._keeping is None or not self._started:
+            return 0, 0
+        return self._keeping.waiting(checks.session_name(session))

@@ -92,6 +92,23 @@ class Policy:
             actions += self._grow(kernel_name, count)
         return actions
 
+    def _adopt(self, kept: list[tuple[str, str, int, object | None, str | None]]) -> int:
+        """Kept sessions come back (``Coordinator.adopt``); how many kernels were adopted."""
+        adopted = 0
+        for session, kernel_name, generation, kernel, reason in kept:
+            worker_id = None
+            if kernel is not None:
+                w = self._new_worker(kernel_name)
+                w.state, w.kernel = "idle", kernel
+                w.started_at = w.last_used = time.monotonic()
+                kernel.worker_id = worker_id = w.id
+                self._log("adopted", w, f"kept session {session!r} re-adopted")
+                adopted += 1
+            else:
+                generation += 1  # its state is gone: a reset, like any other
+            self.sessions.restore(session, kernel_name, worker_id, generation, reason)
+        return adopted
+
     def _grow(self, kernel_name: str, count: int) -> list[Action]:
         """Find workers for ``count`` new-session waiters of ``kernel_name``."""
         pending = [

@@ -32,7 +32,7 @@ from traitlets.config import LoggingConfigurable
 from . import checks
 from .coordinator import Coordinator
 from .errors import InvalidConfig, PoolClosed
-from .keeping import Keeping
+from .keeping import Keeping, KeptSessions
 from .lease import Lease
 from .protocol import OutputHook, StdinHandler
 from .provisioning import Launcher, LaunchSettings, check_kernel_name
@@ -46,10 +46,12 @@ from .status import PoolStatus
 DEFAULT_MAX_SIZE = 8
 
 
-class Pool(LoggingConfigurable):
+class Pool(KeptSessions, LoggingConfigurable):
     """A pool of pre-started worker kernels with session affinity.
 
-    Every trait below is also a constructor argument. ``backend`` (not a
+    Every trait below is also a constructor argument. The kept-session
+    methods (``detach``, ``replay``, ``readopted``, ``waiting_output``) come
+    from :class:`~nbpool.keeping.KeptSessions`. ``backend`` (not a
     trait) is where kernels come from: by default a
     :class:`~nbpool.provisioning.Launcher` (jupyter_client kernels, with a
     reaper process); bookkeeping tests pass an object with the same
@@ -274,72 +276,10 @@ class Pool(LoggingConfigurable):
         self._jobs.shutdown(wait=False)  # queued jobs fail fast: the pool is closed
         self._launcher.close()
 
-    def detach(self) -> None:
-        """Close this pool and leave its sessions' workers running, for a later pool.
-
-        A later ``Pool(name=..., keep_sessions=True).start()`` (in this or
-        any process of this user) re-adopts them with their state; what
-        they print meanwhile (a ``--bg`` cell still running keeps running)
-        is journaled for :meth:`replay`. Workers bound to no session are
-        stopped. A kept session unattached for ``keep_for`` seconds is
-        stopped.
-
-        Raises
-        ------
-        InvalidConfig
-            The pool does not keep sessions (``keep_sessions=False``).
-        """
-        if self._keeping is None:
-            raise InvalidConfig(
-                "this pool does not keep sessions: create it with keep_sessions=True "
-                "(%pool start --keep) to detach; shutdown() stops it"
-            )
-        if self._shutdown:
-            return
-        self._shutdown = True
-        atexit.unregister(self._atexit)
-        self._launcher.closing.set()
-        self._keeping.detach(lambda: self._coordinator.close(keep=True))
-        self._jobs.shutdown(wait=False)
-        self._launcher.close()
-
     @property
     def closed(self) -> bool:
         """Whether the pool was shut down or detached."""
         return self._shutdown
-
-    def _at_exit(self) -> None:
-        if self._keeping is not None and self._keeping.store.locked:
-            self.detach()
-        else:
-            self.shutdown()
-
-    @property
-    def readopted(self) -> list[dict]:
-        """The kept sessions ``start()`` found: ``session``, ``intact`` (its state is
-        there), ``waiting`` / ``bytes`` (output journaled meanwhile), ``reason`` (why
-        its state was lost)."""
-        return list(self._keeping.readopted) if self._keeping is not None else []
-
-    def replay(self, session: str | None = None) -> list[dict]:
-        """The outputs ``session`` produced while no pool was attached (nbformat dicts).
-
-        They are taken out of the journal (a second call returns only what
-        came since). At most the last 10 MB per session are kept; dropped
-        output is said first, as a stderr stream.
-        """
-        self._check_open()
-        if self._keeping is None:
-            raise InvalidConfig("replay is for kept sessions: this pool has keep_sessions=False")
-        if not self._started:
-            self.start(wait=False)
-        return self._keeping.replay(checks.session_name(session))
-
-    def waiting_output(self, session: str | None = None) -> tuple[int, int]:
-        """(outputs, bytes) journaled for ``session`` and not yet replayed."""
-        if self._keeping is None or not self._started:
-            return 0, 0
-        return self._keeping.waiting(checks.session_name(session))
 
     def __enter__(self) -> "Pool":
         try:
