@@ -70,26 +70,30 @@ def run(quick: bool = False) -> list[Row]:
             keep.detach()
             detach.append(time.perf_counter() - t)
 
-            def readopted() -> None:
+            def readopted() -> float:
+                t = time.perf_counter()
                 pool = nbpool.Pool(size=2, name="bench", keep_sessions=True)
                 pools.append(pool)
                 pool.start()
                 assert pool.execute("x", session="a").result == "1"
+                elapsed = time.perf_counter() - t
                 procs.add_pool(pool)
                 pool.shutdown()
+                return elapsed
 
-            def fresh() -> None:
+            def fresh() -> float:
+                t = time.perf_counter()
                 pool = nbpool.Pool(size=2)
                 pools.append(pool)
                 pool.start()
                 pool.execute("x = 1", session="a")
+                elapsed = time.perf_counter() - t
                 procs.add_pool(pool)
                 pool.shutdown()
+                return elapsed
 
             for name, fn in [("keep", readopted), ("cold", fresh)][:: 1 if i % 2 else -1]:
-                t = time.perf_counter()
-                fn()
-                (readopt if name == "keep" else cold).append(time.perf_counter() - t)
+                (readopt if name == "keep" else cold).append(fn())
         new_keep, new_plain = [], []
         keep = nbpool.Pool(size=2, name="bench-new", keep_sessions=True).start()
         plain = nbpool.Pool(size=2).start()

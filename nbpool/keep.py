@@ -293,7 +293,7 @@ class KeptPool:
             dropped = outputs.pop(0)["dropped"]
             note = (
                 f"[nbpool] {dropped / 2**20:.1f} MB of older output of session {session!r} "
-                f"was dropped: the journal keeps the last {JOURNAL_LIMIT // 2**20} MB\n"
+                f"was dropped: the journal keeps at most the last {JOURNAL_LIMIT // 2**20} MB\n"
             )
             outputs.insert(0, {"output_type": "stream", "name": "stderr", "text": note})
         return outputs
