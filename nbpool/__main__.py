@@ -1,4 +1,5 @@
-"""``python -m nbpool``: the demo, a headless notebook runner, Slurm kernelspecs.
+"""``python -m nbpool``: the demo, a headless notebook runner, Slurm kernelspecs,
+kept sessions.
 
 ``python -m nbpool demo`` is a short, honest tour of the pool on local
 kernels. ``python -m nbpool notebook PATH`` executes a notebook (e.g. the
@@ -6,6 +7,9 @@ quickstart) through a real kernel and prints each cell with its outputs, for
 machines without a browser (needs nbclient: ``pip install nbpool[demo]``).
 ``python -m nbpool slurm-spec install --name NAME ...`` writes a kernelspec
 whose kernels run as Slurm jobs (:mod:`nbpool.slurm_spec`).
+``python -m nbpool sessions`` lists this user's kept sessions and
+``python -m nbpool stop POOL`` (or ``--all``) stops them; neither needs a
+notebook.
 """
 
 from __future__ import annotations
@@ -108,6 +112,81 @@ def run_notebook(path: str) -> int:
     return 0
 
 
+def _kept(kp, state: dict, now: float) -> tuple[int | None, bool]:
+    """(pid of the attached pool, 0 if unknown, or None; whether it expired and was
+    stopped now: the keeper applies keep_for, and this does if the keeper is gone)."""
+    from .keep import expired
+
+    if not kp.try_lock():
+        return kp.holder() or 0, False
+    try:
+        if expired(state, now):  # its keeper is gone, or about to act: act for it
+            kp.stop_workers(state)
+            kp.remove_files()
+            return None, True
+    finally:
+        kp.unlock()
+    return None, False
+
+
+def list_sessions() -> int:
+    """``python -m nbpool sessions``: one line per kept session."""
+    from . import render
+    from .keep import alive, kept_pools
+
+    rows = [("pool", "session", "state", "idle for", "pid")]
+    now = time.time()
+    for kp, state in kept_pools():
+        holder, gone = _kept(kp, state, now)
+        if gone:
+            continue
+        since = state.get("detached_at")
+        for session, record in state.get("sessions", {}).items():
+            if not alive(record):
+                shown = "ended"
+            elif holder is not None:
+                shown = f"attached (process {holder})"
+            else:
+                shown = "detached"
+            idle = "-" if holder is not None or since is None else render.duration(now - since)
+            rows.append((kp.name, session, shown, idle, str(record["pid"])))
+    if len(rows) == 1:
+        print("no kept sessions")
+    else:
+        print("\n".join(render.align(rows)))
+    return 0
+
+
+def stop_sessions(name: str | None) -> int:
+    """``python -m nbpool stop POOL|--all``: stop kept sessions no pool is attached to."""
+    from .keep import kept_pools
+
+    pools = kept_pools()
+    chosen = [(kp, st) for kp, st in pools if name is None or kp.name == name]
+    if name is not None and not chosen:
+        names = ", ".join(repr(kp.name) for kp, _ in pools) or "none"
+        print(f"no kept pool named {name!r} (kept pools: {names})", file=sys.stderr)
+        return 1
+    status = 0
+    for kp, _ in chosen:
+        if not kp.try_lock():
+            print(
+                f"pool {kp.name!r} is attached to process {kp.holder() or 'unknown'}: stop it "
+                "there (%pool stop or pool.shutdown())",
+                file=sys.stderr,
+            )
+            status = 1
+            continue
+        try:
+            state = kp.load()
+            stopped = kp.stop_workers(state)
+            kp.remove_files()
+        finally:
+            kp.unlock()
+        print(f"stopped pool {kp.name!r}: {stopped} kept worker(s)")
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nbpool", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -116,11 +195,20 @@ def main(argv: list[str] | None = None) -> int:
     book = sub.add_parser("notebook", help="execute a notebook headless and print its outputs")
     book.add_argument("path", help="the .ipynb file")
     slurm_spec.add_parser(sub)
+    sub.add_parser("sessions", help="list kept sessions (pool, session, state, idle for, pid)")
+    stop = sub.add_parser("stop", help="stop the kept sessions of a pool")
+    which = stop.add_mutually_exclusive_group(required=True)
+    which.add_argument("pool", nargs="?", help="the pool's name (see `sessions`)")
+    which.add_argument("--all", action="store_true", help="every kept pool of yours")
     args = parser.parse_args(argv)
     if args.command == "slurm-spec":
         return args.run(args)
     if args.command == "notebook":
         return run_notebook(args.path)
+    if args.command == "sessions":
+        return list_sessions()
+    if args.command == "stop":
+        return stop_sessions(None if args.all else args.pool)
     if args.size < 1:
         parser.error("--size must be at least 1")
     demo(args.size)

@@ -46,6 +46,14 @@ def session_name(name: object) -> str:
     return name
 
 
+def pool_name(name: object) -> str:
+    """``name`` as a pool name: the rules of a session name."""
+    try:
+        return session_name("" if name is None else name)
+    except InvalidConfig as exc:
+        raise InvalidConfig(str(exc).replace("session name", "pool name", 1)) from None
+
+
 def timeout(value: object, what: str = "timeout", *, allow_none: bool = True) -> float | None:
     """``value`` as a number of seconds > 0 (or None, where allowed)."""
     if value is None and allow_none:

@@ -15,6 +15,8 @@ which nbclient would take for widget state)::
                   {"request": ID, "action": "restart",     "worker": "w1"}
                   {"request": ID, "action": "end_session", "session": "etl"}
                   {"request": ID, "action": "resize",      "size": 3}
+                  {"request": ID, "action": "detach"}    (keep_sessions pools)
+                  {"request": ID, "action": "stop"}
                   {"request": ID, "action": "refresh"}
     kernel -> frontend
       comm_msg    {"kind": "status", "status": SNAPSHOT or null}   (null: no pool)
@@ -188,8 +190,20 @@ class StatusService:
                 f"; {bound} workers bound to sessions stay until they end" if bound > size else ""
             )
             return f"pool resized to {size}{extra}"
+        if action == "detach":
+            kept = sum(1 for s in pool.status()["sessions"] if s["kept"])
+            pool.detach()  # InvalidConfig (a refusal) if it keeps no sessions
+            return (
+                f"pool {pool.name!r} detached: {kept} kept session(s) run on; "
+                "%pool start --keep re-adopts them"
+            )
+        if action == "stop":
+            workers = len(pool.status()["workers"])
+            pool.shutdown()
+            return f"pool stopped ({workers} worker(s), kept sessions' too)"
         raise _Refused(
-            f"unknown action {action!r}: expected interrupt, restart, end_session, resize or refresh"
+            f"unknown action {action!r}: expected interrupt, restart, end_session, resize, "
+            "detach, stop or refresh"
         )
 
     # -- pushes (the nbpool-status thread) -------------------------------------

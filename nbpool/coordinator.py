@@ -247,6 +247,10 @@ class Coordinator(Policy):
             if w.lease is not lease:
                 return
             w.lease = None
+            if w.id in self.kept:  # detached: its session stays with its kernel
+                w.state = "idle"
+                self._changed.notify_all()
+                return
             w.executions += lease.executions
             self.counters["executions"] += lease.executions
             w.last_used = time.monotonic()
@@ -388,6 +392,23 @@ class Coordinator(Policy):
         self._runner.run(actions)
         return w
 
+    def adopt(self, kept: list[tuple[str, str, int, object | None, str | None]]) -> int:
+        """Take kept sessions back (see :mod:`nbpool.keeping`); how many kernels were adopted.
+
+        Each entry is ``(session, kernel_name, generation, kernel, reason)``.
+        A ready ``kernel`` becomes this pool's worker (replaced, recycled and
+        stopped like one it started), bound to the session at its
+        generation; with ``kernel`` None the session comes back reset, told
+        ``reason`` on its next lease.
+        """
+        with self._lock:
+            self._check_open()
+            adopted = self._adopt(kept)
+            actions = self._assign()
+            self._changed.notify_all()
+        self._runner.run(actions)
+        return adopted
+
     def _check_bindable(self, session: str) -> None:
         self._check_open()
         info = self.sessions.get(session)
@@ -526,18 +547,34 @@ class Coordinator(Policy):
                 events=list(self.events)[-10:],
             )
 
-    def close(self, wait: float = 2.0) -> None:
-        """Fail waiters, stop every kernel (concurrently), end the thread."""
+    def close(self, wait: float = 2.0, *, keep: bool = False) -> list[Worker]:
+        """Fail waiters, stop every kernel (concurrently), end the thread.
+
+        With ``keep`` (a detach), the live local workers bound to sessions
+        are not stopped: their lease holders get :class:`PoolClosed` within
+        a poll slice and let go (:attr:`kept`), and they are returned
+        (leased still, if a holder did not let go within ``wait``).
+        """
         with self._lock:
             if self.closed:
-                return
+                return []
             self.closed = True
+            if keep:
+                self.kept = frozenset(
+                    w.id
+                    for w in self._workers.values()
+                    if w.state in ("idle", "leased")
+                    and w.death is None
+                    and not w.attached
+                    and getattr(w.kernel, "pid", None) is not None
+                    and self._bound(w)
+                )
             settled: list[Action] = []
             for waiter in list(self._waiters):
                 error = PoolClosed("the pool was shut down while this request waited")
                 settled += self._settle(waiter, error)
             for w in self._workers.values():
-                if w.lease is not None:
+                if w.lease is not None and w.id not in self.kept:
                     w.death = w.death or "was stopped because the pool was shut down"
             self._changed.notify_all()
             deadline = time.monotonic() + wait
@@ -546,9 +583,13 @@ class Coordinator(Policy):
                 if left <= 0:
                     break
                 self._changed.wait(left)
-            doomed = [w for w in self._workers.values() if w.state != "stopping"]
+            doomed = [
+                w for w in self._workers.values() if w.state != "stopping" and w.id not in self.kept
+            ]
             for w in doomed:
                 w.state = "stopping"
+            kept = [w for w in self._workers.values() if w.id in self.kept]
         self._runner.run(settled)
         self.monitor.stop()
         self._runner.stop_all(doomed)
+        return kept

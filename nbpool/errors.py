@@ -65,6 +65,10 @@ class ExecutionTimeout(NbpoolError):
         self.outputs = outputs or []
 
 
+class PoolInUse(NbpoolError):
+    """Another live pool is attached to the kept sessions of this pool name."""
+
+
 class LeaseReleased(NbpoolError):
     """A lease was used after it had been released."""
 

@@ -13,6 +13,7 @@ heartbeat socket belongs to the coordinator thread, which creates it.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 import warnings
@@ -25,6 +26,7 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.session import Session
 
 from .errors import ExecutionTimeout, WorkerDied, WorkerStartFailed
+from .keep import alive
 from .processes import LaunchCancelled, Reaper, kill_group, run_provisioner
 from .protocol import Channels, Execution
 
@@ -46,6 +48,7 @@ class LaunchSettings:
     env: tuple[tuple[str, str], ...] = ()  # added to this process's environment
     cwd: str | None = None  # None: this process's working directory
     fork_server: str = "auto"
+    keep_sessions: bool = False  # kernels must outlive this process when their session is kept
 
     @classmethod
     def of(cls, source) -> LaunchSettings:
@@ -56,8 +59,16 @@ class LaunchSettings:
         return cls(**values)
 
     def environment(self) -> dict[str, str]:
-        """A worker's environment: this process's, plus ``env``."""
-        return {**os.environ, **dict(self.env)}
+        """A worker's environment: this process's, plus ``env``.
+
+        A worker that may be kept does not inherit ``JPY_PARENT_PID`` (set
+        when this process is itself a kernel): ipykernel would exit once its
+        parent changed, i.e. when the notebook kernel goes.
+        """
+        env = {**os.environ, **dict(self.env)}
+        if self.keep_sessions:
+            env.pop("JPY_PARENT_PID", None)
+        return env
 
     def extra_arguments(self, argv: list[str]) -> list[str]:
         """The tuning arguments for a kernelspec's ``argv`` (ipykernel ones only)."""
@@ -107,8 +118,9 @@ class Kernel:
         slow joiner), so the first execution's first output is not lost.
         """
         ch = self.channels
+        asked = self._asked_socket()
         poller = zmq.Poller()
-        poller.register(ch.shell, zmq.POLLIN)
+        poller.register(asked, zmq.POLLIN)
         poller.register(ch.iopub, zmq.POLLIN)
         deadline = time.monotonic() + timeout
         replied = iopub_seen = False
@@ -123,7 +135,7 @@ class Kernel:
             if now >= deadline:
                 raise self._start_failure(self._not_ready(timeout))
             if now >= next_nudge and not iopub_seen:
-                ch.session.send(ch.shell, "kernel_info_request", {})
+                ch.session.send(asked, "kernel_info_request", {})
                 next_nudge = now + NUDGE_INTERVAL
             for sock in dict(poller.poll(50)):
                 while True:
@@ -136,7 +148,7 @@ class Kernel:
                         ) from None
                     if msg is None:
                         break
-                    if sock is ch.shell:
+                    if sock is asked:
                         replied = replied or msg["msg_type"] == "kernel_info_reply"
                     else:
                         iopub_seen = True
@@ -184,8 +196,13 @@ class Kernel:
         deadline = time.monotonic() + 1.0  # a chatty kernel must not hold us here
         while ch.iopub.poll(20) and time.monotonic() < deadline:
             ch.session.recv(ch.iopub, mode=zmq.NOBLOCK)
-        while ch.shell.poll(0):
-            ch.session.recv(ch.shell, mode=zmq.NOBLOCK)
+        asked = self._asked_socket()
+        while asked.poll(0):
+            ch.session.recv(asked, mode=zmq.NOBLOCK)
+
+    def _asked_socket(self) -> zmq.Socket:
+        """Where readiness is asked (kernel_info): the shell channel."""
+        return self.channels.shell
 
     def _not_ready(self, timeout: float) -> str:
         return (
@@ -201,6 +218,10 @@ class Kernel:
     def poll(self) -> str | None:
         """Why the kernel is known gone (``"exited with code 1"``), or None."""
         return None
+
+    def let_go(self) -> None:
+        """Close our sockets and leave the kernel running (its session is kept)."""
+        self.channels.close()
 
     def connect_hb(self) -> zmq.Socket:
         """A heartbeat socket for the coordinator thread (call it there)."""
@@ -284,6 +305,9 @@ class LocalKernel(Kernel):
                     extra_arguments=extra,
                     env=settings.environment(),
                     cwd=settings.cwd or os.getcwd(),
+                    # Not ipykernel's parent poller: a kept worker must outlive
+                    # this process (the reaper and the keeper bound its life).
+                    independent=settings.keep_sessions,
                 )
                 run_provisioner(start, timeout, closing)
             except LaunchCancelled:
@@ -328,6 +352,34 @@ class LocalKernel(Kernel):
         with self._interrupt_lock:
             if self.poll() is None:
                 run_provisioner(self.km.interrupt_kernel())
+
+    def keep_record(self) -> dict | None:
+        """What a later process needs to re-adopt this kernel (None: it cannot be kept).
+
+        Only a local process can be kept: its pid (and start time) let a
+        later pool tell it is still the same process, and stop it.
+        """
+        if self.pid is None:
+            return None
+        info = dict(self.km.get_connection_info())
+        info["key"] = _text(info.get("key", b""))
+        return {
+            "kernel_name": self.kernel_name,
+            "pid": self.pid,
+            "connection": info,
+            "interrupt_mode": self.km.kernel_spec.interrupt_mode,
+            "started": self.started,
+            "client": self.channels.session.session,  # whose requests' output the pool shows
+        }
+
+    def keep(self) -> None:
+        """The kernel's session is kept: the reaper no longer stops it with this process."""
+        if self.pid is not None:
+            self._reaper.forget(self.pid)
+
+    def let_go(self) -> None:
+        self.keep()
+        self.channels.close()
 
     def shutdown(self, now: bool = False, close_channels: bool = True) -> None:
         """Stop the kernel and its process group; close our sockets; blocking.
@@ -395,6 +447,67 @@ class AttachedKernel(Kernel):
             self._control.close(linger=0)
         if self._tunnel is not None:
             self._tunnel.close()
+
+
+class KeptKernel(Kernel):
+    """A kept session's kernel that an earlier pool (maybe another process) started.
+
+    nbpool owns it as it owns a :class:`LocalKernel`: ending the session or
+    shutting the pool down stops it (its process group, after the start
+    time proved the pid is still that kernel). It is not this process's
+    child, so death is seen by pid and start time, and the heartbeat.
+    """
+
+    def __init__(self, worker_id: str, record: dict, context: zmq.Context) -> None:
+        client = BlockingKernelClient(context=context)
+        client.load_connection_info(record["connection"])
+        super().__init__(worker_id, client, record["kernel_name"])
+        self.pid = record["pid"]
+        self.started = record.get("started", "spawn")
+        self._record = record
+        self._control = client.connect_control()
+        self._interrupt_lock = threading.Lock()
+
+    def _not_ready(self, timeout: float) -> str:
+        return f"kept kernel (pid {self.pid}) did not answer within {timeout:g} s"
+
+    def _asked_socket(self) -> zmq.Socket:
+        # The control channel: it answers while a cell an earlier pool started
+        # still runs (its shell is busy until then).
+        return self._control
+
+    def poll(self) -> str | None:
+        return None if alive(self._record) else f"is gone (pid {self.pid})"
+
+    def keep_record(self) -> dict:
+        return {**self._record, "client": self.channels.session.session}
+
+    def keep(self) -> None:
+        pass  # no reaper of this process ever watched it
+
+    def interrupt(self) -> None:
+        with self._interrupt_lock:
+            if self._record.get("interrupt_mode", "signal") == "signal":
+                kill_group(self.pid, signal.SIGINT)
+            else:
+                self.channels.session.send(self._control, "interrupt_request", {})
+
+    def let_go(self) -> None:
+        super().let_go()
+        with self._interrupt_lock:
+            self._control.close(linger=0)
+
+    def shutdown(self, now: bool = False, close_channels: bool = True) -> None:
+        if close_channels:
+            self.channels.close()
+        with self._interrupt_lock:
+            self._control.close(linger=0)
+        if self.poll() is None:
+            kill_group(self.pid)
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _tail(path: str) -> str:

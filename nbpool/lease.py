@@ -149,6 +149,13 @@ class Lease:
         return result
 
     def _check_alive(self) -> None:
+        if self.worker.id in self._coordinator.kept:
+            raise PoolClosed(
+                f"the pool was detached while session {self.session!r} ran: the code keeps "
+                "running on its worker, and what it prints from now on is kept for "
+                f"pool.replay({self.session!r}) / %pool replay {self.session} in the pool that "
+                "re-adopts the session"
+            )
         death = self.worker.death
         if death is None:
             return

@@ -36,6 +36,7 @@ Examples
 
 from __future__ import annotations
 
+import sys
 from contextlib import contextmanager
 
 from IPython.core.error import UsageError
@@ -49,7 +50,7 @@ from .pool import Pool
 from .provisioning import check_kernel_name
 from .sessions import DEFAULT_SESSION
 
-ACTIONS = ("start", "status", "stop", "widget", "sessions", "end")
+ACTIONS = ("start", "status", "stop", "widget", "sessions", "end", "detach", "replay")
 
 
 @magics_class
@@ -59,9 +60,13 @@ class PoolMagics(Magics):
     def __init__(self, shell) -> None:
         super().__init__(shell)
         self._pool: Pool | None = None
+        self._told: set[str] = set()  # sessions told about their journaled output
 
     def get_pool(self) -> Pool | None:
-        """The current pool, or None when none was created (or it was stopped)."""
+        """The current pool, or None when none was created (or it was stopped or
+        detached, here or from the JupyterLab panel)."""
+        if self._pool is not None and self._pool.closed:
+            self._pool = None
         return self._pool
 
     def shutdown(self) -> None:
@@ -71,7 +76,7 @@ class PoolMagics(Magics):
             pool.shutdown()
 
     def _ensure_pool(self, **overrides) -> Pool:
-        if self._pool is None:
+        if self.get_pool() is None:
             with _one_line():
                 self._pool = Pool(parent=self.shell, **overrides)
         return self._pool
@@ -80,7 +85,11 @@ class PoolMagics(Magics):
 
     @magic_arguments()
     @argument("action", choices=ACTIONS, help="What to do.")
-    @argument("session", nargs="?", help="The session to end (`%%pool end SESSION`).")
+    @argument(
+        "session",
+        nargs="?",
+        help="The session to end or replay (`%%pool end SESSION`, `%%pool replay SESSION`).",
+    )
     @argument("-n", "--size", type=int, help="Workers to start (`start` only).")
     @argument("--kernel", help="Kernelspec of the workers (`start` only).")
     @argument(
@@ -89,6 +98,13 @@ class PoolMagics(Magics):
         help="Code every new python worker runs before it is ready, e.g. "
         '"import pandas as pd" (`start` only).',
     )
+    @argument("--name", help="The pool's name: kept sessions are found by it (`start` only).")
+    @argument(
+        "--keep",
+        action="store_true",
+        help="Keep the sessions when this kernel restarts, exits or crashes; re-adopt kept "
+        "ones (`start` only).",
+    )
     @line_magic
     def pool(self, line: str):
         """Manage the pool of worker kernels.
@@ -96,17 +112,29 @@ class PoolMagics(Magics):
         ``start`` starts the workers (waits until they are ready), ``status``
         shows workers and counters, ``sessions`` the sessions, ``widget`` a
         live status widget, ``end SESSION`` ends a session (its worker is
-        replaced by a fresh one), ``stop`` shuts the pool down.
+        replaced by a fresh one), ``stop`` shuts the pool down. With
+        ``start --keep`` the sessions outlive this kernel: ``detach`` leaves
+        them running, a later ``start --keep`` (same ``--name``) re-adopts
+        them, and ``replay SESSION`` shows what one printed meanwhile.
         """
         args = parse_argstring(self.pool, line)
-        if args.action != "end" and args.session is not None:
+        if args.action not in ("end", "replay") and args.session is not None:
             raise UsageError(f"%pool {args.action} takes no session name")
-        if args.action != "start" and (args.size, args.kernel, args.preload) != (None,) * 3:
-            raise UsageError("-n/--size, --kernel and --preload apply to `%pool start` only")
+        start_only = (args.size, args.kernel, args.preload, args.name)
+        if args.action != "start" and (start_only != (None,) * 4 or args.keep):
+            raise UsageError(
+                "-n/--size, --kernel, --preload, --name and --keep apply to `%pool start` only"
+            )
         return getattr(self, f"_pool_{args.action}")(args)
 
     def _pool_start(self, args) -> None:
-        options = {"size": args.size, "kernel_name": args.kernel, "preload": _unquote(args.preload)}
+        options = {
+            "size": args.size,
+            "kernel_name": args.kernel,
+            "preload": _unquote(args.preload),
+            "name": _unquote(args.name),
+            "keep_sessions": True if args.keep else None,
+        }
         overrides = {k: v for k, v in options.items() if v is not None}
         pool = self._pool
         if pool is not None:
@@ -121,6 +149,38 @@ class PoolMagics(Magics):
         with _one_line():
             pool.start(wait=True)
         print(f"nbpool: {pool.status().summary()} ({pool.size} x {pool.kernel_name})")
+        if pool.keep_sessions:
+            print(readopted_text(pool))
+
+    def _pool_detach(self, args) -> None:
+        if self._pool is None:
+            print("nbpool: no pool to detach")
+            return
+        pool = self._pool
+        with _one_line():
+            pool.detach()
+        self._pool = None
+        kept = sum(1 for s in pool.status()["sessions"] if s["kept"])
+        print(
+            f"nbpool: detached pool {pool.name!r}: {kept} session(s) keep running for up to "
+            f"{pool.keep_for:g} s; `%pool start --keep --name {_quoted(pool.name)}` re-adopts them"
+        )
+
+    def _pool_replay(self, args) -> None:
+        if args.session is None:
+            raise UsageError("%pool replay needs a SESSION name (see `%pool sessions`)")
+        session = _session(args.session)
+        if self._pool is None or not self._pool.keep_sessions:
+            raise UsageError("%pool replay is for kept sessions: `%pool start --keep` first")
+        with _one_line():
+            outputs = self._pool.replay(session)
+        self._told.add(session)
+        if not outputs:
+            print(f"nbpool: no output of session {session!r} is waiting")
+            return
+        forward = forwarding.Forwarder(session, background=True)
+        for out in outputs:
+            forward(out)
 
     def _pool_status(self, args) -> None:
         if self._pool is None:
@@ -157,6 +217,7 @@ class PoolMagics(Magics):
             print("nbpool: no pool to stop")
             return
         workers = len(self._pool.status()["workers"])
+        self._told.clear()
         self.shutdown()
         print(f"nbpool: stopped the pool ({workers} worker(s))")
 
@@ -198,6 +259,16 @@ class PoolMagics(Magics):
             with _one_line():
                 check_kernel_name(args.kernel)
         pool = self._ensure_pool()
+        if pool.keep_sessions and session not in self._told:
+            self._told.add(session)
+            count, size = pool.waiting_output(session)
+            if count:
+                print(
+                    f"nbpool: session {session!r} printed {count} output(s) ({size / 1024:.1f} kB) "
+                    f"while no pool was attached: `%pool replay {session}` shows them",
+                    file=sys.stderr,
+                    flush=True,
+                )
         options = dict(session=session, timeout=args.timeout, kernel=args.kernel)
         with _one_line():
             if args.bg:
@@ -272,6 +343,32 @@ def _session(name: str | None) -> str:
         return checks.session_name(name)
     except InvalidConfig as exc:
         raise UsageError(f"-s/--session: {exc}") from None
+
+
+def readopted_text(pool: Pool) -> str:
+    """What ``%pool start --keep`` says about the kept sessions it found."""
+    found = pool.readopted
+    if not found:
+        return f"nbpool: pool {pool.name!r} keeps its sessions; none were waiting to be re-adopted"
+    parts = []
+    for s in found:
+        if s["intact"]:
+            text = f"{s['session']} (state intact"
+            if s["waiting"]:
+                text += (
+                    f"; {s['waiting']} output(s), {s['bytes'] / 1024:.1f} kB, printed meanwhile: "
+                    f"%pool replay {s['session']}"
+                )
+            parts.append(text + ")")
+        else:
+            parts.append(f"{s['session']} (state lost: {s['reason']})")
+    return f"nbpool: re-adopted {len(found)} kept session(s) of pool {pool.name!r}: " + ", ".join(
+        parts
+    )
+
+
+def _quoted(name: str) -> str:
+    return name if name.replace("-", "").replace("_", "").replace(".", "").isalnum() else repr(name)
 
 
 def _unquote(text: str | None) -> str | None:

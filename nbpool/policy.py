@@ -37,6 +37,8 @@ class Policy:
             executions=0, failures=0, restarts=0, start_failures=0, deaths=0, timeouts=0
         )
         self.closed = False
+        #: Workers left running for their kept sessions at a detach (ids).
+        self.kept: frozenset[str] = frozenset()
         self._ids = itertools.count(1)
 
     def _died(self, w: Worker, reason: str) -> list[Action]:
@@ -136,6 +138,23 @@ class Policy:
             for waiter in waiting:
                 actions += self._settle(waiter, error)
         return actions
+
+    def _adopt(self, kept: list[tuple[str, str, int, object | None, str | None]]) -> int:
+        """Kept sessions come back (``Coordinator.adopt``); how many kernels were adopted."""
+        adopted = 0
+        for session, kernel_name, generation, kernel, reason in kept:
+            worker_id = None
+            if kernel is not None:
+                w = self._new_worker(kernel_name)
+                w.state, w.kernel = "idle", kernel
+                w.started_at = w.last_used = time.monotonic()
+                kernel.worker_id = worker_id = w.id
+                self._log("adopted", w, f"kept session {session!r} re-adopted")
+                adopted += 1
+            else:
+                generation += 1  # its state is gone: a reset, like any other
+            self.sessions.restore(session, kernel_name, worker_id, generation, reason)
+        return adopted
 
     def _grow(self, kernel_name: str, count: int) -> list[Action]:
         """Find workers for ``count`` new-session waiters of ``kernel_name``."""

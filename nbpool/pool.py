@@ -12,17 +12,29 @@ from __future__ import annotations
 import atexit
 import contextvars
 import functools
+import os
 import threading
 import weakref
 from concurrent.futures import CancelledError, Future, InvalidStateError, ThreadPoolExecutor
 
-from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, TraitError, Unicode
+from traitlets import (
+    Bool,
+    CaselessStrEnum,
+    Dict,
+    Float,
+    Int,
+    List,
+    TraitError,
+    Unicode,
+    default,
+)
 from traitlets.config import LoggingConfigurable
 
 from . import checks
 from . import progress as nbprogress
 from .coordinator import Coordinator
 from .errors import InvalidConfig, PoolClosed
+from .keeping import Keeping, KeptSessions
 from .lease import Lease
 from .mapping import MapRun
 from .protocol import OutputHook, StdinHandler
@@ -37,10 +49,12 @@ from .status import PoolStatus
 DEFAULT_MAX_SIZE = 8
 
 
-class Pool(LoggingConfigurable):
+class Pool(KeptSessions, LoggingConfigurable):
     """A pool of pre-started worker kernels with session affinity.
 
-    Every trait below is also a constructor argument. ``backend`` (not a
+    Every trait below is also a constructor argument. The kept-session
+    methods (``detach``, ``replay``, ``readopted``, ``waiting_output``) come
+    from :class:`~nbpool.keeping.KeptSessions`. ``backend`` (not a
     trait) is where kernels come from: by default a
     :class:`~nbpool.provisioning.Launcher` (jupyter_client kernels, with a
     reaper process); bookkeeping tests pass an object with the same
@@ -127,6 +141,18 @@ class Pool(LoggingConfigurable):
         help="auto: fork python workers on Linux from a template that ran the preload once; "
         "never: always spawn.",
     ).tag(config=True)
+    name = Unicode(
+        help="The pool's name: a later pool of the same name re-adopts its kept sessions "
+        "(default: the notebook's path when Jupyter says it, else 'default')."
+    ).tag(config=True)
+    keep_sessions = Bool(
+        False,
+        help="Leave the sessions' workers running when this process ends without shutdown() "
+        "(kernel restart, exit, crash), for a later pool of the same name to re-adopt.",
+    ).tag(config=True)
+    keep_for = Float(
+        3600.0, help="Seconds a kept session may sit with no pool attached before it is stopped."
+    ).tag(config=True)
     ipykernel_args = List(
         Unicode(),
         # The history database costs ~0.7 ms a run. ipykernel sleeps 0.5 ms
@@ -136,6 +162,11 @@ class Pool(LoggingConfigurable):
         ["--HistoryManager.enabled=False", "--Kernel._execute_sleep=0"],
         help="Extra arguments for ipykernel workers (tuning; see the README).",
     ).tag(config=True)
+
+    @default("name")
+    def _default_name(self) -> str:
+        # Jupyter Server tells a notebook's kernel which notebook it runs.
+        return os.environ.get("JPY_SESSION_NAME") or "default"
 
     def __init__(
         self, size: int | None = None, kernel_name: str | None = None, *, backend=None, **kwargs
@@ -152,6 +183,11 @@ class Pool(LoggingConfigurable):
         check_kernel_name(self.kernel_name)
         self._launcher = backend if backend is not None else Launcher(LaunchSettings.of(self))
         self._coordinator = Coordinator(self._settings, self._launcher.start)
+        self._keeping = (
+            Keeping(self.name, self.keep_for, self._coordinator, self._launcher.runtime.context)
+            if self.keep_sessions
+            else None
+        )
         # Jobs run only once granted a worker, so one thread per worker suffices;
         # threads are made lazily, and resize() may raise max_size later.
         self._jobs = ThreadPoolExecutor(max_workers=64, thread_name_prefix="nbpool-job")
@@ -159,7 +195,8 @@ class Pool(LoggingConfigurable):
         self._start_lock = threading.Lock()
         self._shutdown = False
         ref = weakref.ref(self)
-        self._atexit = lambda: (p := ref()) is not None and p.shutdown()
+        # At interpreter exit (a kernel restart or exit) a keeping pool detaches.
+        self._atexit = lambda: (p := ref()) is not None and p._at_exit()
         atexit.register(self._atexit)
 
     def _validated(self) -> Settings:
@@ -184,12 +221,14 @@ class Pool(LoggingConfigurable):
             ),
             (s.idle_timeout >= 0, f"idle_timeout must be >= 0 seconds, got {s.idle_timeout}"),
             (not s.sshkey or s.sshserver, "sshkey is for the SSH login: set sshserver too"),
+            (s.keep_for > 0, f"keep_for must be > 0 seconds, got {s.keep_for}"),
         ]
         for ok, message in relations:
             if not ok:
                 raise InvalidConfig(message)
         if s.sshserver:
             check_server(s.sshserver)
+        checks.pool_name(s.name)
         return Settings.of(self, min_size=min_size, max_size=max_size)
 
     # -- lifecycle ---------------------------------------------------------
@@ -197,15 +236,24 @@ class Pool(LoggingConfigurable):
     def start(self, wait: bool = True) -> "Pool":
         """Start ``size`` workers; with ``wait``, block until they are ready.
 
+        With ``keep_sessions``, the kept sessions of this pool's ``name`` are
+        re-adopted first (state intact; :attr:`readopted` says which), and
+        only the rest of ``size`` is started.
+
         Raises
         ------
         WorkerStartFailed
             A worker failed to start (the pool keeps retrying in the background).
+        PoolInUse
+            With ``keep_sessions``: another live pool holds this name's sessions.
         """
         self._check_open()
         with self._start_lock:  # a lazy start from several threads starts once
             if not self._started:
-                self._initial = self._coordinator.start(self.size)
+                adopted = 0
+                if self._keeping is not None:
+                    adopted = self._keeping.adopt(self.attach_timeout)
+                self._initial = self._coordinator.start(max(0, self.size - adopted))
                 self._started = True
             for session, path in self.connection_files.items():
                 self.attach(
@@ -219,15 +267,22 @@ class Pool(LoggingConfigurable):
         return self
 
     def shutdown(self) -> None:
-        """Stop every worker and remove the pool's files; idempotent."""
+        """Stop every worker (kept sessions' too) and remove the pool's files; idempotent."""
         if self._shutdown:
             return
         self._shutdown = True
         atexit.unregister(self._atexit)
         self._launcher.closing.set()
         self._coordinator.close()
+        if self._keeping is not None:
+            self._keeping.shutdown()
         self._jobs.shutdown(wait=False)  # queued jobs fail fast: the pool is closed
         self._launcher.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether the pool was shut down or detached."""
+        return self._shutdown
 
     def __enter__(self) -> "Pool":
         try:
@@ -254,7 +309,17 @@ class Pool(LoggingConfigurable):
         """
         session, kernel = self._request_args(session, kernel, timeout)
         waiter = self._coordinator.request(session, kernel)
-        return self._coordinator.wait(waiter, self.lease_timeout if timeout is None else timeout)
+        lease = self._coordinator.wait(waiter, self.lease_timeout if timeout is None else timeout)
+        self._leased(lease)
+        return lease
+
+    def _leased(self, lease: Lease) -> None:
+        if self._keeping is not None:
+            try:
+                self._keeping.on_lease(lease)  # the session is kept before it runs anything
+            except BaseException:
+                lease.release()
+                raise
 
     def execute(
         self,
@@ -312,6 +377,7 @@ class Pool(LoggingConfigurable):
                     error = CancelledError()
                 else:
                     try:
+                        self._leased(lease)
                         res = lease.execute(code, timeout, on_output=on_output)
                     except BaseException as exc:  # delivered through the future
                         error = exc
@@ -463,7 +529,10 @@ class Pool(LoggingConfigurable):
         Returns False when no such session exists.
         """
         self._check_open()
-        return self._coordinator.end_session(checks.session_name(session))
+        ended = self._coordinator.end_session(checks.session_name(session))
+        if ended and self._keeping is not None:
+            self._keeping.record()
+        return ended
 
     def interrupt(self, worker_id: str) -> bool:
         """Interrupt what worker ``worker_id`` is running (e.g. from a UI).
@@ -526,6 +595,8 @@ class Pool(LoggingConfigurable):
         return PoolStatus.from_snapshot(
             self._coordinator.snapshot(),
             pending_reason=getattr(self._launcher, "pending_reason", None),
+            kept=self._keeping.kept if self._keeping is not None else frozenset(),
+            keep_sessions=self.keep_sessions,
             kernel_name=self.kernel_name,
             size=self.size,
             min_size=self._settings.min_size,

@@ -78,10 +78,10 @@ async def _bounded(coro, timeout: float | None, stop: threading.Event | None):
     return task.result()
 
 
-def kill_group(pgid: int) -> None:
-    """SIGKILL a process group if it still exists (a kernel's children too)."""
+def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
+    """Signal (SIGKILL) a process group if it still exists (a kernel's children too)."""
     try:
-        os.killpg(pgid, signal.SIGKILL)
+        os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
 

@@ -59,6 +59,37 @@ class Channels:
             sock.close(linger=0)
 
 
+def to_output(msg_type: str, content: dict) -> dict | None:
+    """The nbformat-style output of an iopub message, or None if it is no output.
+
+    ``update_display_data`` and ``clear_output`` keep their message type (the
+    caller applies them); a display id stays under ``transient``.
+    """
+    if msg_type == "stream":
+        return {"output_type": "stream", "name": content["name"], "text": content["text"]}
+    if msg_type in ("display_data", "update_display_data", "execute_result"):
+        out = {
+            "output_type": msg_type,
+            "data": content.get("data", {}),
+            "metadata": content.get("metadata", {}),
+        }
+        if content.get("transient"):
+            out["transient"] = content["transient"]
+        if msg_type == "execute_result":
+            out["execution_count"] = content.get("execution_count")
+        return out
+    if msg_type == "error":
+        return {
+            "output_type": "error",
+            "ename": content.get("ename", ""),
+            "evalue": content.get("evalue", ""),
+            "traceback": content.get("traceback", []),
+        }
+    if msg_type == "clear_output":
+        return {"output_type": "clear_output", "wait": bool(content.get("wait"))}
+    return None
+
+
 class _Outputs:
     """Accumulates iopub content into nbformat outputs, applying clears/updates."""
 
@@ -87,36 +118,20 @@ class _Outputs:
             self.items.append(dict(out))
 
     def add(self, msg_type: str, content: dict) -> None:
+        out = to_output(msg_type, content)
+        if out is None:
+            return
         if msg_type == "stream":
-            out = {"output_type": "stream", "name": content["name"], "text": content["text"]}
             (self.stdout if content["name"] == "stdout" else self.stderr).append(content["text"])
-        elif msg_type in ("display_data", "update_display_data", "execute_result"):
-            out = {
-                "output_type": msg_type,
-                "data": content.get("data", {}),
-                "metadata": content.get("metadata", {}),
-            }
-            if content.get("transient"):
-                out["transient"] = content["transient"]
-            if msg_type == "execute_result":
-                out["execution_count"] = content.get("execution_count")
-                self.result = out["data"].get("text/plain")
+        elif msg_type == "execute_result":
+            self.result = out["data"].get("text/plain")
         elif msg_type == "error":
-            out = {
-                "output_type": "error",
-                "ename": content.get("ename", ""),
-                "evalue": content.get("evalue", ""),
-                "traceback": content.get("traceback", []),
-            }
             self.error = RemoteError(out["ename"], out["evalue"], out["traceback"])
         elif msg_type == "clear_output":
-            out = {"output_type": "clear_output", "wait": bool(content.get("wait"))}
             if out["wait"]:
                 self._clear_pending = True
             else:
                 self.items.clear()
-        else:
-            return
         if msg_type == "update_display_data":
             self._update(out)
         elif msg_type != "clear_output":

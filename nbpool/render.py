@@ -49,7 +49,8 @@ def worker_row(w: dict) -> tuple[str, ...]:
 
 def session_row(s: dict) -> tuple[str, ...]:
     """One session's cells, as text (the columns of :data:`SESSION_COLUMNS`)."""
-    return (s["name"], s["worker"] or "-", s["kernel"], str(s["generation"]), str(s["queued"]))
+    name = s["name"] + (" (kept)" if s.get("kept") else "")
+    return (name, s["worker"] or "-", s["kernel"], str(s["generation"]), str(s["queued"]))
 
 
 def counters_text(status) -> str:
@@ -66,7 +67,7 @@ def counters_text(status) -> str:
 def text(status) -> str:
     """Workers, counters and the last events as aligned text (``%pool status``)."""
     lines = [f"nbpool: {status.summary()}" + (" (closed)" if status["closed"] else "")]
-    lines += _align([WORKER_COLUMNS, *(worker_row(w) for w in status["workers"])])
+    lines += align([WORKER_COLUMNS, *(worker_row(w) for w in status["workers"])])
     lines += [f"  {w['id']}: {w['pending_reason']}" for w in status["workers"] if _pending(w)]
     lines.append(counters_text(status))
     for event in status["events"][-3:]:
@@ -78,7 +79,7 @@ def sessions_text(status) -> str:
     """Sessions as aligned text (``%pool sessions``)."""
     if not status["sessions"]:
         return "no sessions yet"
-    return "\n".join(_align([SESSION_COLUMNS, *(session_row(s) for s in status["sessions"])]))
+    return "\n".join(align([SESSION_COLUMNS, *(session_row(s) for s in status["sessions"])]))
 
 
 # -- HTML ---------------------------------------------------------------------
@@ -185,7 +186,8 @@ def _table(css_class: str, columns: tuple[str, ...], rows: list[str]) -> str:
     )
 
 
-def _align(rows: list[tuple]) -> list[str]:
+def align(rows: list[tuple]) -> list[str]:
+    """Rows of text cells as left-aligned columns."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows

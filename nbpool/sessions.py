@@ -79,5 +79,18 @@ class SessionRegistry:
                 info, worker_id=None, generation=info.generation + 1, reset_reason=reason
             )
 
+    def restore(
+        self,
+        name: str,
+        kernel_name: str,
+        worker_id: str | None,
+        generation: int,
+        reset_reason: str | None,
+    ) -> None:
+        """A kept session re-adopted: its worker (None: lost) at its generation."""
+        self._by_name[name] = SessionInfo(
+            name, kernel_name, worker_id, generation, time.time(), reset_reason
+        )
+
     def remove(self, name: str) -> None:
         self._by_name.pop(name, None)

@@ -20,7 +20,9 @@ Schema ``nbpool.status/1`` (a JSON-safe dict; no keys, tokens or paths)::
                                        # why a starting worker is not running yet
       }],
       "sessions": [{"name": "etl", "worker": "w1" | null, "kernel": "python3",
-                    "generation": 0, "queued": 0}],
+                    "generation": 0, "queued": 0,
+                    "kept": false}],   # outlives this process (keep_sessions)
+      "keep_sessions": false,
       "waiting": 0,                    # lease requests queued
       "counters": {"executions": 0, "failures": 0, "restarts": 0,
                    "start_failures": 0, "deaths": 0, "timeouts": 0},
@@ -56,11 +58,14 @@ class PoolStatus(dict):
     """A status snapshot (a plain dict of the schema above) that prints well."""
 
     @classmethod
-    def from_snapshot(cls, snap, pending_reason=None, **settings) -> "PoolStatus":
+    def from_snapshot(
+        cls, snap, pending_reason=None, *, kept=frozenset(), **settings
+    ) -> "PoolStatus":
         """Render a :class:`~nbpool.coordinator.Snapshot` (plus the pool's ``settings``).
 
         ``pending_reason(worker_id)``, if given, says why a starting worker is
-        not running yet (its provisioner's word: a Slurm job's queue reason).
+        not running yet (its provisioner's word: a Slurm job's queue reason);
+        ``kept``: names of the sessions kept beyond this process.
         """
         now = time.monotonic()
         workers = []
@@ -94,6 +99,7 @@ class PoolStatus(dict):
                 "kernel": i.kernel_name,
                 "generation": i.generation,
                 "queued": snap.queued.get(i.name, 0),
+                "kept": i.name in kept,
             }
             for i in snap.sessions
         ]

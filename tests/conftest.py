@@ -64,6 +64,24 @@ def extra_jupyter_path(root):
             os.environ["JUPYTER_PATH"] = old
 
 
+@pytest.fixture
+def kept_runtime_dir(tmp_path, monkeypatch):
+    """A private Jupyter runtime dir for kept sessions (keepers and kernels started
+    from here inherit it); nothing kept may outlive the test."""
+    from nbpool.keep import kept_pools, process_start
+
+    path = tmp_path / "runtime"
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(path))
+    yield path
+    leftovers = []
+    for kp, state in kept_pools():
+        leftovers += [r["pid"] for r in state["sessions"].values() if process_start(r["pid"])]
+        kp.stop_workers(state)
+        kp.remove_files()
+    wait_for(lambda: not pids_with(str(path).encode()), 15, "the keepers of this test to exit")
+    assert not leftovers, f"the test left kept workers running: {leftovers}"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def bash_kernel_with_a_clean_home(tmp_path_factory):
     """The ``bash`` kernelspec, shadowed by a copy whose kernels get an empty HOME.

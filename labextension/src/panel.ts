@@ -71,7 +71,12 @@ export class PoolPanel extends Widget {
     const resize = el('button', 'jp-nbpool-button', 'Resize');
     resize.dataset.action = 'resize';
     resize.title = 'Keep this many workers warm';
-    this._controls.append(sizeLabel, resize);
+    this._detach.dataset.action = 'detach';
+    this._detach.title =
+      'Close the pool and leave its kept sessions running; %pool start --keep re-adopts them';
+    this._stop.dataset.action = 'stop';
+    this._stop.title = "Stop every worker, kept sessions' too";
+    this._controls.append(sizeLabel, resize, this._detach, this._stop);
     this.node.append(
       head,
       this._message,
@@ -123,6 +128,9 @@ export class PoolPanel extends Widget {
     if (!this._sizeEdited && document.activeElement !== this._size) {
       this._size.value = String(status.size);
     }
+    this._detach.hidden = !status.keep_sessions;
+    this._detach.disabled = this._pending.has(actionKey({ action: 'detach' }));
+    this._stop.disabled = this._pending.has(actionKey({ action: 'stop' }));
     const age = (Date.now() - model.receivedAt) / 1000;
     update(this._workers, workersTable(status, age, this._pending));
     update(this._sessions, sessionsTable(status, this._pending));
@@ -156,6 +164,10 @@ export class PoolPanel extends Widget {
         break;
       case 'end_session':
         action = { action: 'end_session', session: data.session ?? '' };
+        break;
+      case 'detach':
+      case 'stop':
+        action = { action: data.action };
         break;
       case 'resize':
         this._resize();
@@ -217,6 +229,8 @@ export class PoolPanel extends Widget {
   private _summary = el('p', 'jp-nbpool-summary');
   private _controls = el('div', 'jp-nbpool-controls');
   private _size = document.createElement('input');
+  private _detach = el('button', 'jp-nbpool-button', 'Detach') as HTMLButtonElement;
+  private _stop = el('button', 'jp-nbpool-button', 'Stop') as HTMLButtonElement;
   private _workers = el('div', 'jp-nbpool-workers');
   private _sessions = el('div', 'jp-nbpool-sessions');
   private _queue = el('p', 'jp-nbpool-queue');
@@ -319,6 +333,7 @@ function sessionsTable(status: IPoolStatus, pending: Set<string>): HTMLElement {
   for (const s of status.sessions) {
     const row = el('div', 'jp-nbpool-row jp-nbpool-session');
     row.dataset.session = s.name;
+    row.dataset.kept = String(s.kept);
     const end: PoolAction = { action: 'end_session', session: s.name };
     const actions = el('span', 'jp-nbpool-actions');
     actions.append(
@@ -338,7 +353,8 @@ function sessionsTable(status: IPoolStatus, pending: Set<string>): HTMLElement {
     const details = [
       s.kernel,
       `${s.generation} reset${s.generation === 1 ? '' : 's'}`,
-      s.queued ? `${s.queued} queued` : ''
+      s.queued ? `${s.queued} queued` : '',
+      s.kept ? 'kept: outlives the kernel' : ''
     ];
     row.append(main, el('div', 'jp-nbpool-row-details', details.filter(Boolean).join(' · ')));
     list.append(row);

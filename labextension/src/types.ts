@@ -42,6 +42,10 @@ export interface ISession {
   kernel: string;
   generation: number;
   queued: number;
+  /**
+   * Kept beyond the notebook kernel (`keep_sessions`): it survives a restart.
+   */
+  kept: boolean;
 }
 
 export interface IPoolEvent {
@@ -59,6 +63,7 @@ export interface IPoolStatus {
   size: number;
   min_size: number;
   max_size: number;
+  keep_sessions: boolean;
   workers: IWorker[];
   sessions: ISession[];
   waiting: number;
@@ -78,6 +83,8 @@ export type PoolAction =
   | { action: 'restart'; worker: string }
   | { action: 'end_session'; session: string }
   | { action: 'resize'; size: string | number }
+  | { action: 'detach' }
+  | { action: 'stop' }
   | { action: 'refresh' };
 
 /**

@@ -268,6 +268,7 @@ def test_pushes_are_at_most_four_a_second(shell):
         ({"action": "resize"}, "whole number >= 1, got None"),
         ({"action": "restart"}, "action 'restart' needs a worker name, got None"),
         ({"action": "explode"}, "unknown action 'explode'"),
+        ({"action": "detach"}, "this pool does not keep sessions: create it with keep_sessions"),
     ],
 )
 def test_bad_actions_get_a_one_line_error_and_change_nothing(shell, holder, request_, error):
@@ -322,6 +323,15 @@ def test_actions_take_effect_on_the_pool(shell, holder):
         "message": "pool resized to 3",
     }
     assert pool.status()["size"] == 3
+
+
+def test_stop_shuts_the_pool_down(shell, holder):
+    """The panel's Stop: every worker stops; the pool is closed."""
+    nbcomm.register(shell, holder.get_pool)
+    pool = start_pool(holder)
+    reply = open_comm(shell).request(action="stop")
+    assert reply["ok"] and reply["message"] == "pool stopped (2 worker(s), kept sessions' too)"
+    assert pool.closed
 
 
 def test_unregister_closes_comms_and_removes_the_target(shell, holder):

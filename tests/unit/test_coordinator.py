@@ -304,7 +304,14 @@ def test_snapshot_reports_states_sessions_and_queue(make):
     assert states == {"etl": "leased", None: "idle"}
     assert snap["waiting"] == 1
     assert snap["sessions"] == [
-        {"name": "etl", "worker": held.worker_id, "kernel": "python3", "generation": 0, "queued": 1}
+        {
+            "name": "etl",
+            "worker": held.worker_id,
+            "kernel": "python3",
+            "generation": 0,
+            "queued": 1,
+            "kept": False,
+        }
     ]
     held.release()
 
