@@ -70,9 +70,9 @@ THREAD_VARS = (
 UNSHAREABLE = ("socket:", "anon_inode:[eventpoll]", "anon_inode:[eventfd]",
                "anon_inode:[signalfd]", "anon_inode:[timerfd]", "anon_inode:inotify")
 
-#: Imports IPKernelApp.initialize() and the first execution would otherwise
-#: do in every child (measured with ipykernel 7.4: debugpy's is the biggest).
-#: None of them starts a thread at import; the template checks anyway.
+#: Imports IPKernelApp.initialize() would otherwise do in every child
+#: (measured with ipykernel 7.4: debugpy's is the biggest), and nothing a
+#: spawned kernel does not import. None starts a thread; the template checks.
 WARM_IMPORTS = (
     "ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.zmqshell", "ipykernel.comm",
     "ipykernel.debugger", "ipykernel.displayhook", "ipykernel.subshell_manager",
@@ -81,7 +81,7 @@ WARM_IMPORTS = (
     "IPython.extensions.storemagic", "IPython.utils.wildcard",
     "debugpy", "debugpy.server.api", "pydevd",
     "jupyter_client.session", "tornado.gen", "tornado.locks", "tornado.queues",
-    "tornado.platform.asyncio", "matplotlib_inline.backend_inline", "comm",
+    "tornado.platform.asyncio", "comm",
     "sqlite3", "pdb", "pydoc", "faulthandler", "psutil", "http.server", "xmlrpc.server",
 )
 
@@ -95,7 +95,7 @@ def main() -> None:
     for name in WARM_IMPORTS:
         try:
             __import__(name)
-        except ImportError:  # optional pieces of some ipykernel versions
+        except Exception:  # optional pieces of some versions; the child imports what it needs
             pass
     ns = {"__name__": "__main__", "__builtins__": __builtins__}
     verdict = _preload(config["preload"], ns)

@@ -254,7 +254,13 @@ def test_forked_workers_are_distinct(kernels):
 
 def test_exit_codes_and_signals_are_reported_like_popen(kernels):
     """poll() gives a forked kernel's exit code, or minus the signal that killed it."""
-    a, b = kernels.start(), kernels.start()
+    a, b, c = kernels.start(), kernels.start(), kernels.start()
+    process = c.km.provisioner.process
+    t0 = time.monotonic()
+    run_provisioner(c.km.shutdown_kernel(now=False))  # a shutdown_request, then wait()
+    assert process.returncode == 0 and time.monotonic() - t0 < 5, "a clean, prompt exit"
+    c.client.stop_channels()
+    kernels.started.remove(c)
     a.client.execute("import os; os._exit(3)")
     wait_for(lambda: a.poll() is not None, timeout=10, what="the kernel to exit")
     assert a.poll() == 3
