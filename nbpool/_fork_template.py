@@ -6,8 +6,9 @@ the standard library until it imports ipykernel::
 
     python [interpreter flags] -c BOOT THIS_FILE CONTROL_FD
 
-Its stdin carries one JSON object, ``{"preload", "cwd"}`` (code stays out of
-argv and files); its stdout and stderr go to a log, so nothing the preload
+Its stdin carries one JSON object, ``{"preload", "cwd", "kernel_args"}``
+(code stays out of argv and files; ``kernel_args`` is the kernel's command
+line without its connection file, the same for every child); its stdout and stderr go to a log, so nothing the preload
 prints ever reaches a cell. ``CONTROL_FD`` is one end of an ``AF_UNIX``
 ``SOCK_SEQPACKET`` pair: one JSON object per message, both ways.
 
@@ -20,7 +21,7 @@ Template to parent::
     {"id": N, "error": TEXT}        the child could not set itself up
     {"exited": PID, "code": CODE}   a child ended (Popen's returncode convention)
 
-Parent to template: ``{"id": N, "argv": [...], "env": {...}, "cwd": DIR}``
+Parent to template: ``{"id": N, "connection_file": PATH, "env": {...}, "cwd": DIR}``
 with three descriptors attached (``SCM_RIGHTS``): the kernel's stdout and
 stderr, and a pipe on which the child writes one byte once its kernel's
 sockets are bound and it has rewritten its connection file (the parent's
@@ -98,6 +99,7 @@ def main() -> None:
         except Exception:  # optional pieces of some versions; the child imports what it needs
             pass
     ns = {"__name__": "__main__", "__builtins__": __builtins__}
+    app = _prepare_app(config["kernel_args"], ns)
     verdict = _preload(config["preload"], ns)
     if verdict is None:
         reason = _unsafe(ctrl)
@@ -113,7 +115,7 @@ def main() -> None:
     gc.freeze()
     job = _serve(ctrl)
     if job is not None:  # a forked child, with the template's stack unwound
-        sys.exit(_run_kernel(job, ns))
+        sys.exit(_run_kernel(app, job, config["kernel_args"]))
 
 
 def _stdin_devnull() -> None:
@@ -358,16 +360,37 @@ def _restore_blas_threads(env: dict) -> None:
                     break
 
 
-def _run_kernel(job: dict, ns: dict) -> int:
-    """Start IPKernelApp as ``python -m ipykernel_launcher ARGS`` would; its exit code."""
+def _prepare_app(kernel_args: list[str], ns: dict):
+    """The kernel application, its command line and config files read once, here.
+
+    What ``IPKernelApp.initialize`` does before it opens sockets and that is
+    the same for every child (parsing the command line alone costs ~30 ms);
+    each child only sets its connection file and goes on from there.
+    """
+    from IPython.core.application import BaseIPythonApplication
     from ipykernel.kernelapp import IPKernelApp
 
-    argv = job["argv"]
-    args = argv[argv.index("-m") + 2:]
-    import importlib.util
-
-    sys.argv = [importlib.util.find_spec("ipykernel_launcher").origin] + args
     class ForkedKernelApp(IPKernelApp):
+        prepared = False
+        bound_fd = None  # the child's "sockets bound" pipe
+
+        # Done in the template: no-ops in the child's initialize().
+        def parse_command_line(self, argv=None):
+            if not self.prepared:
+                super().parse_command_line(argv)
+
+        def init_profile_dir(self):
+            if not self.prepared:
+                super().init_profile_dir()
+
+        def init_config_files(self):
+            if not self.prepared:
+                super().init_config_files()
+
+        def load_config_file(self, *args, **kwargs):
+            if not self.prepared:
+                super().load_config_file(*args, **kwargs)
+
         def init_poller(self):
             # No parent poller: our parent is the template, and a poller would
             # end the kernel when the template exits (it watches for a new
@@ -380,14 +403,29 @@ def _run_kernel(job: dict, ns: dict) -> int:
             # init_sockets and init_heartbeat) and the file rewritten, so the
             # KernelManager may read it and clients connect while the kernel
             # and its shell are made (~100 ms).
-            fd = job.pop("bound_fd", None)
+            fd = self.bound_fd
             if fd is not None:
+                self.bound_fd = None
                 os.write(fd, b"1")
                 os.close(fd)
 
-    # parent_handle as a spawned kernel's (its class default was read in the template).
-    app = ForkedKernelApp.instance(user_ns=ns, parent_handle=int(os.environ.get("JPY_PARENT_PID", 0)))
-    app.initialize(args)
+    app = ForkedKernelApp.instance(user_ns=ns)
+    BaseIPythonApplication.initialize(app, kernel_args)
+    app.prepared = True
+    return app
+
+
+def _run_kernel(app, job: dict, kernel_args: list[str]) -> int:
+    """Start the kernel as ``python -m ipykernel_launcher -f FILE ARGS`` would; its exit code."""
+    import importlib.util
+
+    launcher = importlib.util.find_spec("ipykernel_launcher").origin
+    sys.argv = [launcher, "-f", job["connection_file"], *kernel_args]
+    app.connection_file = job["connection_file"]
+    app.bound_fd = job["bound_fd"]
+    # As a spawned kernel's: its class default was read in the template.
+    app.parent_handle = int(os.environ.get("JPY_PARENT_PID", 0))
+    app.initialize([])
     app.start()
     return 0
 

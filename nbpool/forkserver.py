@@ -94,6 +94,17 @@ def fork_unsupported(argv: list[str]) -> str | None:
     return None
 
 
+def _connection_file(args: list[str]) -> tuple[str, list[str]]:
+    """The connection file in a kernel's arguments, and the other arguments."""
+    for i, arg in enumerate(args):
+        if arg in ("-f", "--f", "--IPKernelApp.connection_file") and i + 1 < len(args):
+            return args[i + 1], args[:i] + args[i + 2:]
+        for prefix in ("-f=", "--f=", "--IPKernelApp.connection_file="):
+            if arg.startswith(prefix):
+                return arg[len(prefix):], args[:i] + args[i + 1:]
+    raise ForkUnavailable("the kernel's command line names no connection file (-f)")
+
+
 def _short(argv: list[str]) -> str:
     return " ".join(argv[:4]) + (" ..." if len(argv) > 4 else "")
 
@@ -210,8 +221,9 @@ class Template:
     A reader thread dispatches its answers and its children's exits.
     """
 
-    def __init__(self, prefix, env, cwd, preload, log_path, reaper=None) -> None:
-        self.prefix, self.env, self.cwd, self.preload = list(prefix), dict(env), cwd, preload
+    def __init__(self, prefix, kernel_args, env, cwd, preload, log_path, reaper=None) -> None:
+        self.prefix, self.kernel_args = list(prefix), list(kernel_args)
+        self.env, self.cwd, self.preload = dict(env), cwd, preload
         self.log_path = log_path
         self.reaper = reaper
         self.proc: subprocess.Popen | None = None
@@ -268,7 +280,9 @@ class Template:
         if self.reaper is not None:
             self.reaper.watch(self.proc.pid)
         try:
-            self.proc.stdin.write(json.dumps({"preload": self.preload, "cwd": self.cwd}).encode())
+            self.proc.stdin.write(json.dumps({
+                "preload": self.preload, "cwd": self.cwd, "kernel_args": self.kernel_args,
+            }).encode())
             self.proc.stdin.close()
         except BrokenPipeError:  # it died at once; its log says why
             pass
@@ -290,7 +304,7 @@ class Template:
         raise ForkUnavailable(f"the fork-server template exited with code {code} while starting"
                               + _last_line(self._tail()))
 
-    def fork(self, argv: list[str], env: dict, cwd: str, stdout: int, stderr: int,
+    def fork(self, connection_file: str, env: dict, cwd: str, stdout: int, stderr: int,
              timeout: float = 10.0) -> ForkedProcess:
         """One forked worker (its own session, env, cwd) writing to these descriptors."""
         done = threading.Event()
@@ -300,7 +314,8 @@ class Template:
             self._next += 1
             ident = self._next
             self._pending[ident] = [done, None]
-        msg = json.dumps({"id": ident, "argv": argv, "env": env, "cwd": cwd}).encode()
+        msg = json.dumps({"id": ident, "connection_file": connection_file, "env": env,
+                          "cwd": cwd}).encode()
         bound_r, bound_w = os.pipe2(os.O_CLOEXEC)
         try:
             with self._send_lock:
@@ -317,7 +332,8 @@ class Template:
             answer = self._pending.pop(ident)[1]
         if isinstance(answer, ForkedProcess):
             self.forks += 1
-            answer.args = list(argv)
+            answer.args = [*self.prefix, "-m", "ipykernel_launcher", "-f", connection_file,
+                           *self.kernel_args]
             answer._bound_fd = bound_r
             return answer
         os.close(bound_r)
@@ -472,8 +488,9 @@ class ForkServer:
         if reason:
             raise ForkUnavailable(reason)
         prefix = argv[:argv.index("-m")]
+        connection_file, kernel_args = _connection_file(argv[argv.index("-m") + 2:])
         template_env = {k: v for k, v in env.items() if k not in PER_LAUNCH_VARS}
-        key = (tuple(prefix), tuple(sorted(template_env.items())), cwd, preload)
+        key = (tuple(prefix), tuple(kernel_args), tuple(sorted(template_env.items())), cwd, preload)
         template_env.update(dict.fromkeys(THREAD_VARS, "1"))
         evicted = []
         with self._lock:
@@ -486,7 +503,7 @@ class ForkServer:
                 self._count += 1
                 log = os.path.join(self.runtime_dir, f"forkserver-{self._count}.log")
                 template = self._templates[key] = Template(
-                    prefix, template_env, cwd, preload, log, self.reaper)
+                    prefix, kernel_args, template_env, cwd, preload, log, self.reaper)
                 while len(self._templates) > self.max_templates:
                     evicted.append(self._templates.popitem(last=False)[1])
             self._templates.move_to_end(key)
@@ -505,7 +522,7 @@ class ForkServer:
                 if self._templates.get(key) is template:
                     del self._templates[key]  # a later start tries again (slow, or fixed)
             raise
-        return template.fork(argv, env, cwd, stdout, stderr, self.fork_timeout)
+        return template.fork(connection_file, env, cwd, stdout, stderr, self.fork_timeout)
 
     def templates(self) -> list[dict]:
         """Live templates: pid, forks so far, unique memory (for status and tests)."""

@@ -167,6 +167,15 @@ def kernels(tmp_path):
     wait_for(lambda: all(_gone(p) for p in k.pids), timeout=10, what="every kernel and template to end")
 
 
+def _reply_to(k: Kernel, msg_id: str):
+    """The shell reply to ``msg_id`` if it came (late kernel_info replies are skipped)."""
+    while k.client.shell_channel.socket.poll(100):
+        msg = k.client.get_shell_msg(timeout=1)
+        if msg["parent_header"].get("msg_id") == msg_id:
+            return msg
+    return None
+
+
 def _ppid(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as f:
         return int(f.read().rsplit(")", 1)[1].split()[1])
@@ -187,7 +196,9 @@ def test_forked_kernel_answers_with_the_preload_done(kernels):
     assert _ppid(k.pid) == template, "a worker is the template's child"
     assert k.value("__import__('os').getpid()") == k.pid
     assert k.value("__name__") == "__main__"
-    assert k.value("__import__('sys').argv[1:3]")[0] == "-f"
+    assert k.value("__import__('sys').argv[1:]") == ["-f", k.km.connection_file,
+                                                     "--Kernel._execute_sleep=0"]
+    assert k.value("get_ipython().kernel._execute_sleep") == 0, "its command line applies"
 
 
 def test_preload_output_never_reaches_a_cell(kernels):
@@ -277,8 +288,7 @@ def test_interrupt_and_restart_work_on_a_forked_kernel(kernels):
     wait_for(lambda: k.client.get_iopub_msg(timeout=10)["content"].get("text") == "sleeping\n",
              timeout=20, what="the execution to start")
     run_provisioner(k.km.interrupt_kernel())
-    reply = k.client.get_shell_msg(timeout=20)
-    assert reply["parent_header"]["msg_id"] == msg_id
+    reply = wait_for(lambda: _reply_to(k, msg_id), timeout=20, what="the execution's reply")
     assert reply["content"]["ename"] == "KeyboardInterrupt"
     old = k.pid
     run_provisioner(k.km.restart_kernel(now=True))
