@@ -1,0 +1,80 @@
+"""The fork-server's pure parts: which kernels can be forked, argument handling, memory.
+
+The real template and kernels are exercised in tests/integration/test_forkserver.py.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from nbpool import forkserver
+from nbpool.forkserver import ForkUnavailable, _connection_file, fork_unsupported, memory
+
+PY = sys.executable
+
+
+@pytest.mark.parametrize(
+    ("argv", "reason"),
+    [
+        ([PY, "-m", "ipykernel_launcher", "-f", "k.json"], None),
+        ([PY, "-Xfrozen_modules=off", "-m", "ipykernel", "-f", "k.json"], None),
+        (["/usr/bin/bash_kernel", "-f", "k.json"], "does not run `python -m ipykernel_launcher`"),
+        ([PY, "-m", "bash_kernel", "-f", "k.json"], "not an ipykernel kernel"),
+        (["/opt/R/bin/R", "-m", "ipykernel_launcher"], "does not start a python executable"),
+    ],
+)
+def test_only_python_ipykernel_command_lines_fork(argv, reason):
+    """A kernelspec forks only if it runs `python [flags] -m ipykernel[_launcher]`."""
+    got = fork_unsupported(argv)
+    assert got is None if reason is None else reason in got
+
+
+def test_other_systems_spawn(monkeypatch):
+    """Off Linux the reason names the system (the fork server is Linux-only)."""
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert fork_unsupported([PY, "-m", "ipykernel_launcher"]) == (
+        "the fork server needs Linux (this is darwin)")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-f", "/r/k.json", "--x=1"],
+        ["--x=1", "--f=/r/k.json"],
+        ["-f=/r/k.json", "--x=1"],
+        ["--IPKernelApp.connection_file", "/r/k.json", "--x=1"],
+    ],
+)
+def test_connection_file_is_split_from_the_shared_arguments(args):
+    """Every child shares the template's arguments; only the connection file differs."""
+    assert _connection_file(args) == ("/r/k.json", ["--x=1"])
+
+
+def test_no_connection_file_means_spawn():
+    with pytest.raises(ForkUnavailable, match="no connection file"):
+        _connection_file(["--x=1"])
+
+
+def test_memory_of_this_process():
+    """USS <= PSS <= RSS, all nonzero, in bytes; None for a process that is not there."""
+    info = memory(os.getpid())
+    assert 0 < info.uss <= info.pss <= info.rss
+    assert memory(2**22 + 12345) is None
+
+
+def test_thread_count_follows_the_variables_a_library_reads():
+    """The child's BLAS thread count: its first set variable, else one per CPU."""
+    import runpy
+
+    template = runpy.run_path(os.path.join(os.path.dirname(forkserver.__file__),
+                                           "_fork_template.py"), run_name="not_main")
+    count = template["thread_count"]
+    names = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
+    assert count({"OMP_NUM_THREADS": "3"}, names) == 3
+    assert count({"OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "3"}, names) == 2
+    assert count({"OMP_NUM_THREADS": "4,2"}, names) == 4  # OpenMP's nested form
+    assert count({"OMP_NUM_THREADS": "0"}, names) == len(os.sched_getaffinity(0))
+    assert count({}, names) == len(os.sched_getaffinity(0))
