@@ -370,26 +370,19 @@ def _prepare_app(kernel_args: list[str], ns: dict):
     from IPython.core.application import BaseIPythonApplication
     from ipykernel.kernelapp import IPKernelApp
 
-    class ForkedKernelApp(IPKernelApp):
+    class Prepared(BaseIPythonApplication):
+        """Placed between IPKernelApp and BaseIPythonApplication in the MRO, so
+        that IPKernelApp.initialize's ``super().initialize(argv)`` (command line,
+        profile, config files) is skipped in a child: the template did it."""
+
         prepared = False
+
+        def initialize(self, argv=None):
+            if not self.prepared:
+                super().initialize(argv)
+
+    class ForkedKernelApp(IPKernelApp, Prepared):
         bound_fd = None  # the child's "sockets bound" pipe
-
-        # Done in the template: no-ops in the child's initialize().
-        def parse_command_line(self, argv=None):
-            if not self.prepared:
-                super().parse_command_line(argv)
-
-        def init_profile_dir(self):
-            if not self.prepared:
-                super().init_profile_dir()
-
-        def init_config_files(self):
-            if not self.prepared:
-                super().init_config_files()
-
-        def load_config_file(self, *args, **kwargs):
-            if not self.prepared:
-                super().load_config_file(*args, **kwargs)
 
         def init_poller(self):
             # No parent poller: our parent is the template, and a poller would
