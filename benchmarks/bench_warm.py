@@ -59,7 +59,8 @@ class Bench:
 
     def __init__(self, procs: Processes) -> None:
         self.procs = procs
-        self.launcher = Launcher(ipykernel_args=list(Pool.class_traits()["ipykernel_args"].default()))
+        defaults = Pool.class_traits()["ipykernel_args"].default()  # as the Pool launches
+        self.launcher = Launcher(ipykernel_args=list(defaults))
         self.server = ForkServer(self.launcher.runtime_dir, self.launcher.reaper)
         self._n = 0
 
@@ -79,8 +80,8 @@ class Bench:
         if mode == "fork":
             install(km, self.server, preload)
         with open(log, "ab") as f:
-            run_provisioner(km.start_kernel(
-                stdout=f, stderr=f, extra_arguments=self.launcher.extra_arguments(km.kernel_spec.argv)))
+            extra = self.launcher.extra_arguments(km.kernel_spec.argv)
+            run_provisioner(km.start_kernel(stdout=f, stderr=f, extra_arguments=extra))
         launched = time.perf_counter() - t0
         kernel = LocalKernel(self.launcher, wid, km, log)
         self.procs.add(kernel.pid)
@@ -180,9 +181,9 @@ def _memory(bench: Bench, n: int) -> Row:
     kernels = {"fork": [], "spawn": []}
     try:
         for _ in range(n):
-            for mode in kernels:
+            for mode, started in kernels.items():
                 kernel = bench.start(mode, "import numpy")[0]
-                kernels[mode].append(kernel)
+                started.append(kernel)
                 _execute(kernel, "import numpy; numpy.ones(1000).sum()")
         uss = {m: [memory(k.pid).uss / 2**20 for k in ks] for m, ks in kernels.items()}
         pss = {m: [memory(k.pid).pss / 2**20 for k in ks] for m, ks in kernels.items()}

@@ -8,9 +8,10 @@ the standard library until it imports ipykernel::
 
 Its stdin carries one JSON object, ``{"preload", "cwd", "kernel_args"}``
 (code stays out of argv and files; ``kernel_args`` is the kernel's command
-line without its connection file, the same for every child); its stdout and stderr go to a log, so nothing the preload
-prints ever reaches a cell. ``CONTROL_FD`` is one end of an ``AF_UNIX``
-``SOCK_SEQPACKET`` pair: one JSON object per message, both ways.
+line without its connection file, the same for every child); its stdout
+and stderr go to a log, so nothing the preload prints ever reaches a cell.
+``CONTROL_FD`` is one end of an ``AF_UNIX`` ``SOCK_SEQPACKET`` pair: one JSON
+object per message, both ways.
 
 Template to parent::
 
@@ -367,8 +368,8 @@ def _prepare_app(kernel_args: list[str], ns: dict):
     the same for every child (parsing the command line alone costs ~30 ms);
     each child only sets its connection file and goes on from there.
     """
-    from IPython.core.application import BaseIPythonApplication
     from ipykernel.kernelapp import IPKernelApp
+    from IPython.core.application import BaseIPythonApplication
 
     class Prepared(BaseIPythonApplication):
         """Placed between IPKernelApp and BaseIPythonApplication in the MRO, so
@@ -417,7 +418,7 @@ def _run_kernel(app, job: dict, kernel_args: list[str]) -> int:
     app.connection_file = job["connection_file"]
     app.bound_fd = job["bound_fd"]
     # As a spawned kernel's: its class default was read in the template.
-    app.parent_handle = int(os.environ.get("JPY_PARENT_PID", 0))
+    app.parent_handle = int(os.environ.get("JPY_PARENT_PID") or 0)
     app.initialize([])
     app.start()
     return 0

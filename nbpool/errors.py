@@ -43,7 +43,7 @@ class WorkerStartFailed(NbpoolError):
 
 
 class PreloadFailed(WorkerStartFailed):
-    """The worker's ``preload`` raised; carries its ``traceback``. Not retried: it is deterministic."""
+    """The worker's ``preload`` raised; carries its ``traceback``. Deterministic: not retried."""
 
     def __init__(self, message: str, traceback: str = "") -> None:
         super().__init__(message, traceback)

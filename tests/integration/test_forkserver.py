@@ -53,8 +53,8 @@ class Kernel:
         while self.client.iopub_channel.msg_ready():  # a restarted kernel's predecessor's
             self.client.get_iopub_msg(timeout=1)
         while True:
-            assert self.poll() is None, f"the kernel exited with {self.poll()}: {open(self.log).read()}"
-            assert time.monotonic() < deadline, f"not ready in {timeout} s: {open(self.log).read()}"
+            assert self.poll() is None, f"the kernel exited with {self.poll()}: {_text(self.log)}"
+            assert time.monotonic() < deadline, f"not ready in {timeout} s: {_text(self.log)}"
             self.client.kernel_info()
             if self.client.shell_channel.socket.poll(200):
                 reply = self.client.get_shell_msg(timeout=1)
@@ -80,7 +80,7 @@ class Kernel:
             reply = self.client.execute_interactive(code, timeout=timeout, output_hook=hook)
         except TimeoutError:
             raise AssertionError(f"no answer to {code!r} in {timeout} s (exit code {self.poll()}); "
-                                 f"its log:\n{open(self.log).read()}") from None
+                                 f"its log:\n{_text(self.log)}") from None
         content = reply["content"]
         assert content["status"] == "ok", "\n".join(content.get("traceback", [])) or content
         return "".join(out)
@@ -122,7 +122,7 @@ class Kernels:
         if fork:
             install(km, self.server, preload)
         log = str(self.dir / f"{name}.log")
-        f = open(log, "ab")  # open while the kernel lives: a restart launches with it again
+        f = open(log, "ab")  # noqa: SIM115 (open while the kernel lives: a restart reuses it)
         self.logs.append(f)
         try:
             run_provisioner(km.start_kernel(
@@ -164,7 +164,13 @@ def kernels(tmp_path):
         yield k
     finally:
         k.close()
-    wait_for(lambda: all(_gone(p) for p in k.pids), timeout=10, what="every kernel and template to end")
+    wait_for(lambda: all(_gone(p) for p in k.pids), timeout=10,
+             what="every kernel and template to end")
+
+
+def _text(path) -> str:
+    with open(path) as f:
+        return f.read()
 
 
 def _reply_to(k: Kernel, msg_id: str):
@@ -206,11 +212,11 @@ def test_preload_output_never_reaches_a_cell(kernels):
     k = kernels.start("print('PRELOAD-OUT')\nimport sys\nprint('PRELOAD-ERR', file=sys.stderr)")
     assert k.started == "fork"
     assert k.run("print('cell')") == "cell\n"
-    assert "PRELOAD" not in open(k.log).read()
+    assert "PRELOAD" not in _text(k.log)
 
 
 def test_failing_preload_raises_at_once_with_the_traceback(kernels):
-    """A preload that raises fails the start with PreloadFailed and its traceback, within seconds."""
+    """A preload that raises fails the start at once: PreloadFailed with its traceback."""
     t0 = time.monotonic()
     with pytest.raises(PreloadFailed) as info:
         kernels.start("import os\n\ndef load():\n    return 1 / 0\n\ndata = load()\n")
@@ -240,8 +246,10 @@ def test_env_and_cwd_reach_the_preload_and_the_kernel(kernels, tmp_path):
     assert k.value("seen") == ["from-cwd", "hello"]
     assert k.value("[os.getcwd(), os.environ['NBPOOL_TEST_VAR']]") == [str(tmp_path), "hello"]
     assert k.value("os.environ['JPY_PARENT_PID']") == str(os.getpid())
-    other = kernels.start("import os\nseen = (open('data.txt').read(), os.environ['NBPOOL_TEST_VAR'])",
-                          env={"NBPOOL_TEST_VAR": "other"}, cwd=str(tmp_path))
+    other = kernels.start(
+        "import os\nseen = (open('data.txt').read(), os.environ['NBPOOL_TEST_VAR'])",
+        env={"NBPOOL_TEST_VAR": "other"}, cwd=str(tmp_path),
+    )
     assert other.value("seen") == ["from-cwd", "other"], "another env is another template"
     assert len(kernels.template_pids()) == 2
 
@@ -376,15 +384,13 @@ def test_numpy_preload_forks_and_computes_with_its_threads(kernels):
     cpus = len(os.sched_getaffinity(0))
     assert k.value("blas_threads()") == cpus
     assert k.value("'OPENBLAS_NUM_THREADS' in os.environ") is False, "the template's pin is gone"
-    result = k.value(
-        "(lambda n: (lambda a, b: [bool((a @ b == (a.astype(np.int64) @ b.astype(np.int64))).all()),"
-        " float(np.dot(a, b).sum())])("
-        "(np.arange(n * n).reshape(n, n) % 7).astype(float), "
-        "(np.arange(n * n).reshape(n, n) % 5).astype(float).T))(600)"
-    )
-    assert result[0] is True, "float BLAS product equals the exact integer product"
+    k.run("n = 600\n"
+          "a = (np.arange(n * n).reshape(n, n) % 7).astype(float)\n"
+          "b = (np.arange(n * n).reshape(n, n) % 5).astype(float).T\n"
+          "exact = a.astype(np.int64) @ b.astype(np.int64)  # integer: no BLAS\n")
+    assert k.value("bool((np.dot(a, b) == exact).all())") is True, "BLAS product == exact one"
     if cpus > 1:
-        assert k.value("len(os.listdir('/proc/self/task'))") > 1, "BLAS threads started in the child"
+        assert k.value("len(os.listdir('/proc/self/task'))") > 1, "BLAS threads in the child"
     [template] = kernels.template_pids()
     assert len(os.listdir(f"/proc/{template}/task")) == 1, "the template stays single-threaded"
     pinned = kernels.start("import numpy as np\n" + BLAS_THREADS, env={"OPENBLAS_NUM_THREADS": "1"})
@@ -490,7 +496,7 @@ def test_nothing_outlives_a_sigkilled_host(tmp_path):
 
 
 def test_fork_is_far_faster_than_spawn_with_a_slow_preload(kernels):
-    """With a 1.5 s preload, a forked worker is ready with a result in well under half a spawn's time.
+    """With a 1.5 s preload, a forked worker gives a result in well under half a spawn's time.
 
     The spawned worker runs the preload as nbpool runs it on spawned workers
     (one execution before it counts as ready). A functional check of the
