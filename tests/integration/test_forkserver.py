@@ -207,6 +207,17 @@ def test_forked_kernel_answers_with_the_preload_done(kernels):
     assert k.value("get_ipython().kernel._execute_sleep") == 0, "its command line applies"
 
 
+def test_concurrent_starts_share_one_template(kernels):
+    """Four workers started at once (as pool.start does) wait for one template, then fork."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as ex:
+        ks = list(ex.map(lambda _: kernels.start("import time\ntime.sleep(0.5)\nx = 5"), range(4)))
+    assert [k.started for k in ks] == ["fork"] * 4
+    assert len(kernels.template_pids()) == 1
+    assert [k.run("print(x)") for k in ks] == ["5\n"] * 4
+
+
 def test_preload_output_never_reaches_a_cell(kernels):
     """What the preload prints goes to the template's log, not to any execution's output."""
     k = kernels.start("print('PRELOAD-OUT')\nimport sys\nprint('PRELOAD-ERR', file=sys.stderr)")
