@@ -4,7 +4,7 @@ Run by :class:`nbpool.forkserver.Template` with the kernelspec's own Python,
 by path (that Python may not have nbpool installed), so this file uses only
 the standard library until it imports ipykernel::
 
-    python [interpreter flags] -c BOOT THIS_FILE CONTROL_FD
+    python [interpreter flags] -c BOOT THIS_FILE CONTROL_FD PADDING
 
 Its stdin carries one JSON object, ``{"preload", "cwd", "kernel_args"}``
 (code stays out of argv and files; ``kernel_args`` is the kernel's command
@@ -22,7 +22,9 @@ Template to parent::
     {"id": N, "error": TEXT}        the child could not set itself up
     {"exited": PID, "code": CODE}   a child ended (Popen's returncode convention)
 
-Parent to template: ``{"id": N, "connection_file": PATH, "env": {...}, "cwd": DIR}``
+Parent to template: ``{"id": N, "connection_file": PATH, "env": {...}, "cwd": DIR,
+"argv": [...]}`` (``argv``: the command line the child shows in ``ps``, in
+the room ``PADDING`` leaves)
 with three descriptors attached (``SCM_RIGHTS``): the kernel's stdout and
 stderr, and a pipe on which the child writes one byte once its kernel's
 sockets are bound and it has rewritten its connection file (the parent's
@@ -89,7 +91,7 @@ WARM_IMPORTS = (
 
 
 def main() -> None:
-    ctrl = socket.socket(fileno=int(sys.argv[-1]))
+    ctrl = socket.socket(fileno=int(sys.argv[2]))
     config = json.load(sys.stdin)
     _stdin_devnull()
     os.chdir(config["cwd"])
@@ -294,6 +296,26 @@ def _become_worker(job: dict, fds: list[int]) -> None:
     os.environ.update(job["env"])
     _reseed()
     _restore_blas_threads(job["env"])
+    _show_cmdline(job["argv"])
+
+
+def _show_cmdline(argv: list[str]) -> None:
+    """Make ``/proc/PID/cmdline`` (``ps``, tools finding kernels) show the kernel's argv.
+
+    It is read from the memory of the process's original argv, which the
+    template's padding made large enough: overwritten in place, as
+    setproctitle does. Python keeps its own copies of the arguments.
+    """
+    import ctypes
+
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end (proc(5): 48, 49)
+    except (OSError, IndexError, ValueError):
+        return
+    text = b"\0".join(arg.encode(errors="replace") for arg in argv)[:end - start - 1]
+    ctypes.memmove(start, text.ljust(end - start, b"\0"), end - start)
 
 
 def _reseed() -> None:

@@ -55,6 +55,8 @@ from .errors import PreloadFailed, WorkerStartFailed
 #: The template program, run by path with the kernelspec's Python.
 TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_fork_template.py")
 _BOOT = "import sys, runpy; runpy.run_path(sys.argv[1], run_name='__nbpool_template__')"
+#: Bytes kept for a connection file's path in a child's command line.
+PATH_ROOM = 256
 #: Kernelspec modules a template can stand in for.
 KERNEL_MODULES = ("ipykernel_launcher", "ipykernel")
 #: Thread-pool variables pinned to 1 in templates (each child restores its own).
@@ -270,9 +272,13 @@ class Template:
         for end in (parent, child):
             end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         self._sock = parent
+        argv = [*self.prefix, "-c", _BOOT, TEMPLATE, str(child.fileno())]
+        # Room for a child's own command line (see _fork_template._show_cmdline).
+        shown = [*self.prefix, "-m", "ipykernel_launcher", "-f", "x" * PATH_ROOM, *self.kernel_args]
+        room = len("\0".join(shown)) - len("\0".join(argv))
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [*self.prefix, "-c", _BOOT, TEMPLATE, str(child.fileno())],
+                [*argv, " " * max(room, 1)],
                 stdin=subprocess.PIPE, stdout=log, stderr=log, env=self.env, cwd=self.cwd,
                 pass_fds=[child.fileno()], start_new_session=True,
             )
@@ -314,8 +320,9 @@ class Template:
             self._next += 1
             ident = self._next
             self._pending[ident] = [done, None]
+        args = [*self.prefix, "-m", "ipykernel_launcher", "-f", connection_file, *self.kernel_args]
         msg = json.dumps({"id": ident, "connection_file": connection_file, "env": env,
-                          "cwd": cwd}).encode()
+                          "cwd": cwd, "argv": args}).encode()
         bound_r, bound_w = os.pipe2(os.O_CLOEXEC)
         try:
             with self._send_lock:
@@ -332,8 +339,7 @@ class Template:
             answer = self._pending.pop(ident)[1]
         if isinstance(answer, ForkedProcess):
             self.forks += 1
-            answer.args = [*self.prefix, "-m", "ipykernel_launcher", "-f", connection_file,
-                           *self.kernel_args]
+            answer.args = args
             answer._bound_fd = bound_r
             return answer
         os.close(bound_r)

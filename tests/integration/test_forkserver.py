@@ -205,6 +205,9 @@ def test_forked_kernel_answers_with_the_preload_done(kernels):
     assert k.value("__import__('sys').argv[1:]") == ["-f", k.km.connection_file,
                                                      "--Kernel._execute_sleep=0"]
     assert k.value("get_ipython().kernel._execute_sleep") == 0, "its command line applies"
+    with open(f"/proc/{k.pid}/cmdline", "rb") as f:
+        shown = [arg.decode() for arg in f.read().split(b"\0") if arg]
+    assert shown == [*k.km.format_kernel_cmd(), "--Kernel._execute_sleep=0"], "ps shows a kernel"
 
 
 def test_concurrent_starts_share_one_template(kernels):
