@@ -4,7 +4,7 @@ Run by :class:`nbpool.forkserver.Template` with the kernelspec's own Python,
 by path (that Python may not have nbpool installed), so this file uses only
 the standard library until it imports ipykernel::
 
-    python [interpreter flags] -c BOOT THIS_FILE CONTROL_FD PADDING
+    python [interpreter flags] -c BOOT THIS_FILE CONTROL_FD LOG_PATH PADDING
 
 Its stdin carries one JSON object, ``{"preload", "cwd", "kernel_args"}``
 (code stays out of argv and files; ``kernel_args`` is the kernel's command

@@ -272,7 +272,8 @@ class Template:
         for end in (parent, child):
             end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         self._sock = parent
-        argv = [*self.prefix, "-c", _BOOT, TEMPLATE, str(child.fileno())]
+        # The log's path names the pool's runtime directory: ps and leak checks see whose it is.
+        argv = [*self.prefix, "-c", _BOOT, TEMPLATE, str(child.fileno()), self.log_path]
         # Room for a child's own command line (see _fork_template._show_cmdline).
         shown = [*self.prefix, "-m", "ipykernel_launcher", "-f", "x" * PATH_ROOM, *self.kernel_args]
         room = len("\0".join(shown)) - len("\0".join(argv))

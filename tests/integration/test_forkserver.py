@@ -28,7 +28,7 @@ from nbpool.fork_provisioner import ForkingProvisioner, install, launch_mode
 from nbpool.forkserver import ForkServer, memory
 from nbpool.provisioning import Reaper, run_provisioner
 
-from ..conftest import wait_for
+from ..conftest import pids_with, wait_for
 from .test_faults import _gone
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork server: Linux")
@@ -200,6 +200,7 @@ def test_forked_kernel_answers_with_the_preload_done(kernels):
     assert k.run("print(answer, twice(answer), math.pi > 3)") == "42 84 True\n"
     [template] = kernels.template_pids()
     assert _ppid(k.pid) == template, "a worker is the template's child"
+    assert template in pids_with(str(kernels.dir).encode()), "its command line names the pool"
     assert k.value("__import__('os').getpid()") == k.pid
     assert k.value("__name__") == "__main__"
     assert k.value("__import__('sys').argv[1:]") == ["-f", k.km.connection_file,
