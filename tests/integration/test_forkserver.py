@@ -353,6 +353,14 @@ def test_native_threads_and_sockets_in_preload_fall_back(kernels):
     assert k.started == "spawn" and "socket" in k.reason
 
 
+def test_event_loop_or_zmq_context_in_preload_falls_back(kernels):
+    """An asyncio loop or a ZMQ context made by the preload would be shared: spawn."""
+    k = kernels.start("import zmq\nctx = zmq.Context()\n")
+    assert k.started == "spawn" and "ZMQ context" in k.reason
+    k = kernels.start("import asyncio\nloop = asyncio.new_event_loop()\n")
+    assert k.started == "spawn" and "forked workers would share" in k.reason
+
+
 def test_ipython_syntax_preload_is_left_to_a_spawned_kernel(kernels):
     """A preload with magics cannot run in the template: spawn, with the reason."""
     k = kernels.start("%env NBPOOL_X=1\nx = 1")
