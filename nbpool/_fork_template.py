@@ -17,7 +17,7 @@ Template to parent::
 
     {"ready": PID}                  preloaded, single-threaded: forks on request
     {"unsafe": REASON}              forking is unsafe (threads, event loop, ...); exits
-    {"failed": TEXT, "traceback": TB}   the preload raised; exits
+    {"failed": "ENAME: EVALUE", "traceback": TB}   the preload raised; exits
     {"id": N, "pid": PID}           forked; the child is in its own session
     {"id": N, "error": TEXT}        the child could not set itself up
     {"exited": PID, "code": CODE}   a child ended (Popen's returncode convention)
@@ -71,22 +71,50 @@ THREAD_VARS = (
 
 #: Descriptor kinds that must not be shared by forked workers: event loops'
 #: epoll, ZMQ contexts' eventfds, network connections, signal/timer fds.
-UNSHAREABLE = ("socket:", "anon_inode:[eventpoll]", "anon_inode:[eventfd]",
-               "anon_inode:[signalfd]", "anon_inode:[timerfd]", "anon_inode:inotify")
+UNSHAREABLE = (
+    "socket:",
+    "anon_inode:[eventpoll]",
+    "anon_inode:[eventfd]",
+    "anon_inode:[signalfd]",
+    "anon_inode:[timerfd]",
+    "anon_inode:inotify",
+)
 
 #: Imports IPKernelApp.initialize() would otherwise do in every child
 #: (measured with ipykernel 7.4: debugpy's is the biggest), and nothing a
 #: spawned kernel does not import. None starts a thread; the template checks.
 WARM_IMPORTS = (
-    "ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.zmqshell", "ipykernel.comm",
-    "ipykernel.debugger", "ipykernel.displayhook", "ipykernel.subshell_manager",
-    "IPython.core.interactiveshell", "IPython.core.completer", "IPython.core.completerlib",
-    "IPython.core.history", "IPython.core.debugger", "IPython.core.oinspect",
-    "IPython.extensions.storemagic", "IPython.utils.wildcard",
-    "debugpy", "debugpy.server.api", "pydevd",
-    "jupyter_client.session", "tornado.gen", "tornado.locks", "tornado.queues",
-    "tornado.platform.asyncio", "comm",
-    "sqlite3", "pdb", "pydoc", "faulthandler", "psutil", "http.server", "xmlrpc.server",
+    "ipykernel.kernelapp",
+    "ipykernel.ipkernel",
+    "ipykernel.zmqshell",
+    "ipykernel.comm",
+    "ipykernel.debugger",
+    "ipykernel.displayhook",
+    "ipykernel.subshell_manager",
+    "IPython.core.interactiveshell",
+    "IPython.core.completer",
+    "IPython.core.completerlib",
+    "IPython.core.history",
+    "IPython.core.debugger",
+    "IPython.core.oinspect",
+    "IPython.extensions.storemagic",
+    "IPython.utils.wildcard",
+    "debugpy",
+    "debugpy.server.api",
+    "pydevd",
+    "jupyter_client.session",
+    "tornado.gen",
+    "tornado.locks",
+    "tornado.queues",
+    "tornado.platform.asyncio",
+    "comm",
+    "sqlite3",
+    "pdb",
+    "pydoc",
+    "faulthandler",
+    "psutil",
+    "http.server",
+    "xmlrpc.server",
 )
 
 
@@ -132,17 +160,23 @@ def _preload(code: str, ns: dict) -> dict | None:
 
     Returns a verdict message if it failed or cannot run here, else None.
     """
+    import linecache
+
+    # Its source lines in tracebacks, as a cell's would be.
+    linecache.cache["<preload>"] = (len(code), None, code.splitlines(True), "<preload>")
     try:
         compiled = compile(code, "<preload>", "exec")
     except SyntaxError:
         if _ipython_syntax(code):
-            return {"unsafe": "the preload uses IPython syntax (magics or shell escapes), "
-                              "which only a running kernel can execute"}
-        return _failure("the preload has a syntax error")
+            return {
+                "unsafe": "the preload uses IPython syntax (magics or shell escapes), "
+                "which only a running kernel can execute"
+            }
+        return _failure()
     try:
         exec(compiled, ns)
     except BaseException:  # SystemExit and KeyboardInterrupt fail it too
-        return _failure("the preload raised")
+        return _failure()
     return None
 
 
@@ -158,13 +192,12 @@ def _ipython_syntax(code: str) -> bool:
     return transformed != code
 
 
-def _failure(what: str) -> dict:
+def _failure() -> dict:
     etype, value, tb = sys.exc_info()
     while tb is not None and tb.tb_frame.f_code.co_filename != "<preload>":
         tb = tb.tb_next  # the user's frames only, as a cell would show them
     text = "".join(traceback.format_exception(etype, value, tb))
-    last = traceback.format_exception_only(etype, value)[-1].strip()
-    return {"failed": f"{what}: {last}", "traceback": text}
+    return {"failed": f"{etype.__name__}: {value}", "traceback": text}
 
 
 def _unsafe(ctrl: socket.socket) -> str | None:
@@ -177,8 +210,10 @@ def _unsafe(ctrl: socket.socket) -> str | None:
     tasks = os.listdir("/proc/self/task")
     if len(tasks) > 1:
         names = sorted({_read(f"/proc/self/task/{t}/comm") for t in tasks if int(t) != os.getpid()})
-        return (f"the preload started {len(tasks) - 1} native thread(s) ({', '.join(names)}), "
-                "e.g. a GPU runtime or a thread pool not sized by OMP_NUM_THREADS")
+        return (
+            f"the preload started {len(tasks) - 1} native thread(s) ({', '.join(names)}), "
+            "e.g. a GPU runtime or a thread pool not sized by OMP_NUM_THREADS"
+        )
     mine = {0, 1, 2, ctrl.fileno()}
     for fd in os.listdir("/proc/self/fd"):
         try:
@@ -186,8 +221,11 @@ def _unsafe(ctrl: socket.socket) -> str | None:
         except OSError:  # the directory's own descriptor, already closed
             continue
         if int(fd) not in mine and target.startswith(UNSHAREABLE):
-            kind = "a network or IPC socket" if target.startswith("socket:") else (
-                "an event loop, a ZMQ context or a similar OS resource")
+            kind = (
+                "a network or IPC socket"
+                if target.startswith("socket:")
+                else ("an event loop, a ZMQ context or a similar OS resource")
+            )
             return f"the preload opened {kind} ({target}), which forked workers would share"
     return None
 
@@ -314,7 +352,7 @@ def _show_cmdline(argv: list[str]) -> None:
         start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end (proc(5): 48, 49)
     except (OSError, IndexError, ValueError):
         return
-    text = b"\0".join(arg.encode(errors="replace") for arg in argv)[:end - start - 1]
+    text = b"\0".join(arg.encode(errors="replace") for arg in argv)[: end - start - 1]
     ctypes.memmove(start, text.ljust(end - start, b"\0"), end - start)
 
 
@@ -341,9 +379,16 @@ def thread_count(env: dict, names: tuple[str, ...]) -> int:
 
 #: (library name fragment, setter symbols, variables it reads, in order).
 _POOLS = (
-    ("openblas", ("openblas_set_num_threads", "openblas_set_num_threads64_",
-                  "scipy_openblas_set_num_threads", "scipy_openblas_set_num_threads64_"),
-     ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")),
+    (
+        "openblas",
+        (
+            "openblas_set_num_threads",
+            "openblas_set_num_threads64_",
+            "scipy_openblas_set_num_threads",
+            "scipy_openblas_set_num_threads64_",
+        ),
+        ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"),
+    ),
     ("libgomp", ("omp_set_num_threads",), ("OMP_NUM_THREADS",)),
     ("libiomp", ("omp_set_num_threads",), ("OMP_NUM_THREADS",)),
     ("libomp", ("omp_set_num_threads",), ("OMP_NUM_THREADS",)),
@@ -363,8 +408,11 @@ def _restore_blas_threads(env: dict) -> None:
 
     try:
         with open("/proc/self/maps") as f:
-            paths = {line.split(None, 5)[5].strip() for line in f if line.count(" ") >= 5
-                     and ".so" in line}
+            paths = {
+                line.split(None, 5)[5].strip()
+                for line in f
+                if line.count(" ") >= 5 and ".so" in line
+            }
     except OSError:
         return
     for path in sorted(paths):

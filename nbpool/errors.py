@@ -42,14 +42,6 @@ class WorkerStartFailed(NbpoolError):
         self.retry = retry
 
 
-class PreloadFailed(WorkerStartFailed):
-    """The worker's ``preload`` raised; carries its ``traceback``. Deterministic: not retried."""
-
-    def __init__(self, message: str, traceback: str = "") -> None:
-        super().__init__(message, traceback)
-        self.traceback = traceback
-
-
 class AttachFailed(WorkerStartFailed):
     """A running kernel could not be attached (bad connection file, no answer)."""
 

@@ -76,8 +76,9 @@ class ForkingProvisioner(LocalProvisioner):
         cmd = [os.path.expanduser(part) for part in cmd]
         loop = asyncio.get_running_loop()
         try:
-            call = functools.partial(self.fork_server.fork, cmd, env, kwargs["cwd"],
-                                     self.preload, stdout, stderr)
+            call = functools.partial(
+                self.fork_server.fork, cmd, env, kwargs["cwd"], self.preload, stdout, stderr
+            )
             process = await loop.run_in_executor(None, call)
         finally:
             for fd in (stdout, stderr):
@@ -116,8 +117,11 @@ def install(km, fork_server: ForkServer, preload: str = "") -> ForkingProvisione
         return None
     km.kernel_id = km.kernel_id or str(uuid.uuid4())
     km.provisioner = ForkingProvisioner(
-        kernel_id=km.kernel_id, kernel_spec=spec, parent=km,
-        fork_server=fork_server, preload=preload,
+        kernel_id=km.kernel_id,
+        kernel_spec=spec,
+        parent=km,
+        fork_server=fork_server,
+        preload=preload,
     )
     return km.provisioner
 

@@ -25,7 +25,8 @@ spawn with a reason: not Linux, a kernelspec that is not
 ``python -m ipykernel_launcher``, a preload that starts threads or opens an
 event loop or socket, or uses IPython syntax, a template that died or could
 not start. A preload that *raises* does not fall back: it fails the start at
-once with :class:`~nbpool.errors.PreloadFailed` and the worker's traceback
+once with :class:`~nbpool.errors.WorkerStartFailed` (``retry=False``) and the
+worker's traceback as its ``stderr_tail``
 (the same code would fail a spawned worker the same way).
 
 Lifetime: templates are children of this process, in their own process
@@ -50,7 +51,7 @@ import time
 from collections import OrderedDict
 from typing import NamedTuple
 
-from .errors import PreloadFailed, WorkerStartFailed
+from .errors import WorkerStartFailed
 
 #: The template program, run by path with the kernelspec's Python.
 TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_fork_template.py")
@@ -60,8 +61,13 @@ PATH_ROOM = 256
 #: Kernelspec modules a template can stand in for.
 KERNEL_MODULES = ("ipykernel_launcher", "ipykernel")
 #: Thread-pool variables pinned to 1 in templates (each child restores its own).
-THREAD_VARS = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS",
-               "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
+THREAD_VARS = (
+    "OPENBLAS_NUM_THREADS",
+    "GOTO_NUM_THREADS",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+)
 #: Variables that differ per launch and must not pick a template.
 PER_LAUNCH_VARS = ("JPY_PARENT_PID",)
 #: ``returncode`` of a forked worker that ended after its template died (unknowable).
@@ -100,11 +106,21 @@ def _connection_file(args: list[str]) -> tuple[str, list[str]]:
     """The connection file in a kernel's arguments, and the other arguments."""
     for i, arg in enumerate(args):
         if arg in ("-f", "--f", "--IPKernelApp.connection_file") and i + 1 < len(args):
-            return args[i + 1], args[:i] + args[i + 2:]
+            return args[i + 1], args[:i] + args[i + 2 :]
         for prefix in ("-f=", "--f=", "--IPKernelApp.connection_file="):
             if arg.startswith(prefix):
-                return arg[len(prefix):], args[:i] + args[i + 1:]
+                return arg[len(prefix) :], args[:i] + args[i + 1 :]
     raise ForkUnavailable("the kernel's command line names no connection file (-f)")
+
+
+def preload_failed(error: str, traceback: str) -> WorkerStartFailed:
+    """The start failure of a preload that raised ``error`` ("NameError: name 'x' ...")."""
+    return WorkerStartFailed(
+        f"the preload raised {error} (the pool does not retry it: fix the preload and start "
+        "the pool again)",
+        traceback,
+        retry=False,
+    )
 
 
 def _short(argv: list[str]) -> str:
@@ -249,12 +265,11 @@ class Template:
 
         Raises
         ------
-        PreloadFailed
-            The preload raised (the message and ``.traceback`` say how).
+        WorkerStartFailed
+            ``retry=False``: the preload raised (its traceback is ``stderr_tail``);
+            else not ready within ``timeout``.
         ForkUnavailable
             Forking is unsafe after this preload, or the template died.
-        WorkerStartFailed
-            Not ready within ``timeout``.
         """
         with self._start_lock:
             if self._started is False:
@@ -280,39 +295,62 @@ class Template:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [*argv, " " * max(room, 1)],
-                stdin=subprocess.PIPE, stdout=log, stderr=log, env=self.env, cwd=self.cwd,
-                pass_fds=[child.fileno()], start_new_session=True,
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=log,
+                env=self.env,
+                cwd=self.cwd,
+                pass_fds=[child.fileno()],
+                start_new_session=True,
             )
         child.close()
         if self.reaper is not None:
             self.reaper.watch(self.proc.pid)
         try:
-            self.proc.stdin.write(json.dumps({
-                "preload": self.preload, "cwd": self.cwd, "kernel_args": self.kernel_args,
-            }).encode())
+            self.proc.stdin.write(
+                json.dumps(
+                    {
+                        "preload": self.preload,
+                        "cwd": self.cwd,
+                        "kernel_args": self.kernel_args,
+                    }
+                ).encode()
+            )
             self.proc.stdin.close()
         except BrokenPipeError:  # it died at once; its log says why
             pass
         if not select.select([parent], [], [], timeout)[0]:
             raise WorkerStartFailed(
                 f"the preload did not finish within {timeout:g} s (raise start_timeout if it "
-                "is just slow)", self._tail())
+                "is just slow)",
+                self._tail(),
+            )
         data = parent.recv(MAX_MESSAGE)
         first = json.loads(data) if data else {}
         if "ready" in first:
-            threading.Thread(target=self._read, name=f"nbpool-forkserver-{self.proc.pid}",
-                             daemon=True).start()
+            threading.Thread(
+                target=self._read, name=f"nbpool-forkserver-{self.proc.pid}", daemon=True
+            ).start()
             return
         if "failed" in first:
-            raise PreloadFailed(first["failed"], first["traceback"])
+            raise preload_failed(first["failed"], first["traceback"])
         if "unsafe" in first:
             raise ForkUnavailable(first["unsafe"])
         code = self.proc.wait()
-        raise ForkUnavailable(f"the fork-server template exited with code {code} while starting"
-                              + _last_line(self._tail()))
+        raise ForkUnavailable(
+            f"the fork-server template exited with code {code} while starting"
+            + _last_line(self._tail())
+        )
 
-    def fork(self, connection_file: str, env: dict, cwd: str, stdout: int, stderr: int,
-             timeout: float = 10.0) -> ForkedProcess:
+    def fork(
+        self,
+        connection_file: str,
+        env: dict,
+        cwd: str,
+        stdout: int,
+        stderr: int,
+        timeout: float = 10.0,
+    ) -> ForkedProcess:
         """One forked worker (its own session, env, cwd) writing to these descriptors."""
         done = threading.Event()
         with self._lock:
@@ -322,8 +360,9 @@ class Template:
             ident = self._next
             self._pending[ident] = [done, None]
         args = [*self.prefix, "-m", "ipykernel_launcher", "-f", connection_file, *self.kernel_args]
-        msg = json.dumps({"id": ident, "connection_file": connection_file, "env": env,
-                          "cwd": cwd, "argv": args}).encode()
+        msg = json.dumps(
+            {"id": ident, "connection_file": connection_file, "env": env, "cwd": cwd, "argv": args}
+        ).encode()
         bound_r, bound_w = os.pipe2(os.O_CLOEXEC)
         try:
             with self._send_lock:
@@ -462,8 +501,15 @@ class ForkServer:
     milliseconds) and is meant for starter threads or an executor.
     """
 
-    def __init__(self, runtime_dir: str, reaper=None, *, ready_timeout: float = 120.0,
-                 fork_timeout: float = 10.0, max_templates: int = 4) -> None:
+    def __init__(
+        self,
+        runtime_dir: str,
+        reaper=None,
+        *,
+        ready_timeout: float = 120.0,
+        fork_timeout: float = 10.0,
+        max_templates: int = 4,
+    ) -> None:
         self.runtime_dir = runtime_dir
         self.reaper = reaper
         self.ready_timeout = ready_timeout
@@ -475,8 +521,9 @@ class ForkServer:
         self._closed = False
         self._count = 0
 
-    def fork(self, argv: list[str], env: dict, cwd: str, preload: str,
-             stdout: int, stderr: int) -> ForkedProcess:
+    def fork(
+        self, argv: list[str], env: dict, cwd: str, preload: str, stdout: int, stderr: int
+    ) -> ForkedProcess:
         """A worker forked from the template of (argv's python, env, cwd, preload).
 
         ``argv`` is the formatted kernel command (``python -m ipykernel_launcher
@@ -486,16 +533,15 @@ class ForkServer:
         ------
         ForkUnavailable
             Fork unsafe or impossible: spawn instead; the message says why.
-        PreloadFailed
-            The preload raised: fail the start, do not retry.
         WorkerStartFailed
-            The template was not ready within ``ready_timeout``.
+            ``retry=False``: the preload raised (fail the start, do not retry);
+            else the template was not ready within ``ready_timeout``.
         """
         reason = fork_unsupported(argv)
         if reason:
             raise ForkUnavailable(reason)
-        prefix = argv[:argv.index("-m")]
-        connection_file, kernel_args = _connection_file(argv[argv.index("-m") + 2:])
+        prefix = argv[: argv.index("-m")]
+        connection_file, kernel_args = _connection_file(argv[argv.index("-m") + 2 :])
         template_env = {k: v for k, v in env.items() if k not in PER_LAUNCH_VARS}
         key = (tuple(prefix), tuple(kernel_args), tuple(sorted(template_env.items())), cwd, preload)
         template_env.update(dict.fromkeys(THREAD_VARS, "1"))
@@ -510,7 +556,8 @@ class ForkServer:
                 self._count += 1
                 log = os.path.join(self.runtime_dir, f"forkserver-{self._count}.log")
                 template = self._templates[key] = Template(
-                    prefix, kernel_args, template_env, cwd, preload, log, self.reaper)
+                    prefix, kernel_args, template_env, cwd, preload, log, self.reaper
+                )
                 while len(self._templates) > self.max_templates:
                     evicted.append(self._templates.popitem(last=False)[1])
             self._templates.move_to_end(key)

@@ -23,10 +23,10 @@ import zmq
 from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.manager import AsyncKernelManager
 
-from nbpool.errors import PreloadFailed
+from nbpool.errors import WorkerStartFailed
 from nbpool.fork_provisioner import ForkingProvisioner, install, launch_mode
 from nbpool.forkserver import ForkServer, memory
-from nbpool.provisioning import Reaper, run_provisioner
+from nbpool.processes import Reaper, run_provisioner
 
 from ..conftest import pids_with, wait_for
 from .test_faults import _gone
@@ -79,8 +79,10 @@ class Kernel:
         try:
             reply = self.client.execute_interactive(code, timeout=timeout, output_hook=hook)
         except TimeoutError:
-            raise AssertionError(f"no answer to {code!r} in {timeout} s (exit code {self.poll()}); "
-                                 f"its log:\n{_text(self.log)}") from None
+            raise AssertionError(
+                f"no answer to {code!r} in {timeout} s (exit code {self.poll()}); "
+                f"its log:\n{_text(self.log)}"
+            ) from None
         content = reply["content"]
         assert content["status"] == "ok", "\n".join(content.get("traceback", [])) or content
         return "".join(out)
@@ -110,8 +112,15 @@ class Kernels:
         self.logs: list = []
         self._names = itertools.count()
 
-    def start(self, preload: str = "", *, fork: bool = True, kernel_name: str = "python3",
-              env: dict | None = None, cwd: str | None = None) -> Kernel:
+    def start(
+        self,
+        preload: str = "",
+        *,
+        fork: bool = True,
+        kernel_name: str = "python3",
+        env: dict | None = None,
+        cwd: str | None = None,
+    ) -> Kernel:
         name = f"k{next(self._names)}"
         km = AsyncKernelManager(
             kernel_name=kernel_name,
@@ -125,10 +134,17 @@ class Kernels:
         f = open(log, "ab")  # noqa: SIM115 (open while the kernel lives: a restart reuses it)
         self.logs.append(f)
         try:
-            run_provisioner(km.start_kernel(
-                stdout=f, stderr=f, env={**os.environ, **(env or {})}, cwd=cwd,
-                extra_arguments=["--Kernel._execute_sleep=0"] if kernel_name == "python3" else [],
-            ))
+            run_provisioner(
+                km.start_kernel(
+                    stdout=f,
+                    stderr=f,
+                    env={**os.environ, **(env or {})},
+                    cwd=cwd,
+                    extra_arguments=["--Kernel._execute_sleep=0"]
+                    if kernel_name == "python3"
+                    else [],
+                )
+            )
         except BaseException:  # launched, then failed: never leave it running
             if km.provisioner is not None and km.provisioner.process is not None:
                 self.pids.add(km.provisioner.process.pid)
@@ -164,8 +180,9 @@ def kernels(tmp_path):
         yield k
     finally:
         k.close()
-    wait_for(lambda: all(_gone(p) for p in k.pids), timeout=10,
-             what="every kernel and template to end")
+    wait_for(
+        lambda: all(_gone(p) for p in k.pids), timeout=10, what="every kernel and template to end"
+    )
 
 
 def _text(path) -> str:
@@ -203,8 +220,11 @@ def test_forked_kernel_answers_with_the_preload_done(kernels):
     assert template in pids_with(str(kernels.dir).encode()), "its command line names the pool"
     assert k.value("__import__('os').getpid()") == k.pid
     assert k.value("__name__") == "__main__"
-    assert k.value("__import__('sys').argv[1:]") == ["-f", k.km.connection_file,
-                                                     "--Kernel._execute_sleep=0"]
+    assert k.value("__import__('sys').argv[1:]") == [
+        "-f",
+        k.km.connection_file,
+        "--Kernel._execute_sleep=0",
+    ]
     assert k.value("get_ipython().kernel._execute_sleep") == 0, "its command line applies"
     with open(f"/proc/{k.pid}/cmdline", "rb") as f:
         shown = [arg.decode() for arg in f.read().split(b"\0") if arg]
@@ -231,23 +251,25 @@ def test_preload_output_never_reaches_a_cell(kernels):
 
 
 def test_failing_preload_raises_at_once_with_the_traceback(kernels):
-    """A preload that raises fails the start at once: PreloadFailed with its traceback."""
+    """A preload that raises fails the start at once, not to be retried, with its traceback."""
     t0 = time.monotonic()
-    with pytest.raises(PreloadFailed) as info:
+    with pytest.raises(WorkerStartFailed) as info:
         kernels.start("import os\n\ndef load():\n    return 1 / 0\n\ndata = load()\n")
     assert time.monotonic() - t0 < 15
     exc = info.value
-    assert "the preload raised: ZeroDivisionError: division by zero" in str(exc)
-    assert 'File "<preload>", line 6' in exc.traceback and "return 1 / 0" not in str(exc)
-    assert "_fork_template" not in exc.traceback, "only the user's frames"
-    assert exc.stderr_tail == exc.traceback
+    assert exc.retry is False
+    assert str(exc).startswith("the preload raised ZeroDivisionError: division by zero")
+    tb = exc.stderr_tail
+    assert 'File "<preload>", line 6' in tb and "data = load()" in tb and "return 1 / 0" in tb
+    assert "_fork_template" not in tb, "only the user's frames"
     assert kernels.server.templates() == [], "the failed template is gone"
 
 
 def test_syntax_error_in_preload_fails_too(kernels):
     """A preload that does not compile fails the same way (no fallback, no retry)."""
-    with pytest.raises(PreloadFailed, match="syntax error"):
+    with pytest.raises(WorkerStartFailed, match="the preload raised SyntaxError") as info:
         kernels.start("x = (1,\n")
+    assert info.value.retry is False
 
 
 def test_env_and_cwd_reach_the_preload_and_the_kernel(kernels, tmp_path):
@@ -255,7 +277,8 @@ def test_env_and_cwd_reach_the_preload_and_the_kernel(kernels, tmp_path):
     (tmp_path / "data.txt").write_text("from-cwd")
     k = kernels.start(
         "import os\nseen = (open('data.txt').read(), os.environ['NBPOOL_TEST_VAR'])",
-        env={"NBPOOL_TEST_VAR": "hello"}, cwd=str(tmp_path),
+        env={"NBPOOL_TEST_VAR": "hello"},
+        cwd=str(tmp_path),
     )
     assert k.started == "fork"
     assert k.value("seen") == ["from-cwd", "hello"]
@@ -263,7 +286,8 @@ def test_env_and_cwd_reach_the_preload_and_the_kernel(kernels, tmp_path):
     assert k.value("os.environ['JPY_PARENT_PID']") == str(os.getpid())
     other = kernels.start(
         "import os\nseen = (open('data.txt').read(), os.environ['NBPOOL_TEST_VAR'])",
-        env={"NBPOOL_TEST_VAR": "other"}, cwd=str(tmp_path),
+        env={"NBPOOL_TEST_VAR": "other"},
+        cwd=str(tmp_path),
     )
     assert other.value("seen") == ["from-cwd", "other"], "another env is another template"
     assert len(kernels.template_pids()) == 2
@@ -280,8 +304,10 @@ def test_forked_workers_are_distinct(kernels):
     infos = [k.km.get_connection_info() for k in ks]
     for field in ("key", "curve_publickey", "curve_secretkey", "shell_port"):
         assert len({info[field] for info in infos}) == 3, field
-    draws = [k.value("[random.random(), np.random.random(), str(uuid.uuid4()), "
-                     "str(uuid.uuid1())]") for k in ks]
+    draws = [
+        k.value("[random.random(), np.random.random(), str(uuid.uuid4()), str(uuid.uuid1())]")
+        for k in ks
+    ]
     for i in range(4):
         assert len({d[i] for d in draws}) == 3, f"stream {i} repeats across workers"
 
@@ -308,8 +334,11 @@ def test_interrupt_and_restart_work_on_a_forked_kernel(kernels):
     k = kernels.start("import time")
     msg_id = k.client.execute("print('sleeping', flush=True); time.sleep(30)")
     # Interrupt once the user's code runs (ipykernel ignores SIGINT until then).
-    wait_for(lambda: k.client.get_iopub_msg(timeout=10)["content"].get("text") == "sleeping\n",
-             timeout=20, what="the execution to start")
+    wait_for(
+        lambda: k.client.get_iopub_msg(timeout=10)["content"].get("text") == "sleeping\n",
+        timeout=20,
+        what="the execution to start",
+    )
     run_provisioner(k.km.interrupt_kernel())
     reply = wait_for(lambda: _reply_to(k, msg_id), timeout=20, what="the execution's reply")
     assert reply["content"]["ename"] == "KeyboardInterrupt"
@@ -329,16 +358,20 @@ def test_interrupt_and_restart_work_on_a_forked_kernel(kernels):
 
 def test_thread_starting_preload_falls_back_to_spawn(kernels):
     """A preload that starts a Python thread makes the worker spawn, with the reason."""
-    k = kernels.start("import threading, time\n"
-                      "threading.Thread(target=time.sleep, args=(60,), name='poller', "
-                      "daemon=True).start()\n")
+    k = kernels.start(
+        "import threading, time\n"
+        "threading.Thread(target=time.sleep, args=(60,), name='poller', "
+        "daemon=True).start()\n"
+    )
     assert k.started == "spawn"
     assert "the preload started Python threads (poller)" in k.reason
     assert k.run("print(1 + 1)") == "2\n"
     assert kernels.server.templates() == [], "the unsafe template exited"
-    again = kernels.start("import threading, time\n"
-                          "threading.Thread(target=time.sleep, args=(60,), name='poller', "
-                          "daemon=True).start()\n")
+    again = kernels.start(
+        "import threading, time\n"
+        "threading.Thread(target=time.sleep, args=(60,), name='poller', "
+        "daemon=True).start()\n"
+    )
     assert again.reason == k.reason, "the verdict is kept: no new template per worker"
 
 
@@ -407,10 +440,12 @@ def test_numpy_preload_forks_and_computes_with_its_threads(kernels):
     cpus = len(os.sched_getaffinity(0))
     assert k.value("blas_threads()") == cpus
     assert k.value("'OPENBLAS_NUM_THREADS' in os.environ") is False, "the template's pin is gone"
-    k.run("n = 600\n"
-          "a = (np.arange(n * n).reshape(n, n) % 7).astype(float)\n"
-          "b = (np.arange(n * n).reshape(n, n) % 5).astype(float).T\n"
-          "exact = a.astype(np.int64) @ b.astype(np.int64)  # integer: no BLAS\n")
+    k.run(
+        "n = 600\n"
+        "a = (np.arange(n * n).reshape(n, n) % 7).astype(float)\n"
+        "b = (np.arange(n * n).reshape(n, n) % 5).astype(float).T\n"
+        "exact = a.astype(np.int64) @ b.astype(np.int64)  # integer: no BLAS\n"
+    )
     assert k.value("bool((np.dot(a, b) == exact).all())") is True, "BLAS product == exact one"
     if cpus > 1:
         assert k.value("len(os.listdir('/proc/self/task'))") > 1, "BLAS threads in the child"
@@ -478,7 +513,7 @@ HOST = textwrap.dedent(
     from jupyter_client.manager import KernelManager
     from nbpool.forkserver import ForkServer
     from nbpool.fork_provisioner import install
-    from nbpool.provisioning import Reaper
+    from nbpool.processes import Reaper
     d = tempfile.mkdtemp()
     reaper = Reaper(d)
     server = ForkServer(d, reaper)
@@ -495,8 +530,13 @@ HOST = textwrap.dedent(
 
 def test_nothing_outlives_a_sigkilled_host(tmp_path):
     """The reaper ends templates and forked workers when their host is SIGKILLed."""
-    host = subprocess.Popen([sys.executable, "-c", HOST], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    host = subprocess.Popen(
+        [sys.executable, "-c", HOST],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
     pids = []
     try:
         pids = [int(p) for p in host.stdout.readline().split()]

@@ -36,7 +36,8 @@ def test_other_systems_spawn(monkeypatch):
     """Off Linux the reason names the system (the fork server is Linux-only)."""
     monkeypatch.setattr(sys, "platform", "darwin")
     assert fork_unsupported([PY, "-m", "ipykernel_launcher"]) == (
-        "the fork server needs Linux (this is darwin)")
+        "the fork server needs Linux (this is darwin)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -69,8 +70,9 @@ def test_thread_count_follows_the_variables_a_library_reads():
     """The child's BLAS thread count: its first set variable, else one per CPU."""
     import runpy
 
-    template = runpy.run_path(os.path.join(os.path.dirname(forkserver.__file__),
-                                           "_fork_template.py"), run_name="not_main")
+    template = runpy.run_path(
+        os.path.join(os.path.dirname(forkserver.__file__), "_fork_template.py"), run_name="not_main"
+    )
     count = template["thread_count"]
     names = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
     assert count({"OMP_NUM_THREADS": "3"}, names) == 3
