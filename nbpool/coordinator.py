@@ -456,7 +456,15 @@ class Coordinator(Policy):
             if wanted:
                 w.kernel, w.state, w.failures, w.last_error = kernel, "idle", 0, None
                 w.started_at = w.last_used = time.monotonic()
-                self._log("started", w, f"pid {getattr(kernel, 'pid', None)}")
+                how = getattr(kernel, "started", None)
+                why = getattr(kernel, "spawn_reason", None)
+                self._log(
+                    "started",
+                    w,
+                    f"pid {getattr(kernel, 'pid', None)}"
+                    + (f", {how}ed" if how else "")
+                    + (f" (not forked: {why})" if why else ""),
+                )
                 actions = self._assign()
             self._changed.notify_all()
         self._runner.run(actions)

@@ -26,6 +26,7 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.session import Session
 
 from .errors import ExecutionTimeout, WorkerDied, WorkerStartFailed
+from .fork_provisioner import install, launch_mode
 from .keep import alive
 from .processes import LaunchCancelled, Reaper, kill_group, run_provisioner
 from .protocol import Channels, Execution
@@ -82,6 +83,7 @@ class Runtime:
     runtime_dir: str  # private (0700): connection files, kernel logs
     context: zmq.Context
     reaper: Reaper
+    fork_server: object = None  # a nbpool.forkserver.ForkServer; None: always spawn
 
 
 class Kernel:
@@ -235,8 +237,11 @@ class Kernel:
 class LocalKernel(Kernel):
     """A kernel nbpool started (through a KernelManager and its provisioner)."""
 
-    #: How its process came to be: ``"spawn"`` (a new process from the kernelspec's argv).
+    #: How its process came to be: ``"spawn"`` (a new process from the kernelspec's argv)
+    #: or ``"fork"`` (from a fork-server template that ran the preload already).
     started = "spawn"
+    #: Why a fork server could not fork it, if one was asked to.
+    spawn_reason: str | None = None
 
     def __init__(
         self, runtime: Runtime, worker_id: str, km: AsyncKernelManager, log_path: str
@@ -294,6 +299,8 @@ class LocalKernel(Kernel):
             ip="127.0.0.1" if settings.transport == "tcp" else conn[:-5] + "-ipc",
             transport_encryption=settings.transport_encryption,
         )
+        if runtime.fork_server is not None:
+            install(km, runtime.fork_server, settings.preload)
         extra = settings.extra_arguments(km.kernel_spec.argv)
         launching = {} if launching is None else launching
         launching[worker_id] = km
@@ -310,6 +317,8 @@ class LocalKernel(Kernel):
                     independent=settings.keep_sessions,
                 )
                 run_provisioner(start, timeout, closing)
+            except WorkerStartFailed:  # the fork server's: a preload that raised
+                raise
             except LaunchCancelled:
                 if closing is not None and closing.is_set():
                     raise WorkerStartFailed(
@@ -327,7 +336,10 @@ class LocalKernel(Kernel):
                 ) from None
             finally:
                 launching.pop(worker_id, None)
-        return cls(runtime, worker_id, km, log_path)
+        kernel = cls(runtime, worker_id, km, log_path)
+        if runtime.fork_server is not None:
+            kernel.started, kernel.spawn_reason = launch_mode(km)
+        return kernel
 
     def _start_failure(self, message: str) -> WorkerStartFailed:
         tail = _tail(self._log_path)

@@ -40,6 +40,7 @@ from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from jupyter_client.localinterfaces import is_local_ip
 
 from .errors import AttachFailed, UnknownKernel, WorkerStartFailed
+from .forkserver import ForkServer
 from .kernels import AttachedKernel, LaunchSettings, LocalKernel, Runtime
 from .processes import PORT_RACE_TRIES, Reaper
 from .ssh import SshTunnel
@@ -98,7 +99,9 @@ class Launcher:
         self.settings = settings
         runtime_dir = tempfile.mkdtemp(prefix=f"nbpool-{os.getpid()}-")
         os.chmod(runtime_dir, 0o700)
-        self.runtime = Runtime(runtime_dir, zmq.Context(), Reaper(runtime_dir))
+        reaper = Reaper(runtime_dir)
+        forks = ForkServer(runtime_dir, reaper) if settings.fork_server == "auto" else None
+        self.runtime = Runtime(runtime_dir, zmq.Context(), reaper, forks)
         self.closing = threading.Event()
         #: worker id -> KernelManager, while its provisioner launches the kernel
         self.launching: dict = {}
@@ -126,7 +129,11 @@ class Launcher:
                 self.check_transport(kernel.km.ip, kernel.km.transport, kernel.encrypted)
                 deadline = time.monotonic() + start_timeout
                 kernel.wait_ready(start_timeout, self.closing)
-                if self.settings.preload and kernel.km.kernel_spec.language == "python":
+                if (
+                    self.settings.preload
+                    and kernel.km.kernel_spec.language == "python"
+                    and kernel.started != "fork"  # its template ran the preload
+                ):
                     kernel.run_preload(self.settings.preload, max(0.1, deadline - time.monotonic()))
                 return kernel
             except WorkerStartFailed as exc:
@@ -255,6 +262,8 @@ class Launcher:
         daemon thread: ``term()`` waits for every socket to close, and a
         lease holder that never returned may still own some.
         """
+        if self.runtime.fork_server is not None:
+            self.runtime.fork_server.close()  # templates only: their workers were stopped
         self.runtime.reaper.close()
         shutil.rmtree(self.runtime.runtime_dir, ignore_errors=True)
         context = self.runtime.context
