@@ -199,7 +199,9 @@ def _new_session_at_max_size(procs: Processes, rounds: int) -> Row:
                 pool = pools[mode]
                 t0 = time.perf_counter()
                 pool.end_session(f"s{i}")
-                res = pool.execute("numpy.ones(3).sum()", session=f"s{i + 1}", lease_timeout=120)
+                res = pool.execute(
+                    "float(numpy.ones(3).sum())", session=f"s{i + 1}", lease_timeout=120
+                )
                 times[mode].append(time.perf_counter() - t0)
                 procs.add_pool(pool)
                 if res.result != "3.0":
