@@ -40,9 +40,9 @@ also sees native threads), holds no event loop, ZMQ context or socket
 (``/proc/self/fd``), and only then says ``ready``. BLAS and OpenMP pools are
 kept single-threaded here by the environment the parent gives the template
 (``OPENBLAS_NUM_THREADS=1`` and friends, read when those libraries load); each
-child restores the thread counts its own environment asks for
-(:func:`_restore_blas_threads`), so a NumPy preload forks cleanly and the
-worker still computes with all its cores.
+child restores the thread counts its own environment asks for before its
+first execution (:func:`_restore_blas_threads`), so a NumPy preload forks
+cleanly and the worker still computes with all its cores.
 """
 
 from __future__ import annotations
@@ -333,7 +333,6 @@ def _become_worker(job: dict, fds: list[int]) -> None:
     os.environ.clear()
     os.environ.update(job["env"])
     _reseed()
-    _restore_blas_threads(job["env"])
     _show_cmdline(job["argv"])
 
 
@@ -395,6 +394,25 @@ _POOLS = (
     ("libmkl_rt", ("MKL_Set_Num_Threads",), ("MKL_NUM_THREADS", "OMP_NUM_THREADS")),
     ("libblis", ("bli_thread_set_num_threads",), ("BLIS_NUM_THREADS", "OMP_NUM_THREADS")),
 )
+
+
+def _restore_blas_threads_on_first_execution(shell, env: dict) -> None:
+    """Restore the thread pools' sizes just before the kernel's first execution.
+
+    Not at once: a BLAS pool's new threads spin for a while (OpenBLAS: ~2**28
+    cycles) before they sleep, and spinning through the kernel's start would
+    cost every fresh worker ~50 ms of CPU, on the cores its start needs.
+    Nothing calls BLAS before the first execution but its user's code.
+    """
+    if shell is None:
+        _restore_blas_threads(env)
+        return
+
+    def restore(*_):
+        shell.events.unregister("pre_execute", restore)
+        _restore_blas_threads(env)
+
+    shell.events.register("pre_execute", restore)
 
 
 def _restore_blas_threads(env: dict) -> None:
@@ -490,6 +508,7 @@ def _run_kernel(app, job: dict, kernel_args: list[str]) -> int:
     # As a spawned kernel's: its class default was read in the template.
     app.parent_handle = int(os.environ.get("JPY_PARENT_PID") or 0)
     app.initialize([])
+    _restore_blas_threads_on_first_execution(app.shell, job["env"])
     app.start()
     return 0
 

@@ -433,11 +433,13 @@ def test_numpy_preload_forks_and_computes_with_its_threads(kernels):
     The template imports NumPy with OPENBLAS_NUM_THREADS=1 (no BLAS thread
     exists when it forks); each child sets OpenBLAS to the thread count its
     own environment asks for (here: unset, so one per CPU, as a spawned
-    NumPy would) and a large product then runs multi-threaded, correctly.
+    NumPy would) before its first execution, and a large product then runs
+    multi-threaded, correctly.
     """
     k = kernels.start("import os\nimport numpy as np\n" + BLAS_THREADS)
     assert k.started == "fork", k.reason
     cpus = len(os.sched_getaffinity(0))
+    threads_at_start = len(os.listdir(f"/proc/{k.pid}/task"))
     assert k.value("blas_threads()") == cpus
     assert k.value("'OPENBLAS_NUM_THREADS' in os.environ") is False, "the template's pin is gone"
     k.run(
@@ -447,8 +449,8 @@ def test_numpy_preload_forks_and_computes_with_its_threads(kernels):
         "exact = a.astype(np.int64) @ b.astype(np.int64)  # integer: no BLAS\n"
     )
     assert k.value("bool((np.dot(a, b) == exact).all())") is True, "BLAS product == exact one"
-    if cpus > 1:
-        assert k.value("len(os.listdir('/proc/self/task'))") > 1, "BLAS threads in the child"
+    tasks = len(os.listdir(f"/proc/{k.pid}/task"))
+    assert tasks >= threads_at_start + cpus - 1, "BLAS's threads start in the child, when used"
     [template] = kernels.template_pids()
     assert len(os.listdir(f"/proc/{template}/task")) == 1, "the template stays single-threaded"
     pinned = kernels.start("import numpy as np\n" + BLAS_THREADS, env={"OPENBLAS_NUM_THREADS": "1"})
