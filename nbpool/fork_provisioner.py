@@ -66,30 +66,56 @@ class ForkingProvisioner(LocalProvisioner):
     async def _fork(self, cmd: list[str], kwargs: dict):
         if self.fork_server is None:
             raise ForkUnavailable("no fork server")
-        stdout = _descriptor(kwargs.get("stdout"), 1, "stdout")
-        stderr = _descriptor(kwargs.get("stderr"), 2, "stderr")
         if kwargs.get("stdin") not in (None, subprocess.DEVNULL):
             raise ForkUnavailable("a kernel with a stdin pipe must be spawned")
         env = dict(kwargs.get("env") or os.environ)
-        env["JPY_PARENT_PID"] = str(os.getpid())  # as jupyter_client's launch_kernel sets it
+        if not kwargs.get("independent"):  # as jupyter_client's launch_kernel does
+            env["JPY_PARENT_PID"] = str(os.getpid())
         kwargs["cwd"] = os.path.abspath(kwargs.get("cwd") or os.getcwd())
         cmd = [os.path.expanduser(part) for part in cmd]
-        loop = asyncio.get_running_loop()
+        # Our own descriptors, now: the caller may close its files once we return.
+        fds = [_descriptor(kwargs.get("stdout"), 1, "stdout")]
         try:
-            call = functools.partial(
-                self.fork_server.fork, cmd, env, kwargs["cwd"], self.preload, stdout, stderr
-            )
-            process = await loop.run_in_executor(None, call)
-        finally:
-            for fd in (stdout, stderr):
-                os.close(fd)
-        # Return once the kernel's sockets are bound and it has rewritten the
-        # connection file (~60 ms after the fork): KernelManager reads that
-        # file next (it must not catch it half-written), and a client that
-        # connected earlier would wait out ZMQ's 100 ms reconnect interval.
-        # A kernel that dies or is slow is the readiness check's business.
-        await loop.run_in_executor(None, process.wait_bound, BOUND_TIMEOUT)
+            fds.append(_descriptor(kwargs.get("stderr"), 2, "stderr"))
+        except BaseException:
+            os.close(fds[0])
+            raise
+        loop = asyncio.get_running_loop()
+        call = functools.partial(
+            _fork, self.fork_server, cmd, env, kwargs["cwd"], self.preload, *fds
+        )
+        forking = loop.run_in_executor(None, call)
+        try:
+            process = await asyncio.shield(forking)
+        except asyncio.CancelledError:  # a launch given up (closing, timeout)
+            forking.add_done_callback(_kill_forked)
+            raise
+        try:
+            # Return once the kernel's sockets are bound and it has rewritten
+            # the connection file (~60 ms after the fork): KernelManager reads
+            # that file next (it must not catch it half-written), and a client
+            # that connected earlier would wait out ZMQ's 100 ms reconnect
+            # interval. A kernel that dies or is slow is the readiness check's.
+            await loop.run_in_executor(None, process.wait_bound, BOUND_TIMEOUT)
+        except BaseException:
+            process.kill()
+            raise
         return process
+
+
+def _fork(server: ForkServer, cmd, env, cwd, preload, stdout: int, stderr: int):
+    """``server.fork`` on an executor thread; it owns (and closes) the two descriptors."""
+    try:
+        return server.fork(cmd, env, cwd, preload, stdout, stderr)
+    finally:
+        os.close(stdout)
+        os.close(stderr)
+
+
+def _kill_forked(forking) -> None:
+    """A fork that completes after its launch was given up: end that child."""
+    if not forking.cancelled() and forking.exception() is None:
+        forking.result().kill()
 
 
 def _descriptor(target, default: int, name: str) -> int:

@@ -26,7 +26,7 @@ from jupyter_client.manager import AsyncKernelManager
 from nbpool.errors import WorkerStartFailed
 from nbpool.fork_provisioner import ForkingProvisioner, install, launch_mode
 from nbpool.forkserver import ForkServer, memory
-from nbpool.processes import Reaper, run_provisioner
+from nbpool.processes import LaunchCancelled, Reaper, run_provisioner
 
 from ..conftest import pids_with, wait_for
 from .test_faults import _gone
@@ -507,6 +507,33 @@ def test_a_start_waiting_on_a_dying_template_spawns(kernels):
         os.kill(template, signal.SIGKILL)
     assert k.started == "spawn" and "did not fork within" in k.reason
     assert k.run("print(2)") == "2\n"
+
+
+def test_a_cancelled_launch_leaves_no_forked_child(kernels, tmp_path):
+    """A launch given up while its template forks (closing, timeout) ends the late child."""
+    kernels.start("x = 1")
+    [template] = kernels.template_pids()
+    km = AsyncKernelManager(
+        kernel_name="python3", connection_file=str(tmp_path / "late.json"), ip="127.0.0.1"
+    )
+    install(km, kernels.server, "x = 1")
+    os.kill(template, signal.SIGSTOP)  # the fork request waits ...
+    try:
+        with open(os.devnull, "wb") as null, pytest.raises(LaunchCancelled):
+            start = km.start_kernel(
+                stdout=null, stderr=null, extra_arguments=["--Kernel._execute_sleep=0"]
+            )
+            run_provisioner(start, timeout=0.5)
+    finally:
+        os.kill(template, signal.SIGCONT)  # ... and is answered after the launch gave up
+    first = kernels.started[0].pid
+
+    def late_child_forked_and_ended():
+        with open(f"/proc/{template}/task/{template}/children") as f:
+            children = [int(p) for p in f.read().split()]
+        return kernels.server.templates()[0]["forks"] == 2 and children == [first]
+
+    wait_for(late_child_forked_and_ended, timeout=10, what="the late child to be forked and ended")
 
 
 HOST = textwrap.dedent(
