@@ -5,7 +5,7 @@ whose ``launch_kernel`` asks a :class:`~nbpool.forkserver.ForkServer` for a
 forked child instead of calling Popen. Everything else stays jupyter_client's:
 the KernelManager picks ports, writes the connection file with a fresh HMAC
 key and CurveZMQ keys, and drives restart, interrupt and shutdown through
-``poll``/``wait``/``send_signal``/``kill`` on :class:`~nbpool.forkserver.ForkedProcess`.
+``poll``/``wait``/``send_signal``/``kill`` on :class:`~nbpool.forked.ForkedProcess`.
 When the fork server says no (:class:`~nbpool.forkserver.ForkUnavailable`),
 it launches with Popen like LocalProvisioner and records why.
 
