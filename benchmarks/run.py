@@ -41,7 +41,7 @@ BENCHMARKS = {
     "map": ("h", "benchmarks.bench_map"),
     "slurm": ("i", "benchmarks.bench_slurm"),
     "keep": ("j", "benchmarks.bench_keep"),
-    "warm": ("w", "benchmarks.bench_warm"),
+    "warm": ("k", "benchmarks.bench_warm"),
 }
 
 

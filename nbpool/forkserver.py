@@ -48,10 +48,10 @@ import subprocess
 import sys
 import threading
 from collections import OrderedDict
-from typing import NamedTuple
 
 from .errors import WorkerStartFailed
 from .forked import ForkedProcess
+from .processes import memory
 
 #: The template program, run by path with the kernelspec's Python.
 TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_fork_template.py")
@@ -490,37 +490,3 @@ class ForkServer:
             self._templates.clear()
         for template in templates:
             template.close()
-
-
-# ----------------------------------------------------------------------
-# memory
-# ----------------------------------------------------------------------
-
-
-class Memory(NamedTuple):
-    """A process's memory in bytes: ``uss`` its own pages, ``pss`` with shared ones split."""
-
-    uss: int
-    pss: int
-    rss: int
-
-
-def memory(pid: int) -> Memory | None:
-    """USS, PSS and RSS of ``pid`` from ``/proc/PID/smaps_rollup``; None if unreadable.
-
-    USS (private pages) is what ending this worker would free; for a forked
-    worker, pages it still shares with its template are not in it.
-    """
-    fields = {}
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                name, _, rest = line.partition(":")
-                if rest.strip().endswith("kB"):
-                    fields[name] = int(rest.split()[0]) * 1024
-    except (OSError, ValueError):
-        return None
-    if "Pss" not in fields:
-        return None
-    uss = fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
-    return Memory(uss=uss, pss=fields["Pss"], rss=fields.get("Rss", 0))

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import NamedTuple
 
 #: How many times a start is tried when it lost a port race (another process
 #: took a port between its choice and its bind; jupyter_client #487).
@@ -145,3 +146,32 @@ class Reaper:
 def _text(value) -> str:
     """JSON for what connection and provisioner info may hold besides JSON (key bytes)."""
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Memory(NamedTuple):
+    """A process's memory in bytes: ``uss`` its own pages, ``pss`` with shared ones split."""
+
+    uss: int
+    pss: int
+    rss: int
+
+
+def memory(pid: int) -> Memory | None:
+    """USS, PSS and RSS of ``pid`` from ``/proc/PID/smaps_rollup``; None if unreadable.
+
+    USS (private pages) is what ending this worker would free; for a forked
+    worker, pages it still shares with its template are not in it.
+    """
+    fields = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                name, _, rest = line.partition(":")
+                if rest.strip().endswith("kB"):
+                    fields[name] = int(rest.split()[0]) * 1024
+    except (OSError, ValueError):
+        return None
+    if "Pss" not in fields:
+        return None
+    uss = fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
+    return Memory(uss=uss, pss=fields["Pss"], rss=fields.get("Rss", 0))

@@ -12,7 +12,7 @@ Schema ``nbpool.status/1`` (a JSON-safe dict; no keys, tokens or paths)::
           "state": "starting|restarting|idle|leased|busy|failed|dead|stopping",
           "session": "etl" | null, "pid": 1234 | null, "executions": 12,
           "uptime": 83.2,              # seconds since ready
-          "memory": 54001664 | null,   # resident bytes, local workers only
+          "memory": 54001664 | null,   # unique bytes (USS), local workers only
           "attached": false, "encrypted": true,
           "started": "fork" | "spawn" | null,   # how its process began (null: attached)
           "last_error": null | "kernel 'x' exited with code 1 while starting; ...",
@@ -33,25 +33,12 @@ Schema ``nbpool.status/1`` (a JSON-safe dict; no keys, tokens or paths)::
 
 from __future__ import annotations
 
-import os
 import time
 
 from . import render
+from .processes import memory
 
 SCHEMA = "nbpool.status/1"
-
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-def rss_bytes(pid: int | None) -> int | None:
-    """Resident memory of a local process, or None (not local, gone, no /proc)."""
-    if not pid:
-        return None
-    try:
-        with open(f"/proc/{pid}/statm") as f:
-            return int(f.read().split()[1]) * _PAGE
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 class PoolStatus(dict):
@@ -80,7 +67,7 @@ class PoolStatus(dict):
                     "pid": getattr(w.kernel, "pid", None),
                     "executions": w.executions + (lease.executions if lease else 0),
                     "uptime": round(now - w.started_at, 1) if w.kernel is not None else 0.0,
-                    "memory": None if w.attached else rss_bytes(getattr(w.kernel, "pid", None)),
+                    "memory": None if w.attached else _unique(getattr(w.kernel, "pid", None)),
                     "attached": w.attached,
                     "started": getattr(w.kernel, "started", None),
                     "encrypted": bool(getattr(w.kernel, "encrypted", False)),
@@ -139,3 +126,9 @@ class PoolStatus(dict):
 
     def _repr_html_(self) -> str:
         return render.html_table(self)
+
+
+def _unique(pid: int | None) -> int | None:
+    """A local worker's unique memory (USS: what ending it would free), or None."""
+    info = memory(pid) if pid else None
+    return None if info is None else info.uss

@@ -25,8 +25,8 @@ from jupyter_client.manager import AsyncKernelManager
 
 from nbpool.errors import WorkerStartFailed
 from nbpool.fork_provisioner import ForkingProvisioner, install, launch_mode
-from nbpool.forkserver import ForkServer, memory
-from nbpool.processes import LaunchCancelled, Reaper, run_provisioner
+from nbpool.forkserver import ForkServer
+from nbpool.processes import LaunchCancelled, Reaper, memory, run_provisioner
 
 from ..conftest import pids_with, wait_for
 from .test_faults import _gone

@@ -11,7 +11,8 @@ import sys
 import pytest
 
 from nbpool import forkserver
-from nbpool.forkserver import ForkUnavailable, _connection_file, fork_unsupported, memory
+from nbpool.forkserver import ForkUnavailable, _connection_file, fork_unsupported
+from nbpool.processes import memory
 
 PY = sys.executable
 
