@@ -44,6 +44,11 @@ class Row:
     note: str = ""
 
 
+def skipped(label: str, why: str = "ipyparallel not installed (pip install -e '.[bench]')") -> Row:
+    """The row of a benchmark that could not run here, saying why."""
+    return Row(label, None, None, "", None, "", None, f"skipped: {why}")
+
+
 def median(values) -> float:
     return statistics.median(values)
 

@@ -55,6 +55,7 @@ from ._harness import (
     interleaved,
     median,
     own_cpu_seconds,
+    skipped,
     wait_until,
 )
 
@@ -66,18 +67,7 @@ def run(quick: bool = False) -> list[Row]:
     try:
         import ipyparallel as ipp
     except ImportError:
-        return [
-            Row(
-                "e. ipyparallel comparison",
-                None,
-                None,
-                "",
-                None,
-                "",
-                None,
-                "skipped: ipyparallel not installed (pip install -e '.[bench]')",
-            )
-        ]
+        return [skipped("e. ipyparallel comparison")]
     procs = Processes()
     rows: list[Row] = []
 

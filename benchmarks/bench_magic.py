@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from ._harness import Processes, RawKernel, Row, descendants, interleaved, median
+from ._harness import Processes, RawKernel, Row, descendants, interleaved, median, skipped
 
 NAME = "magic"
 
@@ -37,18 +37,7 @@ CELLS = {
 
 def run(quick: bool = False) -> list[Row]:
     if importlib.util.find_spec("ipyparallel") is None:  # the kernel imports it
-        return [
-            Row(
-                "g. %%pool_exec vs %%px",
-                None,
-                None,
-                "",
-                None,
-                "",
-                None,
-                "skipped: ipyparallel not installed (pip install -e '.[bench]')",
-            )
-        ]
+        return [skipped("g. %%pool_exec vs %%px")]
     procs = Processes()
     kernel = RawKernel(procs)
     try:

@@ -34,7 +34,7 @@ import traceback
 import nbpool
 from nbpool import mapping
 
-from ._harness import Processes, Row, cpu_seconds, interleaved, median, own_cpu_seconds
+from ._harness import Processes, Row, cpu_seconds, interleaved, median, own_cpu_seconds, skipped
 from .bench_ipyparallel import _start_cluster, _stop_cluster
 
 NAME = "map"
@@ -59,18 +59,7 @@ def run(quick: bool = False) -> list[Row]:
         import ipyparallel as ipp
     except ImportError:
         ipp = None
-        rows.append(
-            Row(
-                "h. map vs ipyparallel",
-                None,
-                None,
-                "",
-                None,
-                "",
-                None,
-                "skipped: ipyparallel not installed (pip install -e '.[bench]')",
-            )
-        )
+        rows.append(skipped("h. map vs ipyparallel"))
     pool = cluster = rc = None
     try:
         if ipp is not None:
