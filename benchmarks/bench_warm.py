@@ -1,4 +1,4 @@
-"""w. Warm workers: a fresh worker ready with a first result, forked vs spawned.
+"""k. Warm workers: a fresh worker ready with a first result, forked vs spawned.
 
 What it measures
 ----------------
@@ -168,7 +168,7 @@ def _fresh_worker(procs: Processes, label: str, preload: str, rounds: int) -> Ro
     else:
         target, passed = "info (floor)", None
     return Row(
-        f"w. fresh worker ready + 1st result, {label}: fork vs spawn",
+        f"k. fresh worker ready + 1st result, {label}: fork vs spawn",
         fork,
         spawn,
         "ms",
@@ -214,7 +214,7 @@ def _new_session_at_max_size(procs: Processes, rounds: int) -> Row:
         raise AssertionError(f"workers started as {started}")
     fork, spawn = median(times["fork"]) * 1e3, median(times["spawn"]) * 1e3
     return Row(
-        "w. end_session + 1st cell of a new session, pool at max_size, numpy: fork vs spawn",
+        "k. end_session + 1st cell of a new session, pool at max_size, numpy: fork vs spawn",
         fork,
         spawn,
         "ms",
@@ -246,7 +246,7 @@ def _memory(procs: Processes, n: int) -> Row:
             starter.close()
     fork, spawn = statistics.median(uss["fork"]), statistics.median(uss["spawn"])
     return Row(
-        "w. unique memory (USS) per worker, numpy loaded: fork vs spawn",
+        "k. unique memory (USS) per worker, numpy loaded: fork vs spawn",
         fork,
         spawn,
         "MiB",
