@@ -154,7 +154,10 @@ def test_status_item_warns_while_a_worker_is_replaced(lab_page, lab_server):
     replacement is up."""
     page = lab_page
     kill = "import os, signal\nos.kill(pool().status()['workers'][0]['pid'], signal.SIGKILL)"
-    open_notebook(page, lab_server, "warn.ipynb", [LOAD, "%pool start -n 2", kill])
+    # Spawned workers: a forked replacement can be ready within one 0.25 s
+    # status push, before the item could ever show the warning.
+    spawn = LOAD + "\n%config Pool.fork_server = 'never'"
+    open_notebook(page, lab_server, "warn.ipynb", [spawn, "%pool start -n 2", kill])
     run_cell(page, 0)
     run_cell(page, 1)
     wait_item(page, r"^nbpool 0/2 busy · 0 queued$")
