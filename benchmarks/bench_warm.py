@@ -39,9 +39,9 @@ import time
 import zmq
 
 import nbpool
-from nbpool.forkserver import memory
-from nbpool.kernels import LaunchSettings, LocalKernel
-from nbpool.provisioning import Launcher
+from nbpool.fork.server import memory
+from nbpool.kernels.kernel import LaunchSettings, LocalKernel
+from nbpool.launcher import Launcher
 
 from ._harness import Processes, Row, cpu_seconds, median
 

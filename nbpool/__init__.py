@@ -1,9 +1,10 @@
 """nbpool: a pool of pre-started worker kernels for notebooks.
 
 ``%load_ext nbpool`` in a notebook, or ``nbpool.Pool`` from Python. See the
-README for the magics, and :mod:`nbpool.coordinator` for the lease contract.
+README for the magics, and :mod:`nbpool.core.coordinator` for the lease contract.
 """
 
+from .core.lease import Lease
 from .errors import (
     AttachFailed,
     ExecutionTimeout,
@@ -20,7 +21,6 @@ from .errors import (
     WorkerStartFailed,
     WorkerUnavailable,
 )
-from .lease import Lease
 from .pool import ExecutionFuture, Pool
 from .result import ExecutionResult, RemoteError
 from .status import PoolStatus
@@ -29,15 +29,15 @@ __version__ = "0.1.0"
 
 
 def load_ipython_extension(shell) -> None:
-    """``%load_ext nbpool``: the magics (see :mod:`nbpool.magics`)."""
-    from .magics import load_ipython_extension as load
+    """``%load_ext nbpool``: the magics (see :mod:`nbpool.notebook.magics`)."""
+    from .notebook.magics import load_ipython_extension as load
 
     load(shell)
 
 
 def unload_ipython_extension(shell) -> None:
     """``%unload_ext nbpool``: shut the pool down and remove the magics."""
-    from .magics import unload_ipython_extension as unload
+    from .notebook.magics import unload_ipython_extension as unload
 
     unload(shell)
 

@@ -6,7 +6,7 @@ kernels. ``python -m nbpool notebook PATH`` executes a notebook (e.g. the
 quickstart) through a real kernel and prints each cell with its outputs, for
 machines without a browser (needs nbclient: ``pip install nbpool[demo]``).
 ``python -m nbpool slurm-spec install --name NAME ...`` writes a kernelspec
-whose kernels run as Slurm jobs (:mod:`nbpool.slurm_spec`).
+whose kernels run as Slurm jobs (:mod:`nbpool.slurm.spec`).
 ``python -m nbpool sessions`` lists this user's kept sessions and
 ``python -m nbpool stop POOL`` (or ``--all``) stops them; neither needs a
 notebook.
@@ -20,7 +20,8 @@ import signal
 import sys
 import time
 
-from . import ExecutionTimeout, Pool, WorkerDied, slurm_spec
+from . import ExecutionTimeout, Pool, WorkerDied
+from .slurm import spec as slurm_spec
 
 
 def _say(text: str) -> None:
@@ -115,7 +116,7 @@ def run_notebook(path: str) -> int:
 def _kept(kp, state: dict, now: float) -> tuple[int | None, bool]:
     """(pid of the attached pool, 0 if unknown, or None; whether it expired and was
     stopped now: the keeper applies keep_for, and this does if the keeper is gone)."""
-    from .keep import expired
+    from .kept.store import expired
 
     if not kp.try_lock():
         return kp.holder() or 0, False
@@ -132,7 +133,7 @@ def _kept(kp, state: dict, now: float) -> tuple[int | None, bool]:
 def list_sessions() -> int:
     """``python -m nbpool sessions``: one line per kept session."""
     from . import render
-    from .keep import alive, kept_pools
+    from .kept.store import alive, kept_pools
 
     rows = [("pool", "session", "state", "idle for", "pid")]
     now = time.time()
@@ -159,7 +160,7 @@ def list_sessions() -> int:
 
 def stop_sessions(name: str | None) -> int:
     """``python -m nbpool stop POOL|--all``: stop kept sessions no pool is attached to."""
-    from .keep import kept_pools
+    from .kept.store import kept_pools
 
     pools = kept_pools()
     chosen = [(kp, st) for kp, st in pools if name is None or kp.name == name]

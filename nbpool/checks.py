@@ -1,6 +1,6 @@
 """The validators every entry point shares: session names, timeouts, sizes.
 
-:class:`~nbpool.Pool`, :class:`~nbpool.lease.Lease`, the magics and the
+:class:`~nbpool.Pool`, :class:`~nbpool.core.lease.Lease`, the magics and the
 JupyterLab comm all check their input here, so a rule and its message are
 written once. Each raises :class:`~nbpool.errors.InvalidConfig` (a
 ``ValueError``) with one line that says what was wrong; the magics turn it
@@ -13,9 +13,11 @@ import numbers
 import unicodedata
 
 from .errors import InvalidConfig
-from .sessions import DEFAULT_SESSION
 
 #: Longest session name accepted.
+#: The session of a request that names none (``session=None``).
+DEFAULT_SESSION = "default"
+
 MAX_NAME = 200
 
 

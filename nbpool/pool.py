@@ -2,8 +2,8 @@
 
 ``Pool`` is a traitlets ``Configurable``: every constructor argument is also a
 config trait (``c.Pool.size = 8`` in ``ipython_config.py``). It validates its
-settings, owns a :class:`~nbpool.provisioning.Launcher` (where kernels come
-from) and a :class:`~nbpool.coordinator.Coordinator` (who holds which), and
+settings, owns a :class:`~nbpool.launcher.Launcher` (where kernels come
+from) and a :class:`~nbpool.core.coordinator.Coordinator` (who holds which), and
 offers the blocking, background and lease-based ways to run code.
 """
 
@@ -31,17 +31,17 @@ from traitlets import (
 from traitlets.config import LoggingConfigurable
 
 from . import checks
-from . import progress as nbprogress
-from .coordinator import Coordinator
+from .core.coordinator import Coordinator
+from .core.lease import Lease
+from .core.records import Settings, Waiter
 from .errors import InvalidConfig, PoolClosed
-from .keeping import Keeping, KeptSessions
-from .lease import Lease
-from .mapping import MapRun
-from .protocol import OutputHook, StdinHandler
-from .provisioning import Launcher, LaunchSettings, check_kernel_name
-from .records import Settings, Waiter
+from .kept.adoption import Keeping, KeptSessions
+from .kernels.execution import OutputHook, StdinHandler
+from .kernels.ssh import check_server
+from .launcher import Launcher, LaunchSettings, check_kernel_name
+from .mapping import progress as nbprogress
+from .mapping.run import MapRun
 from .result import ExecutionResult
-from .ssh import check_server
 from .status import PoolStatus
 
 #: ``max_size`` when none is set: people open sessions freely, and ``size``
@@ -54,9 +54,9 @@ class Pool(KeptSessions, LoggingConfigurable):
 
     Every trait below is also a constructor argument. The kept-session
     methods (``detach``, ``replay``, ``readopted``, ``waiting_output``) come
-    from :class:`~nbpool.keeping.KeptSessions`. ``backend`` (not a
+    from :class:`~nbpool.kept.adoption.KeptSessions`. ``backend`` (not a
     trait) is where kernels come from: by default a
-    :class:`~nbpool.provisioning.Launcher` (jupyter_client kernels, with a
+    :class:`~nbpool.launcher.Launcher` (jupyter_client kernels, with a
     reaper process); bookkeeping tests pass an object with the same
     ``start(worker_id, kernel_name, start_timeout)``, ``attach(...)``,
     ``closing`` (an Event) and ``close()`` (as httpcore injects a network
@@ -430,7 +430,7 @@ class Pool(KeptSessions, LoggingConfigurable):
         hold the others). ``chunksize`` (default: about four chunks per
         worker) items go in one execution. ``timeout`` covers the whole call.
         ``progress``: a progress bar (default: in a notebook only). See
-        :mod:`nbpool.mapping`.
+        :mod:`nbpool.mapping.run`.
 
         Raises
         ------
@@ -488,7 +488,7 @@ class Pool(KeptSessions, LoggingConfigurable):
         must use CurveZMQ unless ``allow_insecure_transport`` is set, or be
         reached through ``sshserver`` (``[user@]host[:port]``, with an
         optional private key file ``sshkey``): an SSH tunnel
-        (:mod:`nbpool.ssh`) then forwards its ports here, and the login must
+        (:mod:`nbpool.kernels.ssh`) then forwards its ports here, and the login must
         work without prompts.
 
         Returns the new worker's id.
@@ -606,10 +606,10 @@ class Pool(KeptSessions, LoggingConfigurable):
     def widget(self, interval: float = 0.25):
         """A live ipywidgets view of :meth:`status`, updated every ``interval`` s.
 
-        See :mod:`nbpool.widget` (imported here so that ipywidgets loads only
+        See :mod:`nbpool.notebook.widget` (imported here so that ipywidgets loads only
         when a widget is asked for).
         """
-        from .widget import PoolWidget
+        from .notebook.widget import PoolWidget
 
         return PoolWidget(self, interval=interval)
 

@@ -2,7 +2,7 @@
 
 ``%pool status`` and ``repr(pool.status())`` print :func:`text`; the HTML
 repr of a status is :func:`html_table`; the live widget
-(:mod:`nbpool.widget`) composes :func:`summary_html`, :func:`workers_html`,
+(:mod:`nbpool.notebook.widget`) composes :func:`summary_html`, :func:`workers_html`,
 :func:`sessions_html` and :func:`events_html`. Each takes a
 :class:`~nbpool.status.PoolStatus` (schema ``nbpool.status/1``). Columns
 have one name in every view (a session's ``generation`` shows as

@@ -36,7 +36,7 @@ from __future__ import annotations
 import time
 
 from . import render
-from .processes import memory
+from .kernels.processes import memory
 
 SCHEMA = "nbpool.status/1"
 
@@ -48,7 +48,7 @@ class PoolStatus(dict):
     def from_snapshot(
         cls, snap, pending_reason=None, *, kept=frozenset(), **settings
     ) -> "PoolStatus":
-        """Render a :class:`~nbpool.coordinator.Snapshot` (plus the pool's ``settings``).
+        """Render a :class:`~nbpool.core.coordinator.Snapshot` (plus the pool's ``settings``).
 
         ``pending_reason(worker_id)``, if given, says why a starting worker is
         not running yet (its provisioner's word: a Slurm job's queue reason);

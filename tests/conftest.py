@@ -68,7 +68,7 @@ def extra_jupyter_path(root):
 def kept_runtime_dir(tmp_path, monkeypatch):
     """A private Jupyter runtime dir for kept sessions (keepers and kernels started
     from here inherit it); nothing kept may outlive the test."""
-    from nbpool.keep import kept_pools, process_start
+    from nbpool.kept.store import kept_pools, process_start
 
     path = tmp_path / "runtime"
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(path))

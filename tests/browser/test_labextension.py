@@ -299,7 +299,7 @@ def test_resize_from_the_panel_and_bad_input(lab_page, lab_server):
 
     # A stale panel: hold the kernel's pushes, end the session from the
     # kernel, then click the panel's (now stale) End button.
-    hold = "import nbpool.comm as c; c._services[id(get_ipython())]._lock.acquire()"
+    hold = "import nbpool.notebook.labcomm as c; c._services[id(get_ipython())]._lock.acquire()"
     page.evaluate(
         "(code) => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
         ".requestExecute({code, silent: true}).done",
@@ -308,7 +308,10 @@ def test_resize_from_the_panel_and_bad_input(lab_page, lab_server):
     page.locator(f"{PANEL} .jp-nbpool-session[data-session='etl'] button").click()
     message = panel_message(page, error=True)
     assert message == "no session 'etl': it was already ended (sessions now: none)"
-    kernel_eval(page, "__import__('nbpool.comm').comm._services[id(get_ipython())]._lock.release()")
+    kernel_eval(
+        page,
+        "__import__('nbpool.notebook.labcomm').comm._services[id(get_ipython())]._lock.release()",
+    )
     page.locator(f"{PANEL} .jp-nbpool-session[data-session='etl']").wait_for(state="detached")
     run_cell(page, 2)
     assert "alive 42" in cell_text(page, 2)

@@ -1,8 +1,8 @@
-"""The fork-server with real templates and real kernels (nbpool.forkserver).
+"""The fork-server with real templates and real kernels (nbpool.fork.server).
 
 Kernels are started the way nbpool starts workers: an AsyncKernelManager per
 kernel on the provisioner loop, with a fresh connection file, loopback only
-and CurveZMQ, and a :class:`~nbpool.fork_provisioner.ForkingProvisioner`
+and CurveZMQ, and a :class:`~nbpool.fork.provisioner.ForkingProvisioner`
 installed. They are driven through jupyter_client's BlockingKernelClient.
 Every test ends by checking that no kernel and no template is left running.
 """
@@ -24,9 +24,9 @@ from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.manager import AsyncKernelManager
 
 from nbpool.errors import WorkerStartFailed
-from nbpool.fork_provisioner import ForkingProvisioner, install, launch_mode
-from nbpool.forkserver import ForkServer
-from nbpool.processes import LaunchCancelled, Reaper, memory, run_provisioner
+from nbpool.fork.provisioner import ForkingProvisioner, install, launch_mode
+from nbpool.fork.server import ForkServer
+from nbpool.kernels.processes import LaunchCancelled, Reaper, memory, run_provisioner
 
 from ..conftest import pids_with, wait_for
 from .test_faults import _gone
@@ -540,9 +540,9 @@ HOST = textwrap.dedent(
     """
     import os, sys, tempfile
     from jupyter_client.manager import KernelManager
-    from nbpool.forkserver import ForkServer
-    from nbpool.fork_provisioner import install
-    from nbpool.processes import Reaper
+    from nbpool.fork.server import ForkServer
+    from nbpool.fork.provisioner import install
+    from nbpool.kernels.processes import Reaper
     d = tempfile.mkdtemp()
     reaper = Reaper(d)
     server = ForkServer(d, reaper)

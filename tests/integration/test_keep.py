@@ -15,7 +15,7 @@ import threading
 import pytest
 
 import nbpool
-from nbpool.keep import KeptPool, process_start
+from nbpool.kept.store import KeptPool, process_start
 
 from ..conftest import pids_with, wait_for
 

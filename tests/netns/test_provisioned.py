@@ -17,8 +17,8 @@ import warnings
 import pytest
 
 import nbpool
-import nbpool._reaper
-import nbpool.provisioning
+import nbpool.kernels._reaper
+import nbpool.launcher
 
 from ..conftest import started_kernel, wait_for
 from . import hosts
@@ -80,7 +80,7 @@ def kill_a_notebook_process_holding(kernel_name: str, pids_on_host) -> None:
     # The reaper's bound: provisioner kills (KILL_TIMEOUT) plus the shutdown
     # requests' grace; gateway_provisioners' kill() alone waits up to 5 s
     # for SIGTERM to work before it sends SIGKILL.
-    bound = nbpool._reaper.KILL_TIMEOUT + nbpool._reaper.REMOTE_GRACE + 5
+    bound = nbpool.kernels._reaper.KILL_TIMEOUT + nbpool.kernels._reaper.REMOTE_GRACE + 5
     wait_for(
         lambda: not pids_on_host(),
         timeout=bound,
@@ -125,7 +125,7 @@ def test_plaintext_is_allowed_with_allow_insecure_transport_and_warns_once(remot
 
     The capture shows what that means: the code and its output readable on the link.
     """
-    monkeypatch.setattr(nbpool.provisioning, "_warned_insecure", set())
+    monkeypatch.setattr(nbpool.launcher, "_warned_insecure", set())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with nbpool.Pool(
@@ -211,7 +211,7 @@ def test_attach_a_kernel_running_on_another_host(remote, tmp_path):
 
 def test_attaching_a_plaintext_remote_kernel_needs_allow_insecure(remote, tmp_path, monkeypatch):
     """A plain-text kernel on another host is refused by attach unless explicitly allowed."""
-    monkeypatch.setattr(nbpool.provisioning, "_warned_insecure", set())
+    monkeypatch.setattr(nbpool.launcher, "_warned_insecure", set())
     with started_kernel(remote.plain_kernel, tmp_path / "kernel-plain.json") as km:
         with nbpool.Pool(size=0) as pool:
             with pytest.raises(nbpool.AttachFailed, match="kernel-plain.json: .*plain text"):

@@ -142,14 +142,14 @@ def test_a_local_port_taken_before_ssh_binds_it_is_chosen_again(
     ssh_host, loopback_kernel, monkeypatch
 ):
     """ssh refuses a forward whose port another program took meanwhile; nbpool picks new ports."""
-    import nbpool.ssh
+    import nbpool.kernels.ssh
 
     path, _ = loopback_kernel
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         taken = squatter.getsockname()[1]
-        real = nbpool.ssh.select_random_ports
+        real = nbpool.kernels.ssh.select_random_ports
         calls = []
 
         def first_one_taken(n):
@@ -157,7 +157,7 @@ def test_a_local_port_taken_before_ssh_binds_it_is_chosen_again(
             ports = real(n)
             return [taken, *ports[1:]] if len(calls) == 1 else ports
 
-        monkeypatch.setattr(nbpool.ssh, "select_random_ports", first_one_taken)
+        monkeypatch.setattr(nbpool.kernels.ssh, "select_random_ports", first_one_taken)
         with nbpool.Pool(size=0, attach_timeout=30) as pool:
             pool.attach(
                 path,

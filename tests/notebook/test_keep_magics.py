@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nbpool.keep import KeptPool, process_start
+from nbpool.kept.store import KeptPool, process_start
 from tests.conftest import wait_for
 
 #: A bg cell that prints once, waits for the file ``go`` (made after the

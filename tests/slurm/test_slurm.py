@@ -14,7 +14,7 @@ import time
 import pytest
 
 import nbpool
-import nbpool._reaper
+import nbpool.kernels._reaper
 
 from ..conftest import wait_for
 from ..netns import hosts
@@ -165,7 +165,7 @@ def test_reaper_cancels_the_jobs_of_a_killed_notebook(slurm, slurm_py, no_jobs_l
     finally:
         notebook.kill()
         notebook.wait(30)
-    bound = nbpool._reaper.KILL_TIMEOUT + nbpool._reaper.REMOTE_GRACE
+    bound = nbpool.kernels._reaper.KILL_TIMEOUT + nbpool.kernels._reaper.REMOTE_GRACE
     wait_for(
         lambda: not set(jobs) & set(slurm.jobs()),
         timeout=bound,

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 
 import nbpool
-from nbpool.coordinator import Coordinator
-from nbpool.records import Settings
+from nbpool.core.coordinator import Coordinator
+from nbpool.core.records import Settings
 from tests.conftest import wait_for
 from tests.unit.fake import FakeBackend, status_of
 

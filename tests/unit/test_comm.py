@@ -1,4 +1,4 @@
-"""The kernel side of the JupyterLab extension (nbpool.comm), on fakes.
+"""The kernel side of the JupyterLab extension (nbpool.notebook.labcomm), on fakes.
 
 A fake kernel (session, IOPub, comm manager) and fake comms stand in for
 ipykernel; the pool is a real :class:`nbpool.Pool` on the fake kernel
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import nbpool
-from nbpool import comm as nbcomm
+from nbpool.notebook import labcomm as nbcomm
 from nbpool.render import STATE_COLOURS
 from tests.conftest import wait_for
 from tests.unit.fake import FakeBackend

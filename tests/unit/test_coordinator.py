@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-from nbpool.coordinator import Coordinator
+from nbpool.core.coordinator import Coordinator
+from nbpool.core.records import Settings
 from nbpool.errors import LeaseTimeout, PoolClosed, WorkerDied, WorkerStartFailed
-from nbpool.records import Settings
 
 from ..conftest import wait_for
 from .fake import FakeBackend, status_of

@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from nbpool import forkserver
-from nbpool.forkserver import ForkUnavailable, _connection_file, fork_unsupported
-from nbpool.processes import memory
+from nbpool.fork import server as forkserver
+from nbpool.fork.server import ForkUnavailable, _connection_file, fork_unsupported
+from nbpool.kernels.processes import memory
 
 PY = sys.executable
 
@@ -72,7 +72,7 @@ def test_thread_count_follows_the_variables_a_library_reads():
     import runpy
 
     template = runpy.run_path(
-        os.path.join(os.path.dirname(forkserver.__file__), "_fork_template.py"), run_name="not_main"
+        os.path.join(os.path.dirname(forkserver.__file__), "_template.py"), run_name="not_main"
     )
     count = template["thread_count"]
     names = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")

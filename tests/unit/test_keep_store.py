@@ -1,4 +1,4 @@
-"""The kept-session files (nbpool.keep): bounded journals, stale records, the lock.
+"""The kept-session files (nbpool.kept.store): bounded journals, stale records, the lock.
 
 No kernels: the store is files and flocks; the keeper and real workers are in
 ``tests/integration/test_keep.py``.
@@ -13,8 +13,8 @@ import stat
 import pytest
 
 import nbpool
-from nbpool import keep
-from nbpool.keep import KeptPool
+from nbpool.kept import store as keep
+from nbpool.kept.store import KeptPool
 
 
 @pytest.fixture(autouse=True)

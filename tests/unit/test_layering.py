@@ -16,32 +16,72 @@ from pathlib import Path
 PACKAGE = Path(__file__).parents[2] / "nbpool"
 
 
+def _modules() -> dict[str, Path]:
+    """Dotted name under nbpool (``core.policy``; a package is its ``__init__``) -> file."""
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        found[".".join(parts) or "__init__"] = path
+    return found
+
+
 def module_imports() -> dict[str, set[str]]:
     """nbpool module -> the nbpool modules it imports at module level."""
-    modules = {path.stem for path in PACKAGE.glob("*.py")}
+    modules = _modules()
     graph = {}
-    for path in sorted(PACKAGE.glob("*.py")):
+    for name, path in sorted(modules.items()):
+        is_package = path.name == "__init__.py"
+        here = [] if name == "__init__" else name.split(".")
+        package = here if is_package else here[:-1]
         deps = set()
         for node in ast.parse(path.read_text()).body:
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                if node.module:
-                    deps.add(node.module.split(".")[0])
-                else:  # `from . import x`: a module, or a name of the package itself
-                    deps.update(a.name if a.name in modules else "__init__" for a in node.names)
-        graph[path.stem] = deps - {path.stem}
+            if not (isinstance(node, ast.ImportFrom) and node.level >= 1):
+                continue
+            base = package[: len(package) - (node.level - 1)]
+            target = base + (node.module.split(".") if node.module else [])
+            dotted = ".".join(target) or "__init__"
+            for alias in node.names:
+                sub = ".".join([*target, alias.name])
+                deps.add(sub if sub in modules else dotted)
+        graph[name] = deps - {name}
     return graph
 
 
+def subpackage_imports() -> dict[str, set[str]]:
+    """The same graph with each subpackage as one node (top-level modules stay alone)."""
+    modules = _modules()
+
+    def unit(name: str) -> str:
+        head = name.split(".")[0]
+        return head if (PACKAGE / head).is_dir() else name
+
+    graph: dict[str, set[str]] = {}
+    for name, deps in module_imports().items():
+        if name == "__init__":
+            continue  # the package's face imports what it re-exports
+        graph.setdefault(unit(name), set()).update(
+            unit(d) for d in deps if d in modules and d != "__init__"
+        )
+    return {k: v - {k} for k, v in graph.items()}
+
+
 def test_module_level_imports_have_no_cycle():
-    """Every module can be imported after the ones it needs (provisioning ->
-    kernels -> processes, coordinator -> policy -> records, ...)."""
+    """Every module can be imported after the ones it needs (launcher ->
+    kernels.kernel -> kernels.processes, core.coordinator -> core.policy ->
+    core.records, ...)."""
     graph = module_imports()
     try:
         order = list(TopologicalSorter(graph).static_order())
     except CycleError as exc:
         raise AssertionError(f"import cycle: {' -> '.join(exc.args[1])}") from None
-    assert order.index("processes") < order.index("kernels") < order.index("provisioning")
-    assert order.index("records") < order.index("policy") < order.index("coordinator")
+    assert (
+        order.index("kernels.processes") < order.index("kernels.kernel") < order.index("launcher")
+    )
+    assert (
+        order.index("core.records") < order.index("core.policy") < order.index("core.coordinator")
+    )
 
 
 def test_import_nbpool_loads_no_widgets_or_display_machinery():
@@ -54,6 +94,9 @@ def test_import_nbpool_loads_no_widgets_or_display_machinery():
     assert out.stdout.strip() == "[]"
 
 
-if __name__ == "__main__":  # python tests/unit/test_layering.py: print the graph
+if __name__ == "__main__":  # python tests/unit/test_layering.py: print both graphs
     for module, deps in module_imports().items():
-        print(f"{module:13} -> {', '.join(sorted(deps)) or '-'}")
+        print(f"{module:20} -> {', '.join(sorted(deps)) or '-'}")
+    print()
+    for unit, deps in sorted(subpackage_imports().items()):
+        print(f"{unit:20} -> {', '.join(sorted(deps)) or '-'}")

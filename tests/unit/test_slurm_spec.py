@@ -10,8 +10,8 @@ import threading
 import pytest
 
 from nbpool.__main__ import main
-from nbpool.processes import LaunchCancelled, run_provisioner
-from nbpool.slurm import _never_starts, _submission_env
+from nbpool.kernels.processes import LaunchCancelled, run_provisioner
+from nbpool.slurm.provisioner import _never_starts, _submission_env
 
 
 def test_slurm_spec_install_writes_a_provisioned_kernelspec(tmp_path, capsys):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from nbpool.coordinator import Coordinator
+from nbpool.core.coordinator import Coordinator
+from nbpool.core.records import Settings
 from nbpool.errors import LeaseTimeout
-from nbpool.records import Settings
 
 from ..conftest import wait_for
 from .fake import FakeBackend

@@ -1,0 +1,207 @@
+"""A lease: exclusive use of one worker by one client thread.
+
+While a lease is held its worker's sockets belong to the holder; nobody else
+touches them. The holder runs code with :meth:`Lease.execute` (blocking in
+*its* thread) and gives the worker back with :meth:`Lease.release` or by
+leaving the ``with`` block. A lease ends *dirty* when an execution did not
+finish cleanly; the coordinator then replaces the worker instead of handing
+it on.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Callable
+
+from .. import checks
+from ..errors import ExecutionTimeout, LeaseReleased, PoolClosed, WorkerDied
+from ..kernels.execution import Execution, OutputHook, StdinHandler
+from ..result import ExecutionResult
+
+if TYPE_CHECKING:
+    from .coordinator import Coordinator
+    from .records import Worker
+
+
+class Lease:
+    """Exclusive use of one worker; valid until released.
+
+    Attributes
+    ----------
+    worker_id : str
+    session : str or None
+        The session this lease serves (its state lives on this worker); None
+        for a task lease (:meth:`Coordinator.request_tasks`), which binds no
+        session.
+    generation : int
+        How many times this session's state was lost before this lease.
+    session_reset : str or None
+        Why the session's earlier state is gone, if it is; reported once, on
+        the first execution of this lease.
+    busy : bool
+        An execution is running now.
+    executions : int
+        Executions run under this lease.
+
+    ``busy`` and ``executions`` are written by the holder thread alone and
+    read by the coordinator's snapshot without a lock (a bool and an int:
+    a reader sees the old or the new value, never a torn one).
+    """
+
+    def __init__(
+        self,
+        coordinator: "Coordinator",
+        worker: "Worker",
+        session: str | None,
+        *,
+        generation: int,
+        session_reset: str | None,
+        interrupt_grace: float,
+    ) -> None:
+        self._coordinator = coordinator
+        self.worker = worker
+        self.worker_id = worker.id
+        self.session = session
+        self.generation = generation
+        self.session_reset = session_reset
+        self._grace = interrupt_grace
+        self.executions = 0
+        self.busy = False
+        self.dirty: str | None = None
+        self.released = False
+        self.holder: threading.Thread | None = None
+        self._execution: Execution | None = None
+
+    def execute(
+        self,
+        code: str,
+        timeout: float | None = None,
+        *,
+        on_output: OutputHook | None = None,
+        stdin: StdinHandler | None = None,
+        silent: bool = False,
+        buffers: list | None = None,
+        on_message: Callable[[dict], None] | None = None,
+    ) -> ExecutionResult:
+        """Run ``code`` on the leased worker and wait for it (in this thread).
+
+        Parameters
+        ----------
+        code : str
+        timeout : float, optional
+            Exec timeout in seconds; on expiry the worker is interrupted.
+        on_output : callable, optional
+            Called with each output dict as it arrives (live streaming).
+        stdin : callable, optional
+            ``stdin(prompt, password) -> str`` answers ``input()`` on the
+            worker; without it ``input()`` raises there at once.
+        silent : bool
+            Jupyter's ``silent``: no displayed result, no history, no
+            execution count (the task path of :mod:`nbpool.mapping.run`).
+        buffers : list, optional
+            Binary frames sent with the request (see :meth:`Execution.run`).
+        on_message : callable, optional
+            Called with each non-output iopub message of the execution.
+
+        Raises
+        ------
+        ExecutionTimeout, WorkerDied, LeaseReleased, PoolClosed
+        """
+        if not isinstance(code, str):
+            raise TypeError(f"code must be a str, not {type(code).__name__}")
+        timeout = checks.timeout(timeout)
+        if self.released:
+            raise LeaseReleased(
+                f"this lease of worker {self.worker_id} was released; "
+                "take a new one with pool.lease(...)"
+            )
+        if self.dirty:
+            raise WorkerDied(f"worker {self.worker_id} is unusable: {self.dirty}")
+        self._check_alive()
+        execution = Execution(
+            self.worker.kernel.channels,
+            check_alive=self._check_alive,
+            interrupt=self.worker.kernel.interrupt,
+            interrupt_grace=self._grace,
+        )
+        self._execution = execution
+        self.busy = True
+        try:
+            result = execution.run(
+                code,
+                timeout=timeout,
+                on_output=on_output,
+                stdin=stdin,
+                silent=silent,
+                buffers=buffers,
+                on_message=on_message,
+            )
+        except ExecutionTimeout as exc:
+            self._coordinator.note("timed out", self.worker, str(exc), "timeouts")
+            raise
+        finally:
+            self.busy = False
+            self.executions += 1
+            if not execution.finished:
+                self.dirty = self.dirty or "an execution was abandoned before it finished"
+        result.worker_id, result.session = self.worker_id, self.session
+        result.session_reset, self.session_reset = self.session_reset, None
+        return result
+
+    def _check_alive(self) -> None:
+        if self.worker.id in self._coordinator.kept:
+            raise PoolClosed(
+                f"the pool was detached while session {self.session!r} ran: the code keeps "
+                "running on its worker, and what it prints from now on is kept for "
+                f"pool.replay({self.session!r}) / %pool replay {self.session} in the pool that "
+                "re-adopts the session"
+            )
+        death = self.worker.death
+        if death is None:
+            return
+        if self._coordinator.closed:
+            raise PoolClosed(f"the pool was shut down while {self._serving} ran")
+        if getattr(self.worker.kernel, "attached", False):
+            after = "nbpool does not restart kernels it did not start: attach it again"
+        else:
+            after = "a fresh worker takes its place on the session's next execution"
+        if self.session is None:
+            raise WorkerDied(f"worker {self.worker_id} {death} while running mapped tasks")
+        raise WorkerDied(
+            f"worker {self.worker_id} {death} while running {self._serving}; "
+            f"the session's state is lost; {after}"
+        )
+
+    @property
+    def _serving(self) -> str:
+        return "mapped tasks" if self.session is None else f"session {self.session!r}"
+
+    def interrupt(self) -> bool:
+        """Interrupt the running execution (any thread may call this).
+
+        Returns False when nothing runs. The execution then ends with the
+        worker's ``KeyboardInterrupt`` error; a worker that ignores the
+        interrupt for ``interrupt_grace`` seconds is replaced (the executing
+        thread gets :class:`WorkerDied`).
+        """
+        execution = self._execution
+        if execution is None or execution.finished or self.worker.death is not None:
+            return False
+        execution.request_interrupt()
+        return True
+
+    def release(self) -> None:
+        """Give the worker back; idempotent."""
+        if not self.released:
+            self.released = True
+            self._coordinator.release(self)
+
+    def __enter__(self) -> "Lease":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        state = "released" if self.released else ("dirty" if self.dirty else "held")
+        return f"<Lease {state} worker={self.worker_id} session={self.session!r}>"

@@ -1,0 +1,275 @@
+"""A pool's side of kept sessions: re-adopt at start, record while attached, detach.
+
+With ``keep_sessions=True`` a :class:`~nbpool.Pool` owns a :class:`Keeping`.
+Who keeps what:
+
+- the **pool** (this module) holds the pool lock of its name from
+  ``start()`` until ``shutdown()``/``detach()``, re-adopts the kept
+  sessions it finds, and writes the record of every session bound to a
+  local worker as soon as the binding exists (the lease holder does it,
+  before the first execution: a crash right after still finds it); it tells
+  its reaper to leave those workers alone;
+- the **reaper** (:mod:`nbpool.kernels._reaper`) still stops every other worker
+  when the pool's process dies;
+- the **keeper** (:mod:`nbpool.kept._keeper`, started with the first kept
+  session) journals the kept sessions' outputs while no pool is attached,
+  and stops them ``keep_for`` seconds after the last pool left.
+
+The files and the lock are in :mod:`nbpool.kept.store`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from .. import checks
+from ..errors import InvalidConfig, WorkerStartFailed
+from .kernel import KeptKernel
+from .store import KeptPool, alive, expired, process_start
+
+#: Longest a detach waits for the keeper to hear every kept session.
+FOLLOW_WAIT = 10.0
+
+if TYPE_CHECKING:
+    from ..core.coordinator import Coordinator
+    from ..core.lease import Lease
+
+
+class Keeping:
+    """Kept sessions of one pool (see the module docstring).
+
+    Parameters
+    ----------
+    name : str
+        The pool's name: kept sessions are found by it.
+    keep_for : float
+        Seconds a kept session may sit unattached before it is stopped.
+    coordinator : Coordinator
+    context : zmq.Context
+        Of the pool's launcher, for the sockets of re-adopted kernels.
+    """
+
+    def __init__(self, name: str, keep_for: float, coordinator: Coordinator, context) -> None:
+        self.store = KeptPool(name)
+        self.keep_for = keep_for
+        self._coordinator = coordinator
+        self._context = context
+        self._io = threading.Lock()  # one writer of the records at a time
+        self._recorded: dict[str, str] = {}  # session -> worker id in the records
+        self._attached_at = 0.0  # when this pool took the lock (the keeper's cutoff)
+        #: What came back at start(): dicts of session, intact, waiting, reason.
+        self.readopted: list[dict] = []
+
+    # -- start ---------------------------------------------------------------
+
+    def adopt(self, timeout: float) -> int:
+        """Take the pool lock and re-adopt the kept sessions; how many workers came back.
+
+        Raises
+        ------
+        PoolInUse
+            Another live pool holds these sessions.
+        """
+        store = self.store
+        store.lock()
+        self._attached_at = time.time()
+        state = store.load()
+        if state is not None and expired(state, time.time()):
+            store.stop_workers(state)  # the keeper died before it could
+            store.remove_files()
+            state = None
+        entries = []
+        for session, record in (state or {}).get("sessions", {}).items():
+            kernel, cause = None, None
+            if alive(record):
+                kernel = KeptKernel("kept", record, self._context)
+                try:
+                    kernel.wait_ready(timeout)
+                except WorkerStartFailed as exc:
+                    kernel.shutdown()
+                    kernel = None
+                    cause = f"its kept worker (pid {record['pid']}) did not answer: {exc}"
+            else:
+                cause = f"its kept worker (pid {record['pid']}) ended while no pool was attached"
+            entries.append((session, record["kernel_name"], record["generation"], kernel, cause))
+            count, size = store.pending(session)
+            self.readopted.append(
+                {
+                    "session": session,
+                    "intact": kernel is not None,
+                    "waiting": count,
+                    "bytes": size,
+                    "reason": cause,
+                }
+            )
+        adopted = self._coordinator.adopt(entries)
+        self.record()
+        return adopted
+
+    # -- while attached ----------------------------------------------------
+
+    def on_lease(self, lease: Lease) -> None:
+        """A lease was granted: record its session if its binding is new (client thread)."""
+        if self._recorded.get(lease.session) != lease.worker_id:
+            self.record()
+
+    def record(self, detached_at: float | None = None) -> None:
+        """Write the records of the sessions bound to local workers, now."""
+        with self._io:  # the snapshot too: a later snapshot is never overwritten by an older one
+            sessions, kernels = {}, []
+            for w, info in self._coordinator.snapshot().workers:
+                if info is None or w.death is not None or w.state not in ("idle", "leased"):
+                    continue
+                record = getattr(w.kernel, "keep_record", lambda: None)()
+                if record is None:
+                    continue  # attached, or remote: not nbpool's to keep
+                start = process_start(record["pid"])
+                sessions[info.name] = {**record, "generation": info.generation, "pid_start": start}
+                kernels.append((info.name, w))
+            self.store.save(
+                {
+                    "keep_for": self.keep_for,
+                    "detached_at": detached_at,
+                    "attached_at": self._attached_at,
+                    "owner": os.getpid(),
+                    "sessions": sessions,
+                }
+            )
+            for _, w in kernels:
+                w.kernel.keep()
+            self._recorded = {name: w.id for name, w in kernels}
+        if sessions:
+            self.store.ensure_keeper()
+
+    @property
+    def kept(self) -> frozenset[str]:
+        """Names of the sessions whose records exist now."""
+        return frozenset(self._recorded)
+
+    def waiting(self, session: str) -> tuple[int, int]:
+        """(outputs, bytes) journaled for ``session`` while no pool was attached."""
+        return self.store.pending(session)
+
+    def replay(self, session: str) -> list[dict]:
+        """The outputs journaled for ``session``, taken out of the journal."""
+        return self.store.take(session)
+
+    # -- the end -----------------------------------------------------------
+
+    def followed(self, timeout: float) -> bool:
+        """Wait until the keeper hears every recorded session (False: not in time)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            following = self.store.following()
+            state = self.store.load() or {}
+            wanted = {name: r["pid"] for name, r in state.get("sessions", {}).items()}
+            if all(following.get(name) == pid for name, pid in wanted.items()):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+
+    def detach(self, close) -> None:
+        """Detach: ``close()`` the coordinator with ``keep``, record, let go, unlock.
+
+        The keeper must hear every kept session before their lease holders
+        let go (up to :data:`FOLLOW_WAIT` seconds): then what a ``--bg`` cell
+        prints from the moment they let go on is journaled.
+        """
+        if self.store.locked:
+            self.record()
+            self.followed(FOLLOW_WAIT)
+        since = time.time()
+        kept = close()
+        if not self.store.locked:
+            return
+        self.record(detached_at=since)
+        if not self._recorded:
+            self.store.remove_files()  # nothing kept: nothing to find later
+        for w in kept:
+            if w.lease is None:
+                w.kernel.let_go()
+            else:  # a holder that never let go still owns the sockets
+                w.kernel.keep()
+        self.store.unlock()
+
+    def shutdown(self) -> None:
+        """Every worker was stopped: remove the records and journals, unlock."""
+        if self.store.locked:
+            self.store.remove_files()
+            self.store.unlock()
+
+
+class KeptSessions:
+    """The kept-session part of :class:`~nbpool.Pool`'s API (a mixin of Pool).
+
+    It uses the pool's ``_keeping`` (a :class:`Keeping`, or None without
+    ``keep_sessions``), its coordinator, launcher and job executor.
+    """
+
+    def detach(self) -> None:
+        """Close this pool and leave its sessions' workers running, for a later pool.
+
+        A later ``Pool(name=..., keep_sessions=True).start()`` (in this or
+        any process of this user) re-adopts them with their state; what
+        they print meanwhile (a ``--bg`` cell still running keeps running)
+        is journaled for :meth:`replay`. Workers bound to no session are
+        stopped. A kept session unattached for ``keep_for`` seconds is
+        stopped.
+
+        Raises
+        ------
+        InvalidConfig
+            The pool does not keep sessions (``keep_sessions=False``).
+        """
+        if self._keeping is None:
+            raise InvalidConfig(
+                "this pool does not keep sessions: create it with keep_sessions=True "
+                "(%pool start --keep) to detach; shutdown() stops it"
+            )
+        if self._shutdown:
+            return
+        self._shutdown = True
+        atexit.unregister(self._atexit)
+        self._launcher.closing.set()
+        self._keeping.detach(lambda: self._coordinator.close(keep=True))
+        self._jobs.shutdown(wait=False)
+        self._launcher.close()
+
+    def _at_exit(self) -> None:
+        if self._keeping is not None and self._keeping.store.locked:
+            self.detach()
+        else:
+            self.shutdown()
+
+    @property
+    def readopted(self) -> list[dict]:
+        """The kept sessions ``start()`` found: ``session``, ``intact`` (its state is
+        there), ``waiting`` / ``bytes`` (output journaled meanwhile), ``reason`` (why
+        its state was lost)."""
+        return list(self._keeping.readopted) if self._keeping is not None else []
+
+    def replay(self, session: str | None = None) -> list[dict]:
+        """The outputs of ``session`` no cell showed (nbformat dicts): printed while
+        no pool was attached, or by a ``--bg`` cell an earlier pool started.
+
+        They are taken out of the journal (a second call returns only what
+        came since). At most the last 10 MB per session are kept; dropped
+        output is said first, as a stderr stream.
+        """
+        self._check_open()
+        if self._keeping is None:
+            raise InvalidConfig("replay is for kept sessions: this pool has keep_sessions=False")
+        if not self._started:
+            self.start(wait=False)
+        return self._keeping.replay(checks.session_name(session))
+
+    def waiting_output(self, session: str | None = None) -> tuple[int, int]:
+        """(outputs, bytes) journaled for ``session`` and not yet replayed."""
+        if self._keeping is None or not self._started:
+            return 0, 0
+        return self._keeping.waiting(checks.session_name(session))

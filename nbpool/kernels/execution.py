@@ -1,0 +1,400 @@
+"""One execution on a leased worker, done on the worker's own sockets.
+
+This is the client side of the Jupyter messaging protocol, run by the thread
+that holds the lease (never by the coordinator): send ``execute_request`` on
+shell, collect iopub outputs in order until both the ``execute_reply`` and the
+iopub ``status: idle`` for the request arrived, answer ``input_request`` on
+stdin. A per-output callback lets the notebook layer re-publish outputs live.
+
+The socket wait is sliced (:data:`SLICE`) so that a worker the coordinator
+declared dead is noticed by its lease holder at once, not at its timeout.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import zmq
+from jupyter_client.session import Session
+
+from ..errors import ExecutionTimeout, WorkerDied
+from ..result import ExecutionResult, RemoteError
+
+#: Longest single socket wait; bounds how late a lease holder notices death.
+SLICE = 0.03
+
+#: Seconds after a first interrupt before it is sent once more (see
+#: :meth:`Execution.request_interrupt`); capped at half the interrupt grace.
+RESEND = 1.0
+
+#: Seconds an interrupted request's reply may trail its iopub idle.
+REPLY_WAIT = 0.1
+
+#: iopub message types that are outputs of an execution (see ``_Outputs.add``).
+_OUTPUT_TYPES = frozenset(
+    ("stream", "display_data", "update_display_data", "execute_result", "error", "clear_output")
+)
+
+OutputHook = Callable[[dict], None]
+StdinHandler = Callable[[str, bool], str]
+
+
+@dataclass
+class Channels:
+    """The sockets of one worker kernel that a lease holder uses.
+
+    Exactly one thread owns them at a time: the starter thread while the
+    kernel starts, then each lease holder in turn.
+    """
+
+    session: Session
+    shell: zmq.Socket
+    iopub: zmq.Socket
+    stdin: zmq.Socket
+
+    def close(self) -> None:
+        for sock in (self.shell, self.iopub, self.stdin):
+            sock.close(linger=0)
+
+
+def to_output(msg_type: str, content: dict) -> dict | None:
+    """The nbformat-style output of an iopub message, or None if it is no output.
+
+    ``update_display_data`` and ``clear_output`` keep their message type (the
+    caller applies them); a display id stays under ``transient``.
+    """
+    if msg_type == "stream":
+        return {"output_type": "stream", "name": content["name"], "text": content["text"]}
+    if msg_type in ("display_data", "update_display_data", "execute_result"):
+        out = {
+            "output_type": msg_type,
+            "data": content.get("data", {}),
+            "metadata": content.get("metadata", {}),
+        }
+        if content.get("transient"):
+            out["transient"] = content["transient"]
+        if msg_type == "execute_result":
+            out["execution_count"] = content.get("execution_count")
+        return out
+    if msg_type == "error":
+        return {
+            "output_type": "error",
+            "ename": content.get("ename", ""),
+            "evalue": content.get("evalue", ""),
+            "traceback": content.get("traceback", []),
+        }
+    if msg_type == "clear_output":
+        return {"output_type": "clear_output", "wait": bool(content.get("wait"))}
+    return None
+
+
+class _Outputs:
+    """Accumulates iopub content into nbformat outputs, applying clears/updates."""
+
+    def __init__(self, hook: OutputHook | None) -> None:
+        self.items: list[dict] = []
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self.result: str | None = None
+        self.error: RemoteError | None = None
+        self._hook = hook
+        self._clear_pending = False
+
+    def _append(self, out: dict) -> None:
+        if self._clear_pending:
+            self.items.clear()
+            self._clear_pending = False
+        last = self.items[-1] if self.items else None
+        if (
+            out["output_type"] == "stream"
+            and last is not None
+            and last["output_type"] == "stream"
+            and last["name"] == out["name"]
+        ):
+            last["text"] += out["text"]
+        else:
+            self.items.append(dict(out))
+
+    def add(self, msg_type: str, content: dict) -> None:
+        out = to_output(msg_type, content)
+        if out is None:
+            return
+        if msg_type == "stream":
+            (self.stdout if content["name"] == "stdout" else self.stderr).append(content["text"])
+        elif msg_type == "execute_result":
+            self.result = out["data"].get("text/plain")
+        elif msg_type == "error":
+            self.error = RemoteError(out["ename"], out["evalue"], out["traceback"])
+        elif msg_type == "clear_output":
+            if out["wait"]:
+                self._clear_pending = True
+            else:
+                self.items.clear()
+        if msg_type == "update_display_data":
+            self._update(out)
+        elif msg_type != "clear_output":
+            self._append(out)
+        if self._hook is not None:
+            self._hook(out)
+
+    def _update(self, out: dict) -> None:
+        display_id = out.get("transient", {}).get("display_id")
+        for item in self.items:
+            if display_id and item.get("transient", {}).get("display_id") == display_id:
+                item["data"], item["metadata"] = out["data"], out["metadata"]
+
+    def finished(self) -> list[dict]:
+        """The outputs as nbformat stores them (no transient keys)."""
+        return [{k: v for k, v in item.items() if k != "transient"} for item in self.items]
+
+
+class Execution:
+    """One ``execute_request`` and the collection of everything it produced.
+
+    Parameters
+    ----------
+    channels : Channels
+        The leased worker's sockets; used only from the calling thread.
+    check_alive : callable
+        Raises :class:`WorkerDied` once the coordinator declared the worker dead.
+    interrupt : callable
+        Interrupts the worker (signal or control message, per its kernelspec).
+    interrupt_grace : float
+        How long an interrupted execution may take to wind down before the
+        worker counts as unresponsive.
+
+    ``finished`` is True once the reply and the iopub idle both arrived; a
+    lease whose execution did not finish hands back a dirty worker.
+    """
+
+    def __init__(
+        self,
+        channels: Channels,
+        *,
+        check_alive: Callable[[], None],
+        interrupt: Callable[[], None],
+        interrupt_grace: float,
+    ) -> None:
+        self._ch = channels
+        self._check_alive = check_alive
+        self._interrupt = interrupt
+        self._grace = interrupt_grace
+        self.finished = True
+        self._outputs: _Outputs | None = None
+        self._on_message: Callable[[dict], None] | None = None
+        self._interrupt_wanted = False
+
+    def request_interrupt(self) -> None:
+        """Ask for an interrupt from any thread; the collecting thread sends it.
+
+        The signal goes out only once the kernel has started this request
+        (iopub ``busy``): a SIGINT that lands between requests is swallowed
+        by ipykernel and can cost the request its reply. ipykernel publishes
+        ``busy`` a moment before it stops ignoring SIGINT, so a first signal
+        can still be lost: it is sent again once, :data:`RESEND` later, if
+        the execution has neither ended nor raised. An interrupted request
+        may also end without a reply (the signal landed in ipykernel's own
+        handler); its iopub ``idle`` is then the end. Whatever happens, the
+        execution must end within the interrupt grace, or the worker counts
+        as unresponsive (:class:`WorkerDied`, and it is replaced).
+        """
+        self._interrupt_wanted = True
+
+    def run(
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        on_output: OutputHook | None = None,
+        stdin: StdinHandler | None = None,
+        silent: bool = False,
+        buffers: list | None = None,
+        on_message: Callable[[dict], None] | None = None,
+    ) -> ExecutionResult:
+        """Execute ``code`` and block until its reply and idle status arrived.
+
+        ``buffers`` travel with the request as binary frames (the code reads
+        them from its kernel's parent message); ``on_message`` receives every
+        iopub message of this request that is no output (e.g. a private
+        message type), whole, with its binary ``buffers``.
+
+        Raises
+        ------
+        ExecutionTimeout
+            ``timeout`` passed; the worker was interrupted and went idle.
+        WorkerDied
+            The worker died, or did not wind down after an interrupt.
+        KeyboardInterrupt
+            The calling thread was interrupted; the worker was interrupted too.
+        """
+        started = time.monotonic()
+        self._outputs = _Outputs(on_output)
+        self._stdin = stdin
+        self._on_message = on_message
+        self.finished = False
+        msg = self._ch.session.send(
+            self._ch.shell,
+            "execute_request",
+            {
+                "code": code,
+                "silent": silent,
+                "store_history": not silent,
+                "user_expressions": {},
+                "allow_stdin": stdin is not None,
+                "stop_on_error": False,
+            },
+            buffers=buffers,
+        )
+        self._msg_id = msg["header"]["msg_id"]
+        self._reply: dict | None = None
+        self._idle = self._started = False
+        self._idle_at = 0.0
+        self._interrupts_sent = 0
+        self._interrupt_deadline: float | None = None
+        self._resend_at: float | None = None
+        deadline = None if timeout is None else started + timeout
+        try:
+            self._collect(deadline)
+        except KeyboardInterrupt:
+            self._interrupt_and_drain()
+            raise
+        except _Unresponsive:
+            raise WorkerDied(
+                f"the worker ignored an interrupt for {self._grace:g} s; it is being restarted "
+                "and the session's state is lost",
+                self._outputs.finished(),
+            ) from None
+        except _Deadline:
+            if self._interrupt_and_drain():
+                raise ExecutionTimeout(
+                    f"execution exceeded its {timeout:g} s timeout and was interrupted; "
+                    "the session kept its state",
+                    self._outputs.finished(),
+                ) from None
+            raise WorkerDied(
+                f"execution exceeded its {timeout:g} s timeout and the worker ignored the "
+                f"interrupt for {self._grace:g} s; it is being restarted and the session's "
+                "state is lost",
+                self._outputs.finished(),
+            ) from None
+        except WorkerDied as exc:
+            exc.outputs = self._outputs.finished()
+            raise
+        out = self._outputs
+        reply = self._reply or {}
+        return ExecutionResult(
+            status=reply.get("status", "error"),
+            outputs=out.finished(),
+            stdout="".join(out.stdout),
+            stderr="".join(out.stderr),
+            result=out.result,
+            error=out.error,
+            execution_count=reply.get("execution_count"),
+            duration=time.monotonic() - started,
+        )
+
+    def _collect(self, deadline: float | None) -> None:
+        ch = self._ch
+        poller = zmq.Poller()
+        for sock in (ch.shell, ch.iopub, ch.stdin):
+            poller.register(sock, zmq.POLLIN)
+        next_check = time.monotonic() + SLICE
+        while not self._ended():
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                raise _Deadline
+            if self._interrupt_wanted:
+                self._send_interrupt(now)
+            if now >= next_check:
+                try:
+                    self._check_alive()
+                except WorkerDied:
+                    self._drain(ch.iopub, self._on_iopub)  # keep what it sent before dying
+                    raise
+                next_check = now + SLICE
+            wait = SLICE if deadline is None else min(SLICE, deadline - now)
+            ready = dict(poller.poll(max(wait, 0) * 1000))
+            if ch.iopub in ready:
+                self._drain(ch.iopub, self._on_iopub)
+            if ch.stdin in ready:
+                self._drain(ch.stdin, self._on_stdin)
+            if ch.shell in ready:
+                self._drain(ch.shell, self._on_shell)
+        self.finished = True
+
+    def _ended(self) -> bool:
+        """The request is over: idle, and its reply arrived or will not come.
+
+        After an interrupt the reply may never come (the signal landed in
+        ipykernel's own code); it is then given :data:`REPLY_WAIT` after the
+        idle, as reply and idle travel on different sockets.
+        """
+        if not self._idle or self._reply is not None:
+            return self._reply is not None and self._idle
+        return self._interrupts_sent > 0 and time.monotonic() >= self._idle_at + REPLY_WAIT
+
+    def _send_interrupt(self, now: float) -> None:
+        """Send the wanted interrupt when due (see :meth:`request_interrupt`)."""
+        if self._interrupt_deadline is None:
+            self._interrupt_deadline = now + self._grace
+        taken = self._outputs.error is not None  # it raised KeyboardInterrupt: no resend
+        if self._started and (
+            self._interrupts_sent == 0
+            or (self._interrupts_sent == 1 and now >= self._resend_at and not taken)
+        ):
+            self._interrupts_sent += 1
+            self._resend_at = now + min(RESEND, self._grace / 2)
+            self._interrupt()
+        if now >= self._interrupt_deadline:
+            raise _Unresponsive
+
+    def _drain(self, sock: zmq.Socket, handle: Callable[[dict], None]) -> None:
+        while True:
+            _, msg = self._ch.session.recv(sock, mode=zmq.NOBLOCK)
+            if msg is None:
+                return
+            if msg["parent_header"].get("msg_id") == self._msg_id:
+                handle(msg)
+
+    def _on_iopub(self, msg: dict) -> None:
+        msg_type = msg["header"]["msg_type"]
+        if msg_type == "status":
+            state = msg["content"].get("execution_state")
+            self._idle = state == "idle"
+            if self._idle:
+                self._idle_at = time.monotonic()
+            self._started = self._started or state == "busy"
+        elif msg_type not in _OUTPUT_TYPES and self._on_message is not None:
+            self._on_message(msg)
+        else:
+            self._outputs.add(msg_type, msg["content"])
+
+    def _on_shell(self, msg: dict) -> None:
+        if msg["header"]["msg_type"] == "execute_reply":
+            self._reply = msg["content"]
+
+    def _on_stdin(self, msg: dict) -> None:
+        if msg["header"]["msg_type"] != "input_request" or self._stdin is None:
+            return
+        content = msg["content"]
+        value = self._stdin(content.get("prompt", ""), bool(content.get("password")))
+        self._ch.session.send(self._ch.stdin, "input_reply", {"value": value}, parent=msg)
+
+    def _interrupt_and_drain(self) -> bool:
+        """Interrupt the worker and wait for the execution to end; True if it did."""
+        self.request_interrupt()
+        try:
+            self._collect(time.monotonic() + self._grace)
+        except (_Deadline, _Unresponsive, WorkerDied, KeyboardInterrupt):
+            return False
+        return True
+
+
+class _Deadline(Exception):
+    """Internal: the collection deadline passed."""
+
+
+class _Unresponsive(Exception):
+    """Internal: an interrupted execution did not end within the grace."""

@@ -1,0 +1,300 @@
+"""Where worker kernels come from: kernelspecs, launch settings, private files.
+
+A :class:`Launcher` turns a kernelspec name into a running, ready
+:class:`~nbpool.kernels.kernel.Kernel`. It uses jupyter_client's machinery as it is
+meant to be used: :class:`~jupyter_client.KernelManager` with its
+provisioner (so any kernelspec naming a kernel provisioner works unchanged),
+its connection-file writing, and its CurveZMQ ``transport_encryption``.
+
+What nbpool adds around it:
+
+- a private runtime directory (mode 0700) for the connection files and the
+  kernels' own stdout/stderr logs, removed at shutdown;
+- loopback-only binding, unique keys per kernel (a new KernelManager for every
+  start: a replacement never reuses keys or ports);
+- a *reaper* process that kills every worker's process group (and stops
+  remote workers through their provisioner) when the process hosting the
+  pool dies without shutting it down (SIGKILL, OOM);
+- an immediate retry when a kernel dies because another process took one of
+  its ports between port choice and bind (jupyter_client #487);
+- SSH tunnels (:mod:`nbpool.kernels.ssh`) for attached kernels only SSH can reach.
+
+Layering, one way as in jupyter_client: this module uses :mod:`nbpool.kernels.kernel`
+(one kernel's lifecycle) and :mod:`nbpool.kernels.ssh`, which both build on
+:mod:`nbpool.kernels.processes` (provisioner loop, process groups, reaper).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+import warnings
+
+import zmq
+from jupyter_client.blocking import BlockingKernelClient
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+from jupyter_client.localinterfaces import is_local_ip
+
+from .errors import AttachFailed, UnknownKernel, WorkerStartFailed
+from .fork.server import ForkServer
+from .kernels.kernel import AttachedKernel, LaunchSettings, LocalKernel, Runtime
+from .kernels.processes import PORT_RACE_TRIES, Reaper
+from .kernels.ssh import SshTunnel
+
+#: Keys a connection file must have to be attached.
+CONNECTION_KEYS = (
+    "ip",
+    "key",
+    "transport",
+    "shell_port",
+    "iopub_port",
+    "stdin_port",
+    "hb_port",
+    "control_port",
+)
+
+
+def _loopback(ip: str) -> bool:
+    """Whether ``ip`` means the machine itself, wherever it is read."""
+    return ip.startswith("127.") or ip in ("localhost", "::1", "0.0.0.0", "")
+
+
+def kernel_names() -> list[str]:
+    """Names of the installed kernelspecs, sorted."""
+    return sorted(KernelSpecManager().find_kernel_specs())
+
+
+def check_kernel_name(name: str) -> None:
+    """Raise :class:`UnknownKernel` listing the installed kernelspecs."""
+    if not isinstance(name, str) or not name:
+        raise UnknownKernel(f"kernel name must be a non-empty string, got {name!r}")
+    try:
+        KernelSpecManager().get_kernel_spec(name)
+    except NoSuchKernel:
+        available = ", ".join(kernel_names()) or "none"
+        raise UnknownKernel(
+            f"no kernelspec named {name!r}; available: {available} (see `jupyter kernelspec list`)"
+        ) from None
+
+
+class Launcher:
+    """Starts worker kernels; owns their runtime directory, ZMQ context and reaper.
+
+    This is the pool's real backend (see ``backend`` in :class:`~nbpool.Pool`):
+    ``start``, ``attach``, ``closing`` and ``close``.
+
+    Parameters
+    ----------
+    settings : LaunchSettings
+        Transport, CurveZMQ policy (``auto`` encrypts every kernel whose
+        kernelspec declares ``supported_encryption: ["curve"]``), ipykernel
+        tuning arguments, and whether plain text to remote kernels is allowed.
+    """
+
+    def __init__(self, settings: LaunchSettings = LaunchSettings()) -> None:
+        self.settings = settings
+        runtime_dir = tempfile.mkdtemp(prefix=f"nbpool-{os.getpid()}-")
+        os.chmod(runtime_dir, 0o700)
+        reaper = Reaper(runtime_dir)
+        forks = ForkServer(runtime_dir, reaper) if settings.fork_server == "auto" else None
+        self.runtime = Runtime(runtime_dir, zmq.Context(), reaper, forks)
+        self.closing = threading.Event()
+        #: worker id -> KernelManager, while its provisioner launches the kernel
+        self.launching: dict = {}
+
+    def start(self, worker_id: str, kernel_name: str, start_timeout: float):
+        """Start one kernel and wait until it is ready; blocking, any thread.
+
+        Raises
+        ------
+        WorkerStartFailed
+            The kernel exited, or was not ready within ``start_timeout``;
+            the message carries the tail of its stderr.
+        """
+        for attempt in range(1, PORT_RACE_TRIES + 1):
+            kernel = LocalKernel.launch(
+                self.settings,
+                self.runtime,
+                worker_id,
+                kernel_name,
+                timeout=start_timeout,
+                closing=self.closing,
+                launching=self.launching,
+            )
+            try:
+                self.check_transport(kernel.km.ip, kernel.km.transport, kernel.encrypted)
+                deadline = time.monotonic() + start_timeout
+                kernel.wait_ready(start_timeout, self.closing)
+                if (
+                    self.settings.preload
+                    and kernel.km.kernel_spec.language == "python"
+                    and kernel.started != "fork"  # its template ran the preload
+                ):
+                    kernel.run_preload(self.settings.preload, max(0.1, deadline - time.monotonic()))
+                return kernel
+            except WorkerStartFailed as exc:
+                kernel.shutdown(now=True)
+                port_race = "Address already in use" in exc.stderr_tail
+                if not port_race or attempt == PORT_RACE_TRIES:
+                    raise
+            except BaseException:
+                kernel.shutdown(now=True)  # never leak a started process
+                raise
+        raise AssertionError("unreachable")
+
+    def pending_reason(self, worker_id: str) -> str | None:
+        """Why a launching kernel is not running yet, if its provisioner says.
+
+        A provisioner may keep a ``pending_reason`` string attribute (the Slurm
+        provisioner: ``"Slurm job 42 is pending (Resources)"``); any thread may read it.
+        """
+        km = self.launching.get(worker_id)
+        return getattr(getattr(km, "provisioner", None), "pending_reason", None)
+
+    def attach(
+        self,
+        worker_id: str,
+        path: str,
+        timeout: float,
+        allow_insecure: bool,
+        sshserver: str | None = None,
+        sshkey: str | None = None,
+    ) -> AttachedKernel:
+        """Connect to a running kernel through its connection file; blocking.
+
+        With ``sshserver`` (``[user@]host[:port]``), the kernel's ports are first
+        forwarded to loopback here through that SSH server (:class:`SshTunnel`).
+
+        Raises
+        ------
+        AttachFailed
+            The file is missing, unreadable, not a connection file, plaintext
+            over a network, the SSH login or tunnel failed, or its kernel does
+            not answer within ``timeout``.
+        """
+        path = os.path.abspath(os.path.expanduser(str(path)))
+        info = _read_connection_file(path)
+        client = BlockingKernelClient(connection_file=path, context=self.runtime.context)
+        client.load_connection_file()
+        encrypted = client.curve_publickey is not None
+        deadline = time.monotonic() + timeout  # one bound for tunnel and answer together
+        label, tunnel = os.path.basename(path), None
+        try:
+            if sshserver is None:
+                self.check_transport(client.ip, client.transport, encrypted, allow_insecure)
+            else:
+                # The hop from the SSH server on to the kernel is outside the tunnel.
+                self.check_transport(
+                    info["ip"],
+                    info["transport"],
+                    encrypted,
+                    allow_insecure,
+                    local=_loopback(info["ip"]),
+                    seen_from=sshserver,
+                )
+        except WorkerStartFailed as exc:
+            raise AttachFailed(f"connection file {path}: {exc}") from None
+        if sshserver is not None:
+            tunnel = SshTunnel.open(
+                f"connection file {path}", info, sshserver, sshkey, timeout, self.runtime
+            )
+            client.ip = "127.0.0.1"
+            for key, port in tunnel.ports.items():
+                setattr(client, key, port)
+            label = f"{label} via ssh {sshserver}"
+        kernel = None
+        try:
+            kernel = AttachedKernel(worker_id, client, label, tunnel)
+            kernel.wait_ready(max(0.0, deadline - time.monotonic()), self.closing)
+        except BaseException as exc:  # never leave a tunnel or sockets behind
+            if kernel is not None:
+                kernel.shutdown()
+            elif tunnel is not None:
+                tunnel.close()
+            if isinstance(exc, WorkerStartFailed):
+                raise AttachFailed(f"connection file {path}: {exc}") from None
+            raise
+        return kernel
+
+    def check_transport(
+        self,
+        ip: str,
+        transport: str,
+        encrypted: bool,
+        allow_insecure: bool | None = None,
+        *,
+        local: bool | None = None,
+        seen_from: str | None = None,
+    ) -> None:
+        """Refuse plain text to a kernel that is not on loopback or ipc.
+
+        ``local`` overrides the loopback test (for an address as seen from
+        the SSH server ``seen_from``).
+
+        Raises
+        ------
+        WorkerStartFailed
+            Unless ``allow_insecure_transport`` is set (then it warns once).
+        """
+        if local is None:
+            local = transport == "ipc" or ip.startswith("127.") or is_local_ip(ip)
+        if local or encrypted:
+            return
+        if allow_insecure is None:
+            allow_insecure = self.settings.allow_insecure_transport
+        if not allow_insecure:
+            where = f"the kernel at {ip}" + (f" (as seen from {seen_from})" if seen_from else "")
+            raise WorkerStartFailed(
+                f"{where} has no CurveZMQ keys, so code and outputs would cross the "
+                "network in plain text; enable transport encryption for it, tunnel it over SSH "
+                "to its own host, or set allow_insecure_transport=True"
+            )
+        _warn_insecure(ip)
+
+    def close(self) -> None:
+        """Stop the reaper, remove the runtime directory, free the ZMQ context.
+
+        Called after all kernels stopped. The context is terminated on a
+        daemon thread: ``term()`` waits for every socket to close, and a
+        lease holder that never returned may still own some.
+        """
+        if self.runtime.fork_server is not None:
+            self.runtime.fork_server.close()  # templates only: their workers were stopped
+        self.runtime.reaper.close()
+        shutil.rmtree(self.runtime.runtime_dir, ignore_errors=True)
+        context = self.runtime.context
+        threading.Thread(target=context.term, name="nbpool-zmq-term", daemon=True).start()
+
+
+def _read_connection_file(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            info = json.load(f)
+    except FileNotFoundError:
+        raise AttachFailed(f"connection file {path} does not exist") from None
+    except OSError as exc:
+        raise AttachFailed(f"connection file {path} is unreadable: {exc.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AttachFailed(f"connection file {path} is not JSON: {exc}") from None
+    missing = [key for key in CONNECTION_KEYS if not isinstance(info, dict) or key not in info]
+    if missing:
+        raise AttachFailed(
+            f"connection file {path} is not a kernel connection file (missing {', '.join(missing)})"
+        )
+    return info
+
+
+_warned_insecure: set[str] = set()
+
+
+def _warn_insecure(ip: str) -> None:
+    if ip not in _warned_insecure:
+        _warned_insecure.add(ip)
+        warnings.warn(
+            f"nbpool: talking to the kernel at {ip} in plain text (allow_insecure_transport=True)",
+            stacklevel=4,
+        )

@@ -1,0 +1,16 @@
+"""The notebook kernel's side: magics, cell output, the widget, the Lab channel.
+
+Inside:
+
+- :mod:`.magics`: ``%pool``, ``%%pool_exec``, ``%pool_push``/``%pool_pull``:
+  parse, validate, delegate.
+- :mod:`.forwarding`: re-publishes a worker's outputs into the cell that ran
+  it (foreground and ``--bg``), with that cell's parent header.
+- :mod:`.broadcast`: ``%%pool_exec --all``.
+- :mod:`.transfer`: moving variables between the notebook and a session.
+- :mod:`.widget`: the ipywidgets status view.
+- :mod:`.labcomm`: the JupyterLab / Notebook 7 status channel (a comm).
+
+May import the pool (:mod:`nbpool.pool`) and everything below it; nothing
+imports this package but :mod:`nbpool` (lazily, on ``%load_ext``).
+"""

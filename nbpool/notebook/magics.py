@@ -1,0 +1,418 @@
+"""The IPython magics: ``%pool``, ``%%pool_exec``, ``%pool_push``, ``%pool_pull``.
+
+Thin: each magic parses its arguments (IPython's ``magic_arguments``, so
+``%%pool_exec?`` shows the help), validates them, delegates to the pool,
+:mod:`nbpool.notebook.forwarding` or :mod:`nbpool.notebook.transfer`, and turns bad input into a
+one-line :class:`~IPython.core.error.UsageError`.
+
+The pool is created from the shell's configuration, so ``c.Pool.size = 8``
+in ``ipython_config.py`` and ``%config Pool.size = 8`` both apply to the
+next pool created. It is created (and its workers started) by
+``%pool start``, or lazily by the first magic that needs it; ``%pool stop``
+shuts it down and the next use creates a fresh one.
+
+Examples
+--------
+::
+
+    %load_ext nbpool
+    %pool start -n 4
+
+    %%pool_exec -s etl
+    import pandas as pd
+    df = pd.read_csv("big.csv")      # df lives on session etl's worker
+
+    %%pool_exec --all                # every live session, one block each
+    print(len(df))
+
+    %%pool_exec -s train --bg -o job
+    fit()                            # output keeps arriving in this cell
+
+    job.result()                     # the ExecutionResult, once done
+    %pool_push params -s train       # notebook -> session
+    %pool_pull model -s train        # session -> notebook
+    %pool widget
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import display
+
+from .. import checks, render
+from ..checks import DEFAULT_SESSION
+from ..errors import InvalidConfig, NbpoolError, UnknownKernel
+from ..launcher import check_kernel_name
+from ..pool import Pool
+from . import broadcast, forwarding, labcomm, transfer
+
+ACTIONS = ("start", "status", "stop", "widget", "sessions", "end", "detach", "replay")
+
+
+@magics_class
+class PoolMagics(Magics):
+    """The nbpool magics; one pool per shell (see the module docstring)."""
+
+    def __init__(self, shell) -> None:
+        super().__init__(shell)
+        self._pool: Pool | None = None
+        self._told: set[str] = set()  # sessions told about their journaled output
+
+    def get_pool(self) -> Pool | None:
+        """The current pool, or None when none was created (or it was stopped or
+        detached, here or from the JupyterLab panel)."""
+        if self._pool is not None and self._pool.closed:
+            self._pool = None
+        return self._pool
+
+    def shutdown(self) -> None:
+        """Shut the pool down (``%unload_ext nbpool``); idempotent."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown()
+
+    def _ensure_pool(self, **overrides) -> Pool:
+        if self.get_pool() is None:
+            with _one_line():
+                self._pool = Pool(parent=self.shell, **overrides)
+        return self._pool
+
+    # -- %pool ---------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("action", choices=ACTIONS, help="What to do.")
+    @argument(
+        "session",
+        nargs="?",
+        help="The session to end or replay (`%%pool end SESSION`, `%%pool replay SESSION`).",
+    )
+    @argument("-n", "--size", type=int, help="Workers to start (`start` only).")
+    @argument("--kernel", help="Kernelspec of the workers (`start` only).")
+    @argument(
+        "--preload",
+        metavar="CODE",
+        help="Code every new python worker runs before it is ready, e.g. "
+        '"import pandas as pd" (`start` only).',
+    )
+    @argument("--name", help="The pool's name: kept sessions are found by it (`start` only).")
+    @argument(
+        "--keep",
+        action="store_true",
+        help="Keep the sessions when this kernel restarts, exits or crashes; re-adopt kept "
+        "ones (`start` only).",
+    )
+    @line_magic
+    def pool(self, line: str):
+        """Manage the pool of worker kernels.
+
+        ``start`` starts the workers (waits until they are ready), ``status``
+        shows workers and counters, ``sessions`` the sessions, ``widget`` a
+        live status widget, ``end SESSION`` ends a session (its worker is
+        replaced by a fresh one), ``stop`` shuts the pool down. With
+        ``start --keep`` the sessions outlive this kernel: ``detach`` leaves
+        them running, a later ``start --keep`` (same ``--name``) re-adopts
+        them, and ``replay SESSION`` shows what one printed meanwhile.
+        """
+        args = parse_argstring(self.pool, line)
+        if args.action not in ("end", "replay") and args.session is not None:
+            raise UsageError(f"%pool {args.action} takes no session name")
+        start_only = (args.size, args.kernel, args.preload, args.name)
+        if args.action != "start" and (start_only != (None,) * 4 or args.keep):
+            raise UsageError(
+                "-n/--size, --kernel, --preload, --name and --keep apply to `%pool start` only"
+            )
+        return getattr(self, f"_pool_{args.action}")(args)
+
+    def _pool_start(self, args) -> None:
+        options = {
+            "size": args.size,
+            "kernel_name": args.kernel,
+            "preload": _unquote(args.preload),
+            "name": _unquote(args.name),
+            "keep_sessions": True if args.keep else None,
+        }
+        overrides = {k: v for k, v in options.items() if v is not None}
+        pool = self._pool
+        if pool is not None:
+            wanted = {k: v for k, v in overrides.items() if getattr(pool, k) != v}
+            if wanted:
+                changes = ", ".join(f"{k}={v!r}" for k, v in wanted.items())
+                raise UsageError(
+                    f"the pool is already running with size={pool.size}, "
+                    f"kernel_name={pool.kernel_name!r}; `%pool stop` first to start it with {changes}"
+                )
+        pool = self._ensure_pool(**overrides)
+        with _one_line():
+            pool.start(wait=True)
+        print(f"nbpool: {pool.status().summary()} ({pool.size} x {pool.kernel_name})")
+        if pool.keep_sessions:
+            print(readopted_text(pool))
+
+    def _pool_detach(self, args) -> None:
+        if self._pool is None:
+            print("nbpool: no pool to detach")
+            return
+        pool = self._pool
+        with _one_line():
+            pool.detach()
+        self._pool = None
+        kept = sum(1 for s in pool.status()["sessions"] if s["kept"])
+        print(
+            f"nbpool: detached pool {pool.name!r}: {kept} session(s) keep running for up to "
+            f"{pool.keep_for:g} s; `%pool start --keep --name {_quoted(pool.name)}` re-adopts them"
+        )
+
+    def _pool_replay(self, args) -> None:
+        if args.session is None:
+            raise UsageError("%pool replay needs a SESSION name (see `%pool sessions`)")
+        session = _session(args.session)
+        if self._pool is None or not self._pool.keep_sessions:
+            raise UsageError("%pool replay is for kept sessions: `%pool start --keep` first")
+        with _one_line():
+            outputs = self._pool.replay(session)
+        self._told.add(session)
+        if not outputs:
+            print(f"nbpool: no output of session {session!r} is waiting")
+            return
+        forward = forwarding.Forwarder(session, background=True)
+        for out in outputs:
+            forward(out)
+
+    def _pool_status(self, args) -> None:
+        if self._pool is None:
+            print("nbpool: no pool yet; `%pool start` or a %%pool_exec cell starts one")
+            return
+        display(self._pool.status())
+
+    def _pool_sessions(self, args) -> None:
+        if self._pool is None:
+            print("nbpool: no pool yet, so no sessions")
+            return
+        status = self._pool.status()
+        display(
+            {"text/plain": status.sessions_table(), "text/html": render.sessions_html(status)},
+            raw=True,
+        )
+
+    def _pool_widget(self, args):
+        return self._ensure_pool().widget()
+
+    def _pool_end(self, args) -> None:
+        if args.session is None:
+            raise UsageError("%pool end needs a SESSION name (see `%pool sessions`)")
+        session = _session(args.session)
+        if self._pool is None or not self._pool.end_session(session):
+            known = [s["name"] for s in self._pool.status()["sessions"]] if self._pool else []
+            raise UsageError(
+                f"no session named {session!r} (sessions: {', '.join(known) or 'none'})"
+            )
+        print(f"nbpool: ended session {session!r}; its worker is replaced by a fresh one")
+
+    def _pool_stop(self, args) -> None:
+        if self._pool is None:
+            print("nbpool: no pool to stop")
+            return
+        workers = len(self._pool.status()["workers"])
+        self._told.clear()
+        self.shutdown()
+        print(f"nbpool: stopped the pool ({workers} worker(s))")
+
+    # -- %%pool_exec -----------------------------------------------------------
+
+    @magic_arguments()
+    @argument("-s", "--session", help="Session to run in (default: the pool's default session).")
+    @argument(
+        "-t", "--timeout", type=float, help="Seconds the code may run; then it is interrupted."
+    )
+    @argument("--bg", action="store_true", help="Run in the background; the cell returns at once.")
+    @argument("-o", "--output", metavar="NAME", help="Store the result (or --bg handle) as NAME.")
+    @argument("--kernel", metavar="NAME", help="Kernelspec for a new session.")
+    @argument(
+        "--all",
+        action="store_true",
+        help="Run on every live session (or on the sessions of -s a,b) in parallel; "
+        "one labelled block of output each.",
+    )
+    @cell_magic
+    def pool_exec(self, line: str, cell: str):
+        """Run the cell on a worker kernel, with its output shown here, live.
+
+        The session's variables persist on its worker between cells. A remote
+        exception fails this cell. With ``--bg`` the cell returns at once
+        with a handle (``-o NAME`` stores it: ``.result()``, ``.done()``,
+        ``.cancel()``); the output keeps arriving in this cell.
+        """
+        args = parse_argstring(self.pool_exec, line)
+        if args.all:
+            return self._pool_exec_all(args, cell)
+        session = _session(args.session)
+        with _one_line():
+            if args.timeout is not None:
+                checks.timeout(args.timeout, "-t/--timeout", allow_none=False)
+        if args.output is not None and not args.output.isidentifier():
+            raise UsageError(f"-o needs a variable name, got {args.output!r}")
+        if args.kernel is not None:
+            with _one_line():
+                check_kernel_name(args.kernel)
+        pool = self._ensure_pool()
+        if pool.keep_sessions and session not in self._told:
+            self._told.add(session)
+            count, size = pool.waiting_output(session)
+            if count:
+                print(
+                    f"nbpool: session {session!r} printed {count} output(s) ({size / 1024:.1f} kB) "
+                    f"while no pool was attached: `%pool replay {session}` shows them",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        options = dict(session=session, timeout=args.timeout, kernel=args.kernel)
+        with _one_line():
+            if args.bg:
+                kept, value = forwarding.run_background(pool, cell, **options), None
+            else:
+                kept, value = forwarding.run_foreground(pool, cell, **options)
+        if args.output is not None:
+            self.shell.user_ns[args.output] = kept
+        return value
+
+    def _pool_exec_all(self, args, cell: str):
+        if args.bg or args.kernel is not None:
+            raise UsageError(
+                "--all runs in the foreground on existing sessions: drop --bg/--kernel"
+            )
+        with _one_line():
+            checks.timeout(args.timeout, "-t/--timeout")
+        if args.output is not None and not args.output.isidentifier():
+            raise UsageError(f"-o needs a variable name, got {args.output!r}")
+        pool = self._ensure_pool()
+        if args.session is not None:
+            sessions = [_session(s) for s in _unquote(args.session).split(",") if s.strip()]
+        else:
+            sessions = broadcast.live_sessions(pool)
+        if not sessions:
+            raise UsageError(
+                "--all: no live sessions; start one with %%pool_exec -s NAME, or name them "
+                "with --all -s a,b"
+            )
+        with _one_line():
+            ended = broadcast.run_all(pool, cell, list(dict.fromkeys(sessions)), args.timeout)
+        if args.output is not None:
+            self.shell.user_ns[args.output] = ended
+
+    # -- %pool_push / %pool_pull -----------------------------------------------
+
+    @magic_arguments()
+    @argument("names", nargs="+", metavar="NAME", help="Notebook variables to copy.")
+    @argument("-s", "--session", help="Session to copy them into.")
+    @line_magic
+    def pool_push(self, line: str) -> None:
+        """Copy notebook variables into a session's namespace (pickled)."""
+        args = parse_argstring(self.pool_push, line)
+        session = _session(args.session)
+        with _one_line():
+            transfer.push(self._ensure_pool(), self.shell.user_ns, args.names, session)
+
+    @magic_arguments()
+    @argument("names", nargs="+", metavar="NAME", help="Session variables to copy.")
+    @argument("-s", "--session", help="Session to copy them from.")
+    @line_magic
+    def pool_pull(self, line: str) -> None:
+        """Copy variables from a session's namespace into the notebook (pickled)."""
+        args = parse_argstring(self.pool_pull, line)
+        session = _session(args.session)
+        with _one_line():
+            values = transfer.pull(self._ensure_pool(), args.names, session)
+        self.shell.user_ns.update(values)
+
+
+def _session(name: str | None) -> str:
+    """The session a magic names: what the user typed, without its quotes.
+
+    IPython's argument splitting keeps quotes (``-s 'a b'`` arrives as
+    ``"'a b'"``), so matching surrounding quotes and whitespace are stripped
+    before the name is checked like any session name.
+    """
+    if name is None:
+        return DEFAULT_SESSION
+    name = _unquote(name)
+    try:
+        return checks.session_name(name)
+    except InvalidConfig as exc:
+        raise UsageError(f"-s/--session: {exc}") from None
+
+
+def readopted_text(pool: Pool) -> str:
+    """What ``%pool start --keep`` says about the kept sessions it found."""
+    found = pool.readopted
+    if not found:
+        return f"nbpool: pool {pool.name!r} keeps its sessions; none were waiting to be re-adopted"
+    parts = []
+    for s in found:
+        if s["intact"]:
+            text = f"{s['session']} (state intact"
+            if s["waiting"]:
+                text += (
+                    f"; {s['waiting']} output(s), {s['bytes'] / 1024:.1f} kB, printed meanwhile: "
+                    f"%pool replay {s['session']}"
+                )
+            parts.append(text + ")")
+        else:
+            parts.append(f"{s['session']} (state lost: {s['reason']})")
+    return f"nbpool: re-adopted {len(found)} kept session(s) of pool {pool.name!r}: " + ", ".join(
+        parts
+    )
+
+
+def _quoted(name: str) -> str:
+    return name if name.replace("-", "").replace("_", "").replace(".", "").isalnum() else repr(name)
+
+
+def _unquote(text: str | None) -> str | None:
+    """``text`` without surrounding whitespace and matching quotes (which IPython keeps)."""
+    if text is None:
+        return None
+    text = text.strip()
+    while len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        text = text[1:-1].strip()
+    return text
+
+
+@contextmanager
+def _one_line():
+    """Pool errors as one line: bad settings as UsageError, the rest fail the cell."""
+    try:
+        yield
+    except (InvalidConfig, UnknownKernel, transfer.TransferError) as exc:
+        raise UsageError(str(exc)) from None
+    except NbpoolError as exc:
+        raise forwarding.short_error(exc) from None
+
+
+def load_ipython_extension(shell) -> None:
+    """``%load_ext nbpool``: the magics, and the status comm for JupyterLab (idempotent)."""
+    if _magics(shell) is None:
+        magics = PoolMagics(shell)
+        shell.register_magics(magics)
+        labcomm.register(shell, magics.get_pool)
+
+
+def unload_ipython_extension(shell) -> None:
+    """``%unload_ext nbpool``: shut the pool down, remove the magics and the comm."""
+    magics = _magics(shell)
+    if magics is None:
+        return
+    labcomm.unregister(shell)
+    magics.shutdown()
+    for kind, names in magics.magics.items():
+        for name in names:
+            shell.magics_manager.magics[kind].pop(name, None)
+    shell.magics_manager.registry.pop(type(magics).__name__, None)
+
+
+def _magics(shell) -> PoolMagics | None:
+    return shell.magics_manager.registry.get(PoolMagics.__name__)
