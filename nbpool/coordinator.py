@@ -16,13 +16,17 @@ The coordinator *coordinates*; it never does a client's I/O.
   :meth:`end_session`, eviction or the worker's death. A session whose worker
   is busy waits for *that* worker, in arrival order; it never moves.
 * **Growth.** A session with no worker takes a free unbound worker of its
-  kernelspec. With none free, the pool starts another (up to ``max_size``),
+  kernelspec; it needs one worker however many of its requests wait (the
+  others queue behind its first, in order, as for a bound session). With
+  none free, the pool starts another (up to ``max_size``),
   or repurposes an unused worker of another kernelspec, or, with
   ``evict_idle_sessions``, evicts the least recently used idle session. When
   none of that is possible and no worker is coming free (every worker bound
   to another session, none starting, being replaced or retiring), the client
-  gets :class:`~nbpool.errors.LeaseTimeout` at once: only the user can free
-  a worker, so waiting would be a dead wait.
+  gets :class:`~nbpool.errors.LeaseTimeout` at once, every request of that
+  session, naming what holds the workers (bound sessions, starts and the
+  sessions they are for, maps): only the user can free a worker, so waiting
+  would be a dead wait.
 * **Tasks.** :meth:`request_tasks` queues a map's background requests for
   workers that hold *no* session: a granted task lease binds none (its
   ``session`` is None), so the worker is free again, and still warm, when
