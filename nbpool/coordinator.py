@@ -97,6 +97,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
+from . import checks
 from .errors import (
     InvalidConfig,
     LeaseTimeout,
@@ -343,8 +344,10 @@ class Coordinator(Policy):
         Growing starts workers at once. Shrinking stops only workers nobody
         holds or is bound to (failed, then starting, then idle ones); a worker
         bound to a session stays until that session ends, when the usual
-        ``min_size`` rule does not replace it.
+        ``min_size`` rule does not replace it. A size above ``size_limit`` is
+        refused before anything changes (InvalidConfig).
         """
+        checks.within_limit(max(size, min_size, max_size), "pool size", self.settings.size_limit)
         with self._lock:
             self._check_open()
             s = self.settings
