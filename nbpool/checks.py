@@ -68,10 +68,24 @@ def timeout(value: object, what: str = "timeout", *, allow_none: bool = True) ->
     return float(value)
 
 
-def size(value: object, what: str = "size", *, minimum: int = 0) -> int:
-    """``value`` as a whole number >= ``minimum``."""
+def size(value: object, what: str = "size", *, minimum: int = 0, limit: int | None = None) -> int:
+    """``value`` as a whole number >= ``minimum`` (and <= ``limit``, ``Pool.size_limit``).
+
+    The limit is checked before anything is built for a size: a typo such as
+    ``resize(10**7)`` must fail at once, not make ten million records.
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise InvalidConfig(f"{what} must be a whole number >= {minimum}, got {_shown(value)}")
+    return int(value) if limit is None else within_limit(value, what, limit)
+
+
+def within_limit(value: int, what: str, limit: int) -> int:
+    """``value`` if it is at most ``limit`` (``Pool.size_limit``), else InvalidConfig."""
+    if value > limit:
+        raise InvalidConfig(
+            f"{what} {value} is above size_limit={limit}, the most workers a pool may have; "
+            "raise Pool.size_limit if you mean it"
+        )
     return int(value)
 
 

@@ -48,6 +48,11 @@ from .status import PoolStatus
 #: is how many workers are kept warm, not a cap.
 DEFAULT_MAX_SIZE = 8
 
+#: ``size_limit`` when none is set: this many workers per CPU, at least
+#: :data:`SIZE_LIMIT_FLOOR`. Well above any pool a machine runs well, far
+#: below a typo's extra zeros.
+SIZE_LIMIT_PER_CPU, SIZE_LIMIT_FLOOR = 8, 16
+
 
 class Pool(KeptSessions, LoggingConfigurable):
     """A pool of pre-started worker kernels with session affinity.
@@ -78,6 +83,10 @@ class Pool(KeptSessions, LoggingConfigurable):
         None,
         allow_none=True,
         help="Most workers the pool grows to for new sessions (default: max(size, 8)).",
+    ).tag(config=True)
+    size_limit = Int(
+        help="Upper bound of size, min_size and max_size (also of resize() and the Lab panel): "
+        "a larger one is refused at once as a likely typo. Default: 8 per CPU, at least 16.",
     ).tag(config=True)
     kernel_name = Unicode("python3", help="Kernelspec of the workers.").tag(config=True)
     lease_timeout = Float(30.0, help="Seconds to wait for a free worker.").tag(config=True)
@@ -163,6 +172,11 @@ class Pool(KeptSessions, LoggingConfigurable):
         help="Extra arguments for ipykernel workers (tuning; see the README).",
     ).tag(config=True)
 
+    @default("size_limit")
+    def _default_size_limit(self) -> int:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        return max(SIZE_LIMIT_FLOOR, SIZE_LIMIT_PER_CPU * (cpus or 1))
+
     @default("name")
     def _default_name(self) -> str:
         # Jupyter Server tells a notebook's kernel which notebook it runs.
@@ -201,13 +215,18 @@ class Pool(KeptSessions, LoggingConfigurable):
 
     def _validated(self) -> Settings:
         s = self
-        checks.size(s.size, "size")
+        limit = checks.size(s.size_limit, "size_limit", minimum=1)
+        checks.size(s.size, "size", limit=limit)
+        for name in ("min_size", "max_size"):  # their lower bounds: the relations below
+            if getattr(s, name) is not None:
+                checks.within_limit(getattr(s, name), name, limit)
         for name in ("lease_timeout", "start_timeout", "interrupt_grace", "heartbeat_interval"):
             checks.timeout(getattr(s, name), name, allow_none=False)
         checks.timeout(s.exec_timeout, "exec_timeout")
         checks.size(s.max_executions, "max_executions")
         min_size = s.size if s.min_size is None else s.min_size
-        max_size = max(s.size, DEFAULT_MAX_SIZE) if s.max_size is None else s.max_size
+        default_max = max(s.size, min(DEFAULT_MAX_SIZE, limit))
+        max_size = default_max if s.max_size is None else s.max_size
         relations = [
             (
                 0 <= min_size <= s.size,
@@ -574,12 +593,13 @@ class Pool(KeptSessions, LoggingConfigurable):
         Raises
         ------
         InvalidConfig
-            ``size`` is not a whole number >= 1 (the pool is left unchanged).
+            ``size`` is not a whole number between 1 and ``size_limit`` (the pool
+            is left unchanged).
         PoolClosed
         """
         self._check_open()
         try:
-            size = checks.size(size, "pool size", minimum=1)
+            size = checks.size(size, "pool size", minimum=1, limit=self._settings.size_limit)
         except InvalidConfig as exc:
             hint = "; use pool.shutdown() to stop the pool" if size == 0 else ""
             raise InvalidConfig(f"{exc}{hint}") from None

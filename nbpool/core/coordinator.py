@@ -16,13 +16,17 @@ The coordinator *coordinates*; it never does a client's I/O.
   :meth:`end_session`, eviction or the worker's death. A session whose worker
   is busy waits for *that* worker, in arrival order; it never moves.
 * **Growth.** A session with no worker takes a free unbound worker of its
-  kernelspec. With none free, the pool starts another (up to ``max_size``),
+  kernelspec; it needs one worker however many of its requests wait (the
+  others queue behind its first, in order, as for a bound session). With
+  none free, the pool starts another (up to ``max_size``),
   or repurposes an unused worker of another kernelspec, or, with
   ``evict_idle_sessions``, evicts the least recently used idle session. When
   none of that is possible and no worker is coming free (every worker bound
   to another session, none starting, being replaced or retiring), the client
-  gets :class:`~nbpool.errors.LeaseTimeout` at once: only the user can free
-  a worker, so waiting would be a dead wait.
+  gets :class:`~nbpool.errors.LeaseTimeout` at once, every request of that
+  session, naming what holds the workers (bound sessions, starts and the
+  sessions they are for, maps): only the user can free a worker, so waiting
+  would be a dead wait.
 * **Tasks.** :meth:`request_tasks` queues a map's background requests for
   workers that hold *no* session: a granted task lease binds none (its
   ``session`` is None), so the worker is free again, and still warm, when
@@ -93,6 +97,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
+from .. import checks
 from ..errors import InvalidConfig, LeaseTimeout, PoolClosed, WorkerStartFailed, WorkerUnavailable
 from .lease import Lease
 from .monitor import Monitor
@@ -333,8 +338,10 @@ class Coordinator(Policy):
         Growing starts workers at once. Shrinking stops only workers nobody
         holds or is bound to (failed, then starting, then idle ones); a worker
         bound to a session stays until that session ends, when the usual
-        ``min_size`` rule does not replace it.
+        ``min_size`` rule does not replace it. A size above ``size_limit`` is
+        refused before anything changes (InvalidConfig).
         """
+        checks.within_limit(max(size, min_size, max_size), "pool size", self.settings.size_limit)
         with self._lock:
             self._check_open()
             s = self.settings

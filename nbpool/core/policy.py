@@ -63,7 +63,10 @@ class Policy:
         session-free workers are left.
         """
         actions: list[Action] = []
-        needed: collections.Counter = collections.Counter()
+        # New sessions still without a worker, per kernelspec, in arrival order:
+        # a session needs one worker however many of its requests wait (the
+        # others queue behind its first, as for a bound session).
+        needed: collections.defaultdict[str, dict[str, None]] = collections.defaultdict(dict)
         tasks: set[str] = set()
         for waiter in list(self._waiters):
             if waiter.task:
@@ -95,11 +98,11 @@ class Policy:
                     ),
                 )
             else:
-                needed[waiter.kernel_name] += 1
-        for kernel_name, count in needed.items():
-            actions += self._grow(kernel_name, count)
+                needed[waiter.kernel_name][waiter.session] = None
+        for kernel_name, sessions in needed.items():
+            actions += self._grow(kernel_name, list(sessions))
         for kernel_name in tasks:
-            actions += self._assign_tasks(kernel_name, needed[kernel_name])
+            actions += self._assign_tasks(kernel_name, len(needed.get(kernel_name, ())))
         return actions
 
     def _assign_tasks(self, kernel_name: str, for_sessions: int) -> list[Action]:
@@ -156,8 +159,12 @@ class Policy:
             self.sessions.restore(session, kernel_name, worker_id, generation, reason)
         return adopted
 
-    def _grow(self, kernel_name: str, count: int) -> list[Action]:
-        """Find workers for ``count`` new-session waiters of ``kernel_name``."""
+    def _grow(self, kernel_name: str, sessions: list[str]) -> list[Action]:
+        """Find one worker each for the new ``sessions`` of ``kernel_name`` (in arrival order).
+
+        Workers already starting serve the first in line. When no worker can
+        come for the last ones, every request of those sessions fails at once.
+        """
         pending = [
             w
             for w in self._workers.values()
@@ -171,7 +178,7 @@ class Policy:
                 return self._fail_unbound(kernel_name, failed)
         actions: list[Action] = []
         hopeless = 0
-        for _ in range(count - len(pending)):
+        for _ in range(len(sessions) - len(pending)):
             spare = self._find(kernel_name, same_kernel=False)
             if self._live_count() < self.settings.max_size:
                 actions.append(Start(self._new_worker(kernel_name)))
@@ -183,14 +190,12 @@ class Policy:
             elif not self._coming_free():
                 hopeless += 1
         if hopeless:  # fail the last ones in line at once: only the user can free a worker
-            doomed = [
-                waiter
-                for waiter in self._waiters
-                if waiter.kernel_name == kernel_name
-                and not waiter.task
-                and unbound(self.sessions.get(waiter.session))
-            ][-hopeless:]
-            for waiter in doomed:
+            doomed = set(sessions[-hopeless:])
+            for waiter in [
+                x
+                for x in self._waiters
+                if x.kernel_name == kernel_name and not x.task and x.session in doomed
+            ]:
                 actions += self._settle(waiter, LeaseTimeout(self._explain_wait(waiter, None)))
         return actions
 
@@ -322,21 +327,56 @@ class Policy:
         self.events.append({"time": time.time(), "kind": kind, "worker": w.id, "message": message})
 
     def _explain_wait(self, waiter: Waiter, timeout: float | None) -> str:
-        """Why ``waiter`` has no worker, and how to free one (``timeout`` None: at once)."""
+        """Why ``waiter`` has no worker, and how to free one (``timeout`` None: at once).
+
+        For a new session it names what holds the workers: sessions bound to
+        them, starts under way and for whom, maps' task leases, failed starts.
+        """
         info = self.sessions.get(waiter.session)
         within = "" if timeout is None else f" within {timeout:g} s"
         head = f"no worker for session {waiter.session!r}{within}: "
+        mine = sum(1 for x in self._waiters if x.session == waiter.session and x is not waiter)
         if not unbound(info):
-            ahead = sum(1 for x in self._waiters if x.session == waiter.session)
             return head + (
                 f"its worker {info.worker_id} is still busy with an earlier execution of "
-                f"this session ({ahead} more queued); wait longer (lease timeout) or "
+                f"this session ({mine} more queued); wait longer (lease timeout) or "
                 "interrupt it"
             )
+        return head + self._holders(waiter) + self._advice(waiter, mine)
+
+    def _holders(self, waiter: Waiter) -> str:
+        """What holds the workers a new session's ``waiter`` could have used."""
         bound = [i.name for i in self.sessions.all() if i.worker_id is not None]
-        return head + (
-            f"all {self._live_count()} workers busy or bound (sessions {', '.join(bound) or 'none'}); "
-            f"{sum(1 for x in self._waiters if x is not waiter)} other request(s) waiting; "
+        free = [w for w in self._workers.values() if w.counts and not self._bound(w)]
+        starting = sum(1 for w in free if w.state == "starting")
+        failed = sum(1 for w in free if w.state == "failed")
+        tasks = sum(1 for w in free if w.lease is not None)
+        others = list(
+            dict.fromkeys(
+                x.session
+                for x in self._waiters
+                if not x.task
+                and x.session != waiter.session
+                and unbound(self.sessions.get(x.session))
+            )
+        )
+        held = [f"bound to sessions {', '.join(bound)}"] if bound else []
+        if starting:
+            whom = f" for new sessions {', '.join(others)}" if others else ""
+            held.append(f"{starting} starting{whom}")
+        if tasks:
+            held.append(f"{tasks} running pool.map tasks")
+        if failed:
+            held.append(f"{failed} failed to start")
+        return f"all {self._live_count()} workers taken ({'; '.join(held) or 'stopping'}); "
+
+    def _advice(self, waiter: Waiter, mine: int) -> str:
+        """The queue behind a new session's ``waiter`` and how to get a worker."""
+        others = sum(1 for x in self._waiters if x is not waiter) - mine
+        queued = f"{mine} more request(s) of this session and {others} other(s) waiting; "
+        if self._live_count() < self.settings.max_size:
+            return queued + "a worker is still starting for it: wait longer (lease timeout)"
+        return queued + (
             f"max_size={self.settings.max_size} reached - end a session (pool.end_session(NAME) "
             "or %pool end NAME) or raise max_size"
             + ("" if self.settings.evict_idle_sessions else ", or set evict_idle_sessions=True")

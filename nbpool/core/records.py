@@ -97,6 +97,7 @@ class Settings:
     size: int = 1
     min_size: int = 1
     max_size: int = 1
+    size_limit: int = 1024
     kernel_name: str = "python3"
     start_timeout: float = 60.0
     interrupt_grace: float = 5.0

@@ -93,6 +93,25 @@ def test_killed_worker_fails_its_holder_at_once_and_is_replaced(pool):
     assert worker_pid(pool, "victim") != pid
 
 
+def test_a_killed_sessions_queued_requests_both_get_the_replacement():
+    """At max_size, a session's two requests queued behind a cell whose worker is
+    SIGKILLed both run, in order, on the one replacement (no LeaseTimeout)."""
+    with nbpool.Pool(size=1, max_size=1, lease_timeout=60, heartbeat_timeout=2.0) as pool:
+        pool.execute("1", session="v")
+        pid = worker_pid(pool, "v")
+        running = pool.submit("import time\ntime.sleep(120)", session="v")
+        wait_for(lambda: any(w["state"] == "busy" for w in pool.status()["workers"]), what="busy")
+        queued = [pool.submit(f"{i}", session="v") for i in range(2)]
+        wait_for(lambda: pool.status()["waiting"] == 2, what="two requests queued")
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(nbpool.WorkerDied):
+            running.result(timeout=30)
+        results = [f.result(timeout=90) for f in queued]
+        assert [r.result for r in results] == ["0", "1"]
+        assert results[0].worker_id == results[1].worker_id != "w1"
+        assert "killed by signal 9" in results[0].session_reset
+
+
 def test_frozen_worker_is_noticed_by_heartbeat(pool):
     """A SIGSTOPped worker misses heartbeats and is declared dead within 5 s."""
     pool.execute("1", session="frozen")

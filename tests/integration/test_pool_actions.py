@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -67,3 +68,24 @@ def test_resize_starts_and_stops_real_kernels():
             timeout=15,
             what="stopped kernels to exit",
         )
+
+
+def test_an_absurd_resize_fails_at_once_and_leaves_the_pool_unchanged():
+    """resize(10**7) on a started pool is a one-line InvalidConfig naming
+    size_limit within 2 s; workers, sizes and sessions are as before."""
+    with nbpool.Pool(size=1) as pool:
+        pool.execute("x = 1", session="etl")
+        before = pool.status()
+        started = time.monotonic()
+        with pytest.raises(nbpool.InvalidConfig, match="above size_limit=.*raise Pool.size_limit"):
+            pool.resize(10**7)
+        assert time.monotonic() - started < 2
+        after = pool.status()
+
+        def workers(status):
+            return [(w["id"], w["pid"], w["state"], w["session"]) for w in status["workers"]]
+
+        assert workers(after) == workers(before)
+        sizes = ("size", "min_size", "max_size")
+        assert [after[k] for k in sizes] == [before[k] for k in sizes] == [1, 1, 8]
+        assert pool.execute("x", session="etl").result == "1"

@@ -56,3 +56,29 @@ def test_a_session_waiting_while_a_worker_is_replaced_gets_it():
         )
         res = pool.execute("'fresh'", session="new")
         assert res.result == "'fresh'" and res.worker_id != "w1"
+
+
+def test_concurrent_requests_of_one_new_session_share_one_worker():
+    """At max_size, three requests of a new session made while the only worker
+    is replaced are one session: all succeed, on one worker, none fails at once."""
+    with nbpool.Pool(size=1, max_size=1, lease_timeout=60) as pool:
+        pool.execute("1", session="a")
+        pool.end_session("a")
+        futures = [pool.submit(f"n = {i}\nn", session="b") for i in range(3)]
+        results = [f.result(timeout=90) for f in futures]
+        assert [r.result for r in results] == ["0", "1", "2"], "served in order"
+        assert len({r.worker_id for r in results}) == 1
+        assert pool.status()["counters"]["deaths"] == 0
+
+
+def test_a_lazy_start_with_one_sessions_concurrent_requests_starts_one_worker():
+    """A pool started by its first requests, four of one session at once, starts
+    one worker: a duplicate request of a session is not another session."""
+    pool = nbpool.Pool(size=1, lease_timeout=60)
+    try:
+        futures = [pool.submit("import os; os.getpid()", session="s") for _ in range(4)]
+        results = [f.result(timeout=90) for f in futures]
+        assert len({r.result for r in results}) == 1
+        assert len(pool.status()["workers"]) == 1
+    finally:
+        pool.shutdown()

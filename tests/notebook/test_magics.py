@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import uuid
 
 import pytest
 
@@ -36,6 +37,7 @@ def test_bad_input_gives_one_line_usage_errors(run_notebook):
         "%pool stop -n 3",
         "%pool start -n -1",
         "%pool_push",
+        "%pool start -n 1000000",
     ]
     run = run_notebook(cells, allow_errors=True)
     for index, text in _usage_errors(run, range(1, len(cells))).items():
@@ -50,6 +52,7 @@ def test_bad_input_gives_one_line_usage_errors(run_notebook):
     assert "%pool end needs a SESSION name" in errors[10]
     assert "no session named 'nobody'" in errors[11]
     assert "size must be a whole number >= 0, got -1" in errors[14]
+    assert "size 1000000 is above size_limit=" in errors[16]
 
 
 @pytest.fixture
@@ -268,3 +271,39 @@ def test_pool_start_preload_warms_every_worker(run_notebook):
     errors = [o for o in run.outputs(4) if o["output_type"] == "error"]
     assert errors and errors[0]["ename"] == "WorkerStartFailed"
     assert "preload raised ModuleNotFoundError" in errors[0]["evalue"]
+
+
+def test_panel_resize_to_an_absurd_size_is_refused_and_the_kernel_answers(kernel):
+    """The Lab panel's resize to 10 000 000 gets a one-line error reply naming
+    size_limit, the pool keeps its size, and the next cell runs at once."""
+    kernel.execute("%load_ext nbpool\n%pool start -n 1")
+    comm_id = uuid.uuid4().hex
+    for kind, content in [
+        ("comm_open", {"comm_id": comm_id, "target_name": "nbpool.status", "data": {"version": 1}}),
+        (
+            "comm_msg",
+            {"comm_id": comm_id, "data": {"request": "r1", "action": "resize", "size": 10_000_000}},
+        ),
+    ]:
+        kernel.kc.shell_channel.send(kernel.kc.session.msg(kind, content))
+
+    def replies():
+        kernel.drain(0.05)
+        return [
+            m["content"]["data"]
+            for _, m in kernel.iopub
+            if m["msg_type"] == "comm_msg" and m["content"]["data"].get("kind") == "reply"
+        ]
+
+    wait_for(replies, timeout=10, what="the resize reply")
+    (reply,) = replies()
+    assert reply["request"] == "r1" and reply["ok"] is False
+    assert "above size_limit=" in reply["error"] and "\n" not in reply["error"]
+    started = time.monotonic()
+    answer = kernel.execute(
+        "pool = get_ipython().magics_manager.registry['PoolMagics'].get_pool()\n"
+        "print(pool.status()['size'], len(pool.status()['workers']))",
+        timeout=10,
+    )
+    assert time.monotonic() - started < 5, "the kernel answers the next cell at once"
+    assert [o.get("text") for o in answer["outputs"]] == ["1 1\n"]

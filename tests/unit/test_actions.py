@@ -164,6 +164,40 @@ def test_pool_resize_validates_and_leaves_the_pool_unchanged(pool):
     assert [after[k] for k in settings] == [before[k] for k in settings] == [2, 2, 8]
 
 
+def test_sizes_above_size_limit_are_refused_at_once_naming_the_trait(pool):
+    """size, min_size and max_size above Pool.size_limit fail at construction,
+    and a resize above it fails with the pool unchanged: one line naming
+    size_limit, never millions of records."""
+    assert pool.size_limit >= 16
+    for kwargs, what in [
+        ({"size": 10**6}, "size 1000000"),
+        ({"size": 1, "max_size": 10**7}, "max_size 10000000"),
+        ({"size": 1, "min_size": 10**7}, "min_size 10000000"),
+        ({"size": 5, "size_limit": 4}, "size 5"),
+    ]:
+        with pytest.raises(nbpool.InvalidConfig, match=f"{what} is above size_limit=") as info:
+            nbpool.Pool(backend=fake, **kwargs)
+        assert "raise Pool.size_limit" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(nbpool.InvalidConfig, match="size_limit must be a whole number >= 1"):
+        nbpool.Pool(backend=fake, size_limit=0)
+    assert nbpool.Pool(backend=fake, size=1, size_limit=4).status()["max_size"] == 4
+    before = pool.status()
+    with pytest.raises(nbpool.InvalidConfig, match="pool size 10000000 is above size_limit="):
+        pool.resize(10**7)
+    after = pool.status()
+    assert [w["id"] for w in after["workers"]] == [w["id"] for w in before["workers"]]
+    assert [after[k] for k in ("size", "min_size", "max_size")] == [2, 2, 8]
+
+
+def test_coordinator_resize_above_size_limit_changes_nothing(coord):
+    """The coordinator itself refuses a size above its size_limit before it
+    touches any record."""
+    before = states(coord)
+    with pytest.raises(nbpool.InvalidConfig, match="above size_limit=1024"):
+        coord.resize(10**7, 10**7, 10**7)
+    assert states(coord) == before and coord.settings.size == 2
+
+
 def test_pool_resize_updates_status_and_runs(pool):
     """After Pool.resize the status reports the new size and the pool serves
     leases from the new workers."""

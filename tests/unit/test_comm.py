@@ -266,6 +266,7 @@ def test_pushes_are_at_most_four_a_second(shell):
         ({"action": "resize", "size": "abc"}, "whole number >= 1, got 'abc'"),
         ({"action": "resize", "size": ""}, "whole number >= 1, got ''"),
         ({"action": "resize"}, "whole number >= 1, got None"),
+        ({"action": "resize", "size": 10_000_000}, "pool size 10000000 is above size_limit="),
         ({"action": "restart"}, "action 'restart' needs a worker name, got None"),
         ({"action": "explode"}, "unknown action 'explode'"),
         ({"action": "detach"}, "this pool does not keep sessions: create it with keep_sessions"),

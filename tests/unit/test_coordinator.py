@@ -133,6 +133,61 @@ def test_new_session_waits_while_a_replacement_starts(make, backend):
     waiter.lease.release()
 
 
+def test_requests_of_one_new_session_need_one_worker(make, backend):
+    """Three requests of one new session while the only slot's replacement
+    starts are one session: none fails at once; the first gets the fresh worker
+    and the others follow it there, in arrival order."""
+    coord = make(size=1, max_size=1)
+    lease(coord, "a").release()
+    backend.gate.clear()  # hold the replacement's start
+    coord.end_session("a")
+    waiters = [coord.request("b", "python3") for _ in range(3)]
+    assert not any(w.event.is_set() for w in waiters), [str(w.error) for w in waiters]
+    backend.gate.set()
+    wait_for(lambda: waiters[0].event.is_set(), what="b granted")
+    worker = waiters[0].lease.worker_id
+    for i, waiter in enumerate(waiters):
+        assert waiter.lease is not None and waiter.lease.worker_id == worker, f"request {i}"
+        assert not any(w.event.is_set() for w in waiters[i + 1 :]), "a later request overtook"
+        waiter.lease.release()
+    assert len(backend.started) == 2, "the first worker and its one replacement"
+
+
+def test_a_lazy_start_starts_one_worker_for_one_new_sessions_requests(make, backend):
+    """Four requests of one new session while the first worker starts start no more."""
+    coord = make(size=0, max_size=4)
+    backend.gate.clear()
+    coord.start(1)
+    waiters = [coord.request("s", "python3") for _ in range(4)]
+    assert len(status_of(coord)["workers"]) == 1, "no worker per duplicate request"
+    backend.gate.set()
+    for waiter in waiters:
+        wait_for(lambda w=waiter: w.event.is_set(), what="request granted")
+        waiter.lease.release()
+    assert len(backend.started) == 1
+
+
+def test_hopeless_new_session_fails_all_its_requests_naming_the_holders(make, backend):
+    """A new session that cannot get a worker fails every one of its requests at
+    once, and the message names what holds the workers: the session waiting
+    ahead for the one starting, never "sessions none"."""
+    coord = make(size=1, max_size=1)
+    lease(coord, "a").release()
+    backend.gate.clear()
+    coord.end_session("a")
+    first = [coord.request("b", "python3") for _ in range(2)]
+    late = [coord.request("c", "python3") for _ in range(2)]
+    assert not any(w.event.is_set() for w in first), "b is first in line for the fresh worker"
+    assert all(isinstance(w.error, LeaseTimeout) for w in late)
+    message = str(late[0].error)
+    assert "1 starting for new sessions b" in message, message
+    assert "none" not in message and "max_size=1 reached" in message
+    backend.gate.set()
+    for waiter in first:
+        wait_for(lambda w=waiter: w.event.is_set(), what="b granted")
+        waiter.lease.release()
+
+
 def test_lease_timeout_for_a_busy_session_says_its_worker_is_busy(make):
     """A session queued behind its own work is told its worker is still busy."""
     coord = make(size=1)
