@@ -109,32 +109,44 @@ class Launcher:
     def start(self, worker_id: str, kernel_name: str, start_timeout: float):
         """Start one kernel and wait until it is ready; blocking, any thread.
 
+        ``start_timeout`` covers the whole start, one deadline for all of it:
+        the provisioner's launch (a batch job's queue wait, a fork server's
+        template), the kernel becoming ready and its preload, and a relaunch
+        after a port race.
+
         Raises
         ------
         WorkerStartFailed
             The kernel exited, or was not ready within ``start_timeout``;
             the message carries the tail of its stderr.
         """
+        deadline = time.monotonic() + start_timeout
+
+        def left() -> float:
+            return max(0.0, deadline - time.monotonic())
+
         for attempt in range(1, PORT_RACE_TRIES + 1):
             kernel = LocalKernel.launch(
                 self.settings,
                 self.runtime,
                 worker_id,
                 kernel_name,
-                timeout=start_timeout,
+                timeout=left(),
+                allowed=start_timeout,
                 closing=self.closing,
                 launching=self.launching,
             )
             try:
                 self.check_transport(kernel.km.ip, kernel.km.transport, kernel.encrypted)
-                deadline = time.monotonic() + start_timeout
-                kernel.wait_ready(start_timeout, self.closing)
+                kernel.wait_ready(left(), self.closing, allowed=start_timeout)
                 if (
                     self.settings.preload
                     and kernel.km.kernel_spec.language == "python"
                     and kernel.started != "fork"  # its template ran the preload
                 ):
-                    kernel.run_preload(self.settings.preload, max(0.1, deadline - time.monotonic()))
+                    kernel.run_preload(
+                        self.settings.preload, max(0.1, left()), allowed=start_timeout
+                    )
                 return kernel
             except WorkerStartFailed as exc:
                 kernel.shutdown(now=True)

@@ -11,9 +11,15 @@ Who keeps what:
   its reaper to leave those workers alone;
 - the **reaper** (:mod:`nbpool.kernels._reaper`) still stops every other worker
   when the pool's process dies;
-- the **keeper** (:mod:`nbpool.kept._keeper`, started with the first kept
-  session) journals the kept sessions' outputs while no pool is attached,
-  and stops them ``keep_for`` seconds after the last pool left.
+- the **keeper** (:mod:`nbpool.kept._keeper`, started by ``start()``, so its
+  start-up overlaps the workers') journals the kept sessions' outputs while
+  no pool is attached, and stops them ``keep_for`` seconds after the last
+  pool left.
+
+No window loses output: a lease holder whose session's binding is new
+waits, after writing its record, until the keeper hears that worker (at most
+:data:`FOLLOW_WAIT` seconds) before anything runs there. From then on a
+crash of this process, even SIGKILL, loses none of the session's output.
 
 The files and the lock are in :mod:`nbpool.kept.store`.
 """
@@ -31,7 +37,7 @@ from ..errors import InvalidConfig, WorkerStartFailed
 from .kernel import KeptKernel
 from .store import KeptPool, alive, expired, process_start
 
-#: Longest a detach waits for the keeper to hear every kept session.
+#: Longest a detach, or a session's first lease, waits for the keeper to hear its workers.
 FOLLOW_WAIT = 10.0
 
 if TYPE_CHECKING:
@@ -82,6 +88,7 @@ class Keeping:
             store.stop_workers(state)  # the keeper died before it could
             store.remove_files()
             state = None
+        store.ensure_keeper()  # now: its start-up must not be a window after the first lease
         entries = []
         for session, record in (state or {}).get("sessions", {}).items():
             kernel, cause = None, None
@@ -113,9 +120,12 @@ class Keeping:
     # -- while attached ----------------------------------------------------
 
     def on_lease(self, lease: Lease) -> None:
-        """A lease was granted: record its session if its binding is new (client thread)."""
+        """A lease was granted: if its binding is new, record its session and wait
+        until the keeper hears its worker (client thread, before anything runs)."""
         if self._recorded.get(lease.session) != lease.worker_id:
             self.record()
+            if lease.session in self._recorded:
+                self.followed(FOLLOW_WAIT, only=lease.session)
 
     def record(self, detached_at: float | None = None) -> None:
         """Write the records of the sessions bound to local workers, now."""
@@ -160,13 +170,18 @@ class Keeping:
 
     # -- the end -----------------------------------------------------------
 
-    def followed(self, timeout: float) -> bool:
-        """Wait until the keeper hears every recorded session (False: not in time)."""
+    def followed(self, timeout: float, only: str | None = None) -> bool:
+        """Wait until the keeper hears every recorded session, or session ``only``
+        (False: not in time)."""
         deadline = time.monotonic() + timeout
         while True:
             following = self.store.following()
             state = self.store.load() or {}
-            wanted = {name: r["pid"] for name, r in state.get("sessions", {}).items()}
+            wanted = {
+                name: r["pid"]
+                for name, r in state.get("sessions", {}).items()
+                if only is None or name == only
+            }
             if all(following.get(name) == pid for name, pid in wanted.items()):
                 return True
             if time.monotonic() >= deadline:

@@ -111,11 +111,19 @@ class Kernel:
 
     # -- readiness ---------------------------------------------------------
 
-    def wait_ready(self, timeout: float, closing: threading.Event | None = None) -> None:
+    def wait_ready(
+        self,
+        timeout: float,
+        closing: threading.Event | None = None,
+        *,
+        allowed: float | None = None,
+    ) -> None:
         """Block until a kernel_info_reply arrived *and* iopub carries traffic.
 
         The second condition proves our iopub subscription is live (ZMQ's
         slow joiner), so the first execution's first output is not lost.
+        ``timeout`` may be what is left of a longer allowance (the whole
+        ``start_timeout``): ``allowed`` is then that allowance, for the message.
         """
         ch = self.channels
         asked = self._asked_socket()
@@ -133,7 +141,7 @@ class Kernel:
             if reason:
                 raise self._start_failure(f"kernel {self.kernel_name!r} {reason} while starting")
             if now >= deadline:
-                raise self._start_failure(self._not_ready(timeout))
+                raise self._start_failure(self._not_ready(timeout if allowed is None else allowed))
             if now >= next_nudge and not iopub_seen:
                 ch.session.send(asked, "kernel_info_request", {})
                 next_nudge = now + NUDGE_INTERVAL
@@ -154,9 +162,10 @@ class Kernel:
                         iopub_seen = True
         self._drain_iopub()
 
-    def run_preload(self, code: str, timeout: float) -> None:
+    def run_preload(self, code: str, timeout: float, *, allowed: float | None = None) -> None:
         """Run ``code`` silently (no history, no prompt number) before the kernel counts
-        as ready; its outputs are dropped.
+        as ready; its outputs are dropped. ``timeout`` may be what is left of
+        ``allowed``, the whole ``start_timeout`` (named in the message).
 
         Raises
         ------
@@ -173,7 +182,13 @@ class Kernel:
         )
         try:
             res = execution.run(code, timeout=timeout, silent=True)
-        except (ExecutionTimeout, WorkerDied) as exc:
+        except ExecutionTimeout:
+            raise self._start_failure(
+                f"kernel {self.kernel_name!r}: its preload did not finish within the "
+                f"{timeout if allowed is None else allowed:g} s of start_timeout "
+                "(raise start_timeout if it is just slow)"
+            ) from None
+        except WorkerDied as exc:
             raise self._start_failure(
                 f"kernel {self.kernel_name!r}: its preload did not finish: {exc}"
             )
@@ -277,13 +292,15 @@ class LocalKernel(Kernel):
         kernel_name: str,
         *,
         timeout: float | None = None,
+        allowed: float | None = None,
         closing: threading.Event | None = None,
         launching: dict | None = None,
     ) -> LocalKernel:
         """Start the kernel process (not yet ready); raises WorkerStartFailed.
 
         ``timeout`` bounds the provisioner's launch (a batch job's queue wait),
-        and ``closing`` being set cancels it. While it runs, ``launching``
+        and ``closing`` being set cancels it. ``allowed``, when ``timeout`` is
+        what is left of it, is the allowance the message names. While it runs, ``launching``
         maps ``worker_id`` to the KernelManager (its provisioner may say why
         the kernel is not running yet: ``pending_reason``).
         """
@@ -324,7 +341,8 @@ class LocalKernel(Kernel):
                     ) from None
                 why = getattr(km.provisioner, "pending_reason", None)
                 raise WorkerStartFailed(
-                    f"kernel {kernel_name!r} was not running within {timeout:g} s"
+                    f"kernel {kernel_name!r} was not running within "
+                    f"{timeout if allowed is None else allowed:g} s"
                     + (f": {why}" if why else "")
                     + " (raise start_timeout if it is just slow)"
                 ) from None

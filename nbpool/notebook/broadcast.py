@@ -8,6 +8,8 @@ the block of a session appears once it and every session before it have
 finished, so blocks never interleave. Errors of a session are shown in its
 block; once all finished, the cell fails if any session failed, naming them.
 Ctrl-C cancels the sessions still queued and interrupts the running ones.
+The blocks are published by the cell's own thread, through one
+:class:`~nbpool.notebook.forwarding.CellOutput` of the cell.
 """
 
 from __future__ import annotations
@@ -15,10 +17,9 @@ from __future__ import annotations
 from concurrent.futures import CancelledError, wait
 
 from IPython import get_ipython
-from IPython.display import publish_display_data
 
 from ..errors import NbpoolError
-from .forwarding import Forwarder, cell_error, flush_streams, publish_raw
+from .forwarding import CellOutput, Forwarder, cell_error, pool_error_content
 
 
 def live_sessions(pool) -> list[str]:
@@ -45,6 +46,7 @@ def run_all(pool, code: str, sessions: list[str], timeout: float | None) -> dict
         for s in sessions
     }
     count = getattr(get_ipython(), "execution_count", None)
+    out = CellOutput()
     ended: dict = {}
     try:
         for session, future in futures.items():  # in order: blocks never interleave
@@ -53,7 +55,7 @@ def run_all(pool, code: str, sessions: list[str], timeout: float | None) -> dict
                 ended[session] = future.result()
             except (NbpoolError, CancelledError) as exc:
                 ended[session] = exc
-            _show_block(session, outputs[session], ended[session], count)
+            _show_block(out, session, outputs[session], ended[session], count)
     except KeyboardInterrupt:
         for future in futures.values():
             future.cancel()
@@ -70,20 +72,17 @@ def run_all(pool, code: str, sessions: list[str], timeout: float | None) -> dict
     return ended
 
 
-def _show_block(session: str, events: list[dict], outcome, count: int | None) -> None:
+def _show_block(
+    out: CellOutput, session: str, events: list[dict], outcome, count: int | None
+) -> None:
     worker = getattr(outcome, "worker_id", None)
     label = f"[session {session!r}" + (f" on {worker}]" if worker else "]")
-    flush_streams()
-    publish_display_data({"text/plain": label, "text/html": f"<b>{_escape(label)}</b>"})
-    forward = Forwarder(session, background=True, execution_count=count)
+    out.display({"text/plain": label, "text/html": f"<b>{_escape(label)}</b>"}, {})
+    forward = Forwarder(session, background=True, execution_count=count, out=out)
     for event in events:
         forward(event)
     if isinstance(outcome, BaseException):
-        name = type(outcome).__name__
-        publish_raw(
-            "error", {"ename": name, "evalue": str(outcome), "traceback": [f"{name}: {outcome}"]}
-        )
-    flush_streams()
+        out.error(pool_error_content(outcome))
 
 
 def _why(outcome) -> str:

@@ -2,24 +2,26 @@
 
 A :class:`Forwarder` is the ``on_output`` hook of one ``%%pool_exec``
 execution. It is called in the thread that runs the execution: the cell's
-own thread, or (``--bg``) a job thread running in a copy of the cell's
-context. Everything it publishes goes through the notebook kernel's own
-streams and display publisher, which route by context variables (ipykernel
-7), so it lands in the cell that started the work, also after that cell
-finished and while later cells run.
+own thread, or (``--bg``) a pool job thread. Whichever thread it is, and
+whatever context variables that thread has, everything goes to a
+:class:`CellOutput` fixed in the cell's own thread when the cell ran: it
+sends on the notebook kernel's iopub socket with that cell's parent header
+explicitly, so the output lands in the cell that started the work, also
+after that cell finished and while later cells run. (ipykernel reads a
+thread's parent from context variables, and which contexts count is
+changing upstream, ipykernel #1559: nbpool relies on none of it.)
 
 ==================== =====================================================
 worker output        published in the notebook kernel as
 ==================== =====================================================
-stream               a write to ``sys.stdout`` / ``sys.stderr``; a stream
-                     is flushed before the other one is written, so the
-                     worker's interleaving is kept
-display_data         ``publish_display_data``; a display id is mapped to
+stream               a ``stream`` message, one per worker message, so the
+                     worker's interleaving of stdout and stderr is kept
+display_data         a ``display_data`` message; a display id is mapped to
                      ``nbpool-<session>-<id>``, so ids of different
                      sessions never collide and updates from later cells
                      of the session land on the right output
 update_display_data  the same, with ``update=True``
-clear_output         ``clear_output(wait)``
+clear_output         a ``clear_output`` message
 execute_result       foreground: a :class:`RemoteValue` returned to IPython
                      (shown as this cell's ``Out[n]``, stored in ``_``);
                      background: an ``execute_result`` of the cell
@@ -38,16 +40,16 @@ cell the same way with one line.
 from __future__ import annotations
 
 import builtins
-import contextvars
 import functools
 import getpass
 import sys
 import time
+import uuid
 from concurrent.futures import CancelledError
 from typing import Callable
 
 from IPython import get_ipython
-from IPython.display import clear_output, display, publish_display_data
+from IPython.display import clear_output, publish_display_data
 
 from ..errors import InvalidConfig, NbpoolError, UnknownKernel
 from ..result import ExecutionResult
@@ -67,8 +69,89 @@ class RemoteValue:
         return self.data.get("text/plain", "")
 
 
+class CellOutput:
+    """The outputs of one cell: sent with that cell's parent header, from any thread.
+
+    Make it in the cell's own thread while the cell runs: it keeps the
+    notebook kernel's session and iopub socket and the cell's
+    ``execute_request`` (``kernel.get_parent()``, ipykernel >= 6). Every
+    method may then be called from any thread, in any context: each message
+    names the cell as its parent explicitly, as ipykernel's own
+    ``send_response`` does. Outside a kernel (terminal IPython, a script) it
+    writes to ``sys.stdout`` / ``sys.stderr`` and IPython's display instead.
+
+    Output that this process printed itself comes first: the kernel's own
+    streams are flushed once, before the first message (ipykernel sends every
+    iopub message through one thread, in order).
+    """
+
+    def __init__(self) -> None:
+        self._shell = get_ipython()
+        kernel = getattr(self._shell, "kernel", None)
+        self._kernel = kernel
+        self._parent = kernel.get_parent() if kernel is not None else None
+        self._flushed = False
+
+    def stream(self, name: str, text: str) -> None:
+        """Write ``text`` on the cell's ``stdout`` or ``stderr``."""
+        if self._kernel is None:
+            _stream(name).write(text)
+            return
+        self._send("stream", {"name": name, "text": text}, f"stream.{name}")
+
+    def display(
+        self, data: dict, metadata: dict, transient: dict | None = None, update: bool = False
+    ) -> None:
+        """Show a mime bundle (``update``: replace the output with ``transient``'s display id)."""
+        if self._kernel is None:
+            publish_display_data(data, metadata, transient=transient, update=update)
+            return
+        content = {"data": data, "metadata": metadata, "transient": transient or {}}
+        self._send("update_display_data" if update else "display_data", content)
+
+    def show(self, obj, display_id: str, update: bool = False) -> None:
+        """Show ``obj`` as IPython would, under ``display_id`` (``update``: in place)."""
+        if self._shell is None:
+            print(repr(obj))
+            return
+        data, metadata = self._shell.display_formatter.format(obj)
+        self.display(data, metadata, {"display_id": display_id}, update=update)
+
+    def clear(self, wait: bool) -> None:
+        """Clear the cell's output (``wait``: when the next output arrives)."""
+        if self._kernel is None:
+            clear_output(wait=wait)
+            return
+        self._send("clear_output", {"wait": wait})
+
+    def error(self, content: dict) -> None:
+        """An ``error`` output: ``ename``, ``evalue`` and the ``traceback`` lines."""
+        if self._kernel is None:
+            print("\n".join(content["traceback"]), file=sys.stderr)
+            return
+        self._send("error", content)
+
+    def result(self, data: dict, metadata: dict, execution_count: int | None) -> None:
+        """An ``execute_result`` output (a background cell's ``Out[n]``)."""
+        if self._kernel is None:
+            print(data.get("text/plain", ""))
+            return
+        content = {"data": data, "metadata": metadata, "execution_count": execution_count}
+        self._send("execute_result", content)
+
+    def _send(self, msg_type: str, content: dict, topic: str | None = None) -> None:
+        if not self._flushed:
+            self._flushed = True
+            flush_streams()
+        kernel = self._kernel
+        ident = (topic or msg_type).encode()
+        kernel.session.send(
+            kernel.iopub_socket, msg_type, content, parent=self._parent, ident=ident
+        )
+
+
 class Forwarder:
-    """Re-publishes one execution's outputs in the current cell, live.
+    """Re-publishes one execution's outputs in its cell, live.
 
     Parameters
     ----------
@@ -79,6 +162,9 @@ class Forwarder:
         published as outputs instead of being returned or raised.
     execution_count : int, optional
         The prompt number of a background cell, for its ``Out[n]``.
+    out : CellOutput, optional
+        Where the outputs go; by default the cell running now (make the
+        Forwarder in the cell's thread, then).
 
     ``before_first`` (settable) is called once, before the first output.
 
@@ -91,14 +177,19 @@ class Forwarder:
     """
 
     def __init__(
-        self, session: str, *, background: bool = False, execution_count: int | None = None
+        self,
+        session: str,
+        *,
+        background: bool = False,
+        execution_count: int | None = None,
+        out: CellOutput | None = None,
     ) -> None:
         self.session = session
+        self.out = out if out is not None else CellOutput()
         self.background = background
         self.execution_count = execution_count
         self.value: RemoteValue | None = None
         self.errors: list[dict] = []
-        self._stream: str | None = None
         self.before_first: Callable[[], None] | None = None
 
     def __call__(self, event: dict) -> None:
@@ -107,28 +198,24 @@ class Forwarder:
             first()
         kind = event["output_type"]
         if kind == "stream":
-            if self._stream not in (None, event["name"]):
-                _stream(self._stream).flush()
-            self._stream = event["name"]
-            _stream(event["name"]).write(event["text"])
+            self.out.stream(event["name"], event["text"])
         elif kind in ("display_data", "update_display_data"):
-            publish_display_data(
+            self.out.display(
                 event["data"],
                 event["metadata"],
-                transient=self._transient(event),
+                self._transient(event),
                 update=kind == "update_display_data",
             )
         elif kind == "clear_output":
-            clear_output(wait=event["wait"])
+            self.out.clear(event["wait"])
         elif kind == "execute_result":
             if self.background:
-                content = {k: event[k] for k in ("data", "metadata")}
-                publish_raw("execute_result", dict(content, execution_count=self.execution_count))
+                self.out.result(event["data"], event["metadata"], self.execution_count)
             else:
                 self.value = RemoteValue(event["data"], event["metadata"])
         elif kind == "error":
             if self.background:
-                publish_raw("error", _error_content(event))
+                self.out.error(_error_content(event))
             else:
                 self.errors.append(event)
 
@@ -158,7 +245,7 @@ def run_foreground(
     try:
         with pool.lease(session, kernel=kernel) as lease:
             if lease.session_reset:  # before the outputs it explains
-                print(reset_notice(session, lease.session_reset), file=sys.stderr, flush=True)
+                forward.out.stream("stderr", reset_notice(session, lease.session_reset) + "\n")
             res = lease.execute(code, timeout, on_output=forward, stdin=stdin_handler())
     except KeyboardInterrupt:
         held = forward.errors[-1] if forward.errors else None
@@ -171,12 +258,12 @@ def run_foreground(
     if not res.ok:
         *shown, last = forward.errors or [None]
         for event in shown:
-            publish_raw("error", _error_content(event))
+            forward.out.error(_error_content(event))
         if last is None:
             raise cell_error("ExecutionAborted", f"the worker answered {res.status!r}", [])
         raise cell_error(last["ename"], last["evalue"], last["traceback"]) from None
     for event in forward.errors:  # shown with showtraceback, yet the code went on
-        publish_raw("error", _error_content(event))
+        forward.out.error(_error_content(event))
     return res, forward.value
 
 
@@ -185,9 +272,11 @@ def run_background(
 ) -> "BackgroundCell":
     """Start a ``%%pool_exec --bg`` cell; return its handle at once."""
     shell = get_ipython()
-    cell = BackgroundCell(session)
-    cell._display = display(cell, display_id=True)
-    forward = Forwarder(session, background=True, execution_count=shell.execution_count)
+    cell = BackgroundCell(session, CellOutput())
+    cell._show()
+    forward = Forwarder(
+        session, background=True, execution_count=shell.execution_count, out=cell.out
+    )
     forward.before_first = cell._announce_reset  # as in a foreground cell: before the outputs
     try:
         future = pool.submit(code, session, timeout, kernel=kernel, on_output=forward)
@@ -205,36 +294,30 @@ class BackgroundCell:
     returns the :class:`~nbpool.result.ExecutionResult`, ``cancel()`` takes
     a queued cell out of the queue or interrupts a running one; ``state``
     and ``repr`` are live. Its display in the cell is a status line that is
-    updated when the work ends.
+    updated when the work ends. Everything it shows goes to ``out``, its
+    cell, also from the pool thread that settles the work.
     """
 
-    def __init__(self, session: str) -> None:
+    def __init__(self, session: str, out: CellOutput) -> None:
         self.session = session
+        self.out = out
         self.future = None
-        self._display = None
+        self._display_id = f"nbpool-bg-{uuid.uuid4().hex}"
+        self._shown = False
         self._submit_error: BaseException | None = None
         self._started = time.monotonic()
         self._ended: float | None = None
         self._announced = False
-        # The end may be settled by a pool thread: report it in this cell.
-        self._context = contextvars.copy_context()
 
     def _attach(self, future) -> None:
         self.future = future
-
-        def ended(f) -> None:
-            self._context.run(self._ended_with, f)
-
-        future.add_done_callback(ended)
+        future.add_done_callback(self._ended_with)
 
     def _ended_with(self, future) -> None:
         self._ended = time.monotonic()
         exc = None if future.cancelled() else future.exception()
         if exc is not None and not isinstance(exc, CancelledError):
-            name = type(exc).__name__  # a pool error: one line, as in a foreground cell
-            publish_raw(
-                "error", {"ename": name, "evalue": str(exc), "traceback": [f"{name}: {exc}"]}
-            )
+            self.out.error(pool_error_content(exc))  # one line, as in a foreground cell
         elif exc is None and not future.cancelled():
             self._announce_reset(future.result().session_reset)
         self._show()
@@ -245,15 +328,16 @@ class BackgroundCell:
         reason = reason or (lease.session_reset if lease is not None else None)
         if reason and not self._announced:
             self._announced = True
-            print(reset_notice(self.session, reason), file=sys.stderr, flush=True)
+            self.out.stream("stderr", reset_notice(self.session, reason) + "\n")
 
     def _failed_to_submit(self, exc: BaseException) -> None:
         self._submit_error, self._ended = exc, time.monotonic()
         self._show()
 
     def _show(self) -> None:
-        if self._display is not None:
-            self._display.update(self)
+        """Show the status line: first in the cell, then in place of it."""
+        self.out.show(self, self._display_id, update=self._shown)
+        self._shown = True
 
     # -- the Future's interface ----------------------------------------------
 
@@ -318,25 +402,10 @@ def reset_notice(session: str, reason: str) -> str:
     return f"nbpool: session {session!r} starts from a fresh state: {reason}"
 
 
-def publish_raw(msg_type: str, content: dict) -> None:
-    """Publish an ``error`` or ``execute_result`` output in the current cell.
-
-    IPython has no public call for these outside its own displayhook and
-    traceback machinery, so this sends on the displayhook's socket as they
-    do, with the parent header of the current context. Outside a kernel
-    (terminal IPython) it prints.
-    """
-    hook = getattr(get_ipython(), "displayhook", None)
-    session, socket = getattr(hook, "session", None), getattr(hook, "pub_socket", None)
-    flush_streams()
-    if session is None or socket is None:
-        if msg_type == "error":
-            print("\n".join(content["traceback"]), file=sys.stderr)
-        else:
-            print(content["data"].get("text/plain", ""))
-        return
-    topic = hook.topic.replace(b"execute_result", msg_type.encode()) if hook.topic else None
-    session.send(socket, msg_type, content, parent=hook.parent_header, ident=topic)
+def pool_error_content(exc: BaseException) -> dict:
+    """A pool error as the content of a one-line ``error`` output."""
+    name = type(exc).__name__
+    return {"ename": name, "evalue": str(exc), "traceback": [f"{name}: {exc}"]}
 
 
 class _Rendered:

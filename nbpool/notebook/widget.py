@@ -11,11 +11,15 @@ sessions with their queues, and the last few notable events.
 Live updates. A follower thread takes a snapshot every ``interval``
 seconds (0.25 by default: at most four updates a second) and applies it. A
 part whose rendering did not change is not sent (traitlets only notify on a
-change), so an idle pool costs no messages. ipykernel 7 routes a thread's
-comm messages by context variables: the follower runs in a copy of the
-context of the cell that created the widget, so its updates belong to that
-cell, not to whichever cell runs later. It stops when the widget is closed
-or the pool is shut down.
+change), so an idle pool costs no messages. The updates are comm messages,
+not outputs of a cell: frontends hand them to the widget's views by comm
+id, whatever parent header they carry, so the views stay live whichever
+cell ipykernel attributes them to. (The follower runs in a copy of the
+context of the cell that created the widget, so ipykernel versions that
+read a thread's parent from context variables attribute them to that cell;
+nothing depends on it, and ipywidgets gives no way to send a comm message
+with an explicit parent.) It stops when the widget is closed or the pool is
+shut down.
 
 The text/plain fallback (what a frontend without widget support, or a saved
 notebook without widget state, shows) is the status table.

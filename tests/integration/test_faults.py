@@ -181,6 +181,28 @@ def test_slow_kernel_starts_within_start_timeout_and_fails_beyond_it():
         pool.shutdown()
 
 
+#: A preload that takes 2.5 s and then starts a thread: the fork server's template runs
+#: it during the launch (2.5 s), finds the thread, and the kernel is spawned instead,
+#: so it becomes ready and runs the preload once more (another 2.5 s) after the launch.
+SLOW_UNFORKABLE_PRELOAD = (
+    "import threading, time\n"
+    "time.sleep(2.5)\n"
+    "threading.Thread(target=threading.Event().wait, daemon=True).start()"
+)
+
+
+def test_one_start_timeout_covers_launch_and_readiness_together():
+    """A start whose launch and readiness each fit in start_timeout, but not both, fails within it."""
+    pool = nbpool.Pool(size=1, preload=SLOW_UNFORKABLE_PRELOAD, start_timeout=4)
+    try:
+        started = time.monotonic()
+        with pytest.raises(nbpool.WorkerStartFailed, match="within the 4 s of start_timeout"):
+            pool.start()
+        assert time.monotonic() - started < 4 + 1.5  # not 4 for the launch + 4 for the rest
+    finally:
+        pool.shutdown()
+
+
 def test_many_kernels_starting_at_once_all_come_up():
     """Eight kernels started concurrently all get distinct ports and become ready."""
     with nbpool.Pool(size=8) as pool:

@@ -129,6 +129,39 @@ def test_sigkill_of_the_host_keeps_kept_workers_and_stops_the_rest(tmp_path):
     assert gone(pids["s"])
 
 
+def test_sigkill_right_after_start_loses_no_output_of_a_kept_session(tmp_path):
+    """SIGKILL as soon as a new pool's first kept session printed, without waiting for
+    the keeper: all the session printed from then on is journaled and replayed."""
+    go = tmp_path / "go"
+    proc = host(
+        f"""
+        import time, nbpool
+        pool = nbpool.Pool(size=1, name="early", keep_sessions=True).start()
+        seen = []
+        pool.submit({LOOP.format(go=str(go))!r}, session="s", on_output=seen.append)
+        while not seen:
+            time.sleep(0.01)
+        print("running", flush=True)
+        time.sleep(600)
+        """,
+        tmp_path,
+    )
+    assert proc.stdout.readline().strip() == "running"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    go.touch()  # the loop prints on only now, with no pool attached
+    wait_for(lambda: "done" in journal_text("early", "s"), 30, "the bg loop's output journaled")
+    with nbpool.Pool(size=0, name="early", keep_sessions=True) as pool:
+        (back,) = pool.readopted
+        assert back["session"] == "s" and back["intact"]
+        text = "".join(o["text"] for o in pool.replay("s") if o["output_type"] == "stream")
+    ticks = [int(line.split()[1]) for line in text.splitlines() if line.startswith("tick")]
+    # tick 0 reached the killed pool; it may be journaled too (the keeper's cutoff
+    # for a pool that died is the last moment it saw it attached).
+    assert [t for t in ticks if t] == list(range(1, 40)), text
+    assert text.endswith("done\n")
+
+
 def test_a_worker_that_died_meanwhile_comes_back_as_a_session_reset():
     """A kept worker that ended while detached: the keeper, with nothing left to
     keep, exits; the session comes back reset, told plainly."""

@@ -119,3 +119,70 @@ def test_a_bg_cell_says_its_session_was_reset_before_its_outputs(kernel):
     assert [name for name, _ in streams] == ["stderr", "stdout"], streams
     assert streams[0][1].startswith("nbpool: session 'a' starts from a fresh state:")
     assert streams[1][1] == "after the reset\n"
+
+
+#: Makes the pool run --bg work in a fresh ``contextvars.Context()`` instead of a copy
+#: of the cell's: the thread then inherits nothing of the cell (as with ipykernel
+#: #1559, which stops routing by an inherited context), so only an explicit parent
+#: header can put its output in the right cell.
+FRESH_CONTEXT = (
+    "import contextvars, types, nbpool.pool\n"
+    "nbpool.pool.contextvars = types.SimpleNamespace(copy_context=contextvars.Context)"
+)
+
+#: A --bg cell whose outputs come only once the next cell runs (it creates the flag).
+LATE_OUTPUT = (
+    "%%pool_exec --bg -s a -o job\n"
+    "import os, time\n"
+    "deadline = time.monotonic() + 30\n"
+    "while not os.path.exists({flag!r}) and time.monotonic() < deadline:\n"
+    "    time.sleep(0.01)\n"
+    "print('from the bg cell')\n"
+    "from IPython.display import display\n"
+    "display({{'text/plain': 'shown by the bg cell'}}, raw=True)\n"
+    "42"
+)
+
+
+def test_bg_output_lands_in_its_cell_without_the_cells_context(kernel, tmp_path):
+    """Output of a --bg cell whose job thread has a fresh context still names its own cell."""
+    flag = str(tmp_path / "next-cell-runs")
+    kernel.execute(LOAD)
+    kernel.execute(FRESH_CONTEXT)
+    bg = kernel.execute(LATE_OUTPUT.format(flag=flag))
+    later = kernel.execute(f"open({flag!r}, 'w').close()\njob.result(30).ok")
+    assert later["outputs"][-1]["data"]["text/plain"] == "True"
+    kernel.drain(0.5)
+
+    def parents_of(wanted: str) -> list[str]:
+        found = []
+        for _, msg in kernel.iopub:
+            content = msg["content"]
+            text = content.get("text") or content.get("data", {}).get("text/plain", "")
+            if wanted in text:
+                found.append(msg["parent_header"].get("msg_id"))
+        return found
+
+    assert parents_of("from the bg cell") == [bg["msg_id"]]
+    assert parents_of("shown by the bg cell") == [bg["msg_id"]]
+    assert parents_of("42") == [bg["msg_id"]]
+    updates = [m for _, m in kernel.iopub if m["msg_type"] == "update_display_data"]
+    assert [m["parent_header"]["msg_id"] for m in updates] == [bg["msg_id"]]
+    assert "done after" in updates[0]["content"]["data"]["text/plain"]
+
+
+def test_bg_output_without_the_cells_context_stays_out_of_the_next_cell(run_notebook, tmp_path):
+    """nbclient: the late output of such a --bg cell is not recorded in the cell running then."""
+    flag = str(tmp_path / "next-cell-runs")
+    run = run_notebook(
+        [
+            LOAD,
+            FRESH_CONTEXT,
+            LATE_OUTPUT.format(flag=flag),
+            f"open({flag!r}, 'w').close()\nprint(job.result(30).stdout, end='')",
+        ]
+    )
+    assert run.error is None, run.error
+    assert run.outputs(3) == [
+        {"output_type": "stream", "name": "stdout", "text": "from the bg cell\n"}
+    ]
