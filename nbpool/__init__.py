@@ -4,6 +4,8 @@
 README for the magics, and :mod:`nbpool.coordinator` for the lease contract.
 """
 
+from importlib import metadata as _metadata
+
 from .errors import (
     AttachFailed,
     ExecutionTimeout,
@@ -25,7 +27,11 @@ from .pool import ExecutionFuture, Pool
 from .result import ExecutionResult, RemoteError
 from .status import PoolStatus
 
-__version__ = "0.1.0"
+try:
+    # One source: labextension/package.json, through the wheel's metadata.
+    __version__ = _metadata.version("nbpool")
+except _metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 
 def load_ipython_extension(shell) -> None:
