@@ -52,7 +52,7 @@ logger = logging.getLogger(__name__)
 ROOT = Path(__file__).parents[2]
 CLI = [sys.executable, "-m", "nbpool"]
 #: argparse wraps its help to $COLUMNS: fixed, so the page does not depend on the terminal.
-HELP_ENV_COLUMNS = "88"
+HELP_ENV_COLUMNS = "76"
 
 
 def _parse(directive: SphinxDirective, lines: list[str]) -> list[nodes.Node]:
