@@ -1,7 +1,8 @@
 """nbpool: a pool of pre-started worker kernels for notebooks.
 
-``%load_ext nbpool`` in a notebook, or ``nbpool.Pool`` from Python. See the
-README for the magics, and :mod:`nbpool.coordinator` for the lease contract.
+``%load_ext nbpool`` in a notebook, or ``nbpool.Pool`` from Python. The
+documentation in ``docs/`` has the user guide and the references; the lease
+contract is the coordinator module's docstring.
 """
 
 from importlib import metadata as _metadata
