@@ -1,11 +1,13 @@
 """Sphinx extension: the parts of nbpool's docs that are generated from the code.
 
-Directives (all reach nbpool through its public surface, so moving a module
-inside the package does not break the docs):
+Directives, used inside ``{eval-rst}`` blocks (their output is reStructuredText).
+All reach nbpool through its public surface, so moving a module inside the
+package does not break the docs:
 
 ``nbpool-config``
     Every ``config=True`` trait of :class:`nbpool.Pool`, with its type,
-    default and help, as ``confval`` entries (``{confval}`\\`size\\``` links).
+    default and help, as ``confval`` entries (a page links one with the
+    ``confval`` role, e.g. ``:confval:`size```).
 ``nbpool-magics``
     Every magic that ``%load_ext nbpool`` registers, from the help text
     IPython's ``magic_arguments`` builds (what ``%pool?`` shows).
