@@ -1,8 +1,16 @@
 """nbpool: a pool of pre-started worker kernels for notebooks.
 
-``%load_ext nbpool`` in a notebook, or ``nbpool.Pool`` from Python. See the
-README for the magics, and :mod:`nbpool.core.coordinator` for the lease contract.
+``%load_ext nbpool`` in a notebook, or ``nbpool.Pool`` from Python. The
+documentation in ``docs/`` has the user guide and the references; the lease
+contract is the docstring of :mod:`nbpool.core.coordinator`.
+
+Only the names in ``__all__`` are the API; the subpackages (``core``,
+``kernels``, ``fork``, ``kept``, ``slurm``, ``mapping``, ``notebook``) and
+modules below are internals that may change between releases (their
+``__init__`` docstrings are the module map, for contributors).
 """
+
+from importlib import metadata as _metadata
 
 from .core.lease import Lease
 from .errors import (
@@ -25,7 +33,11 @@ from .pool import ExecutionFuture, Pool
 from .result import ExecutionResult, RemoteError
 from .status import PoolStatus
 
-__version__ = "0.1.0"
+try:
+    # One source: labextension/package.json, through the wheel's metadata.
+    __version__ = _metadata.version("nbpool")
+except _metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 
 def load_ipython_extension(shell) -> None:
