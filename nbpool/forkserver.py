@@ -9,7 +9,10 @@ forks one child per worker. A child puts itself in its own session, re-seeds
 environment, working directory and BLAS thread counts, and starts
 IPKernelApp on the connection file jupyter_client's KernelManager wrote (its
 own key and CurveZMQ keys): a ready worker in about the time of one cell,
-sharing the template's pages copy-on-write.
+sharing the template's pages copy-on-write. What a user sees is a spawned
+worker's: the preload ran as that kernel's first cell would (ipykernel's
+``MPLBACKEND``: a matplotlib preload gives inline plots), ``sys.argv``,
+environment and working directory are the kernel's own.
 
 It plugs into jupyter_client as a kernel provisioner,
 :class:`~nbpool.fork_provisioner.ForkingProvisioner` (a LocalProvisioner whose ``launch_kernel`` asks
@@ -244,12 +247,12 @@ class Template:
         self,
         connection_file: str,
         env: dict,
-        cwd: str,
         stdout: int,
         stderr: int,
         timeout: float = 10.0,
     ) -> ForkedProcess:
-        """One forked worker (its own session, env, cwd) writing to these descriptors."""
+        """One forked worker (its own session and env; the template's cwd) writing to these
+        descriptors."""
         done = threading.Event()
         with self._lock:
             if self.dead:
@@ -259,7 +262,7 @@ class Template:
             self._pending[ident] = [done, None]
         args = [*self.prefix, "-m", "ipykernel_launcher", "-f", connection_file, *self.kernel_args]
         msg = json.dumps(
-            {"id": ident, "connection_file": connection_file, "env": env, "cwd": cwd, "argv": args}
+            {"id": ident, "connection_file": connection_file, "env": env, "argv": args}
         ).encode()
         bound_r, bound_w = os.pipe2(os.O_CLOEXEC)
         try:
@@ -474,7 +477,7 @@ class ForkServer:
                 if self._templates.get(key) is template:
                     del self._templates[key]  # a later start tries again (slow, or fixed)
             raise
-        return template.fork(connection_file, env, cwd, stdout, stderr, self.fork_timeout)
+        return template.fork(connection_file, env, stdout, stderr, self.fork_timeout)
 
     def templates(self) -> list[dict]:
         """Live templates: pid, forks so far, unique memory (for status and tests)."""
