@@ -33,11 +33,13 @@ worker's traceback as its ``stderr_tail``
 (the same code would fail a spawned worker the same way).
 
 Lifetime: templates are children of this process, in their own process
-groups registered with the reaper like workers; a template exits when its
-control socket closes (this process died or :meth:`ForkServer.close`).
-Killing a template leaves its workers running (they are in their own
-sessions); the next start makes a new template, and a start that was waiting
-on the dead one spawns instead.
+groups registered with the reaper like workers, and so is each forked child
+from the moment its template reports it (a forked kernel has no parent
+poller: the reaper is what ends it if this process dies). A template exits
+when its control socket closes (this process died or
+:meth:`ForkServer.close`). Killing a template leaves its workers running
+(they are in their own sessions); the next start makes a new template, and
+a start that was waiting on the dead one spawns instead.
 """
 
 from __future__ import annotations
@@ -304,6 +306,14 @@ class Template:
             if not data:
                 return
             msg = json.loads(data)
+            if self.reaper is not None and "pid" in msg:
+                # At once, as a spawned kernel's parent poller would from its
+                # start: until a KernelManager holds this child it is known only
+                # here (a launch cancelled late, a host killed meanwhile), and it
+                # has no poller and a process group of its own.
+                self.reaper.watch(msg["pid"])
+            elif self.reaper is not None and "exited" in msg:
+                self.reaper.forget(msg["exited"])
             with self._lock:
                 if "exited" in msg:
                     child = self._children.pop(msg["exited"], None)
@@ -388,8 +398,9 @@ class ForkServer:
     runtime_dir : str
         Private directory (0700) for the templates' logs.
     reaper : object with ``watch(pgid)`` / ``forget(pgid)``, optional
-        Registers each template's process group (nbpool's
-        :class:`~nbpool.provisioning.Reaper`), so none outlives this process.
+        Registers each template's and each forked child's process group
+        (nbpool's :class:`~nbpool.processes.Reaper`) from its start to its
+        end, so none outlives this process.
     ready_timeout : float
         Seconds a template may take to import ipykernel and run the preload.
     fork_timeout : float
