@@ -218,6 +218,7 @@ class SessionCompletion:
         self._inspect = kernel.do_inspect
 
     def install(self) -> None:
+        """Put the wrappers on the kernel instance (remembering what the instance had)."""
         for name in self._METHODS:
             if name in vars(self.kernel):
                 self._own[name] = vars(self.kernel)[name]
@@ -225,6 +226,7 @@ class SessionCompletion:
         self.kernel.do_inspect = self.do_inspect
 
     def uninstall(self) -> None:
+        """Give the kernel what it had before :meth:`install`."""
         for name in self._METHODS:
             if name in self._own:
                 setattr(self.kernel, name, self._own[name])
@@ -238,10 +240,11 @@ class SessionCompletion:
         if where is None:
             return await _result(self._complete(code, cursor_pos))
         content = {"code": code[where.offset :], "cursor_pos": cursor_pos - where.offset}
-        reply = self._ask(where, "complete_request", content)
-        if reply is None or reply.get("status") != "ok" or "cursor_start" not in reply:
-            return no_completions(cursor_pos)
-        return moved_completions(reply, where.offset)
+        reply = self._ask(where, "complete_request", content) or {}
+        usable = reply.get("status") == "ok" and all(
+            isinstance(reply.get(k), int) for k in ("cursor_start", "cursor_end")
+        )
+        return moved_completions(reply, where.offset) if usable else no_completions(cursor_pos)
 
     async def do_inspect(self, code: str, cursor_pos: int | None, *args, **kwargs):
         """``inspect_request``: from the session's worker in its cells, else the kernel's own.
@@ -273,7 +276,8 @@ class SessionCompletion:
             return None
         try:
             return ask(info, msg_type, content)
-        except (zmq.ZMQError, ValueError) as exc:  # ValueError: a reply failing the HMAC check
+        except Exception as exc:  # ZMQError, a reply failing the HMAC check, ...: the
+            # frontend still gets an answer ("no completions"), never no reply at all.
             self.kernel.log.warning(
                 "nbpool: no %s from session %r: %s", msg_type, where.session, exc
             )

@@ -356,7 +356,7 @@ def cell_session(line: str) -> str | None:
     try:
         args = parse_argstring(PoolMagics.pool_exec, line)
         return None if args.all else _session(args.session)
-    except UsageError:
+    except (UsageError, ValueError):  # ValueError: shlex's "No closing quotation"
         return None
 
 
