@@ -100,23 +100,24 @@ def ask(info: dict, msg_type: str, content: dict, timeout: float = ASK_TIMEOUT) 
     session = Session(key=client.session.key, signature_scheme=client.session.signature_scheme)
     sockets: list[zmq.Socket] = []
 
-    def connect(channel: str) -> zmq.Socket:
-        sockets.append(getattr(client, f"connect_{channel}")(identity=session.bsession))
+    def opened(connect: Callable[..., zmq.Socket]) -> zmq.Socket:
+        sockets.append(connect(identity=session.bsession))
         return sockets[-1]
 
     try:
-        control = connect("control")
+        control = opened(client.connect_control)
         kernel_info = _request(session, control, "kernel_info_request", {}, deadline)
         if kernel_info is None:
             return None
         if not _subshells(kernel_info):
-            return _request(session, connect("shell"), msg_type, content, deadline)
+            return _request(session, opened(client.connect_shell), msg_type, content, deadline)
         created = _request(session, control, "create_subshell_request", {}, deadline)
         subshell = (created or {}).get("subshell_id")
         if subshell is None:
             return None
         try:
-            return _request(session, connect("shell"), msg_type, content, deadline, subshell)
+            shell = opened(client.connect_shell)
+            return _request(session, shell, msg_type, content, deadline, subshell)
         finally:
             # Not waited for: its reply is dropped once our socket is closed.
             session.send(control, "delete_subshell_request", {"subshell_id": subshell})
