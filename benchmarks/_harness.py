@@ -282,6 +282,17 @@ class RawKernel:
                         idle = m["content"].get("execution_state") == "idle"
         return reply
 
+    def request(self, msg_type: str, content: dict, timeout: float = 10.0) -> dict:
+        """One shell round trip (``complete_request`` -> ``complete_reply``); the reply content."""
+        msg_id = self.session.send(self.shell, msg_type, content)["header"]["msg_id"]
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.shell.poll(max(0, int((deadline - time.monotonic()) * 1000))):
+                raise TimeoutError(f"no reply to {msg_type} within {timeout:g} s")
+            _, m = self.session.recv(self.shell, mode=zmq.NOBLOCK)
+            if m is not None and m["parent_header"].get("msg_id") == msg_id:
+                return m["content"]
+
     def connect_hb(self) -> zmq.Socket:
         return self.km.connect_hb()
 

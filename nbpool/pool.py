@@ -623,6 +623,23 @@ class Pool(KeptSessions, LoggingConfigurable):
             max_size=self._settings.max_size,
         )
 
+    def _connection_for(self, session: str) -> dict | None:
+        """The connection info of ``session``'s worker while it is ready and alive, else None.
+
+        For :mod:`nbpool.notebook.completion`, which opens sockets of its own on
+        that worker (never the lease holder's). No I/O and never raises: a
+        session without a worker, a starting, dead or closed one is None.
+        """
+        if self._shutdown:
+            return None
+        info = self._coordinator.sessions.get(session)  # lock-free read
+        if info is None or info.worker_id is None:
+            return None
+        kernel = self._coordinator.ready_kernels().get(info.worker_id)
+        if kernel is None or kernel.poll():
+            return None
+        return kernel.connection_info()
+
     def widget(self, interval: float = 0.25):
         """A live ipywidgets view of :meth:`status`, updated every ``interval`` s.
 

@@ -228,6 +228,15 @@ class Kernel:
     def _start_failure(self, message: str) -> WorkerStartFailed:
         return WorkerStartFailed(message)
 
+    def connection_info(self) -> dict:
+        """Its ports, transport, HMAC key and CurveZMQ keys, for sockets of another owner.
+
+        A lease's :attr:`channels` belong to its holder; whoever else must talk
+        to the kernel (completion from a session cell) opens its own sockets
+        from this (as jupyter_client's ``load_connection_info`` reads it).
+        """
+        return dict(self._conn.get_connection_info())
+
     # -- health ------------------------------------------------------------
 
     def poll(self) -> str | None:

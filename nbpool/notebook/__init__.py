@@ -10,6 +10,8 @@ Inside:
 - :mod:`.transfer`: moving variables between the notebook and a session.
 - :mod:`.widget`: the ipywidgets status view.
 - :mod:`.labcomm`: the JupyterLab / Notebook 7 status channel (a comm).
+- :mod:`.completion`: Tab completion and Shift+Tab inspection in
+  ``%%pool_exec`` cells, asked of the session's worker on sockets of its own.
 
 May import the pool (:mod:`nbpool.pool`) and everything below it; nothing
 imports this package but :mod:`nbpool` (lazily, on ``%load_ext``).

@@ -49,7 +49,7 @@ from ..checks import DEFAULT_SESSION
 from ..errors import InvalidConfig, NbpoolError, UnknownKernel
 from ..launcher import check_kernel_name
 from ..pool import Pool
-from . import broadcast, forwarding, labcomm, transfer
+from . import broadcast, completion, forwarding, labcomm, transfer
 
 ACTIONS = ("start", "status", "stop", "widget", "sessions", "end", "detach", "replay")
 
@@ -346,6 +346,20 @@ def _session(name: str | None) -> str:
         raise UsageError(f"-s/--session: {exc}") from None
 
 
+def cell_session(line: str) -> str | None:
+    """The one session a ``%%pool_exec`` cell runs on, from its magic line.
+
+    ``line`` is what follows ``%%pool_exec``, parsed by the magic's own
+    parser: ``-s NAME`` or, without it, the default session. None for
+    ``--all`` (no single session) and for a line the magic would refuse.
+    """
+    try:
+        args = parse_argstring(PoolMagics.pool_exec, line)
+        return None if args.all else _session(args.session)
+    except (UsageError, ValueError):  # ValueError: shlex's "No closing quotation"
+        return None
+
+
 def readopted_text(pool: Pool) -> str:
     """What ``%pool start --keep`` says about the kept sessions it found."""
     found = pool.readopted
@@ -394,18 +408,22 @@ def _one_line():
 
 
 def load_ipython_extension(shell) -> None:
-    """``%load_ext nbpool``: the magics, and the status comm for JupyterLab (idempotent)."""
+    """``%load_ext nbpool``: the magics, the status comm for JupyterLab, and completion
+    of session cells from their worker (idempotent)."""
     if _magics(shell) is None:
         magics = PoolMagics(shell)
         shell.register_magics(magics)
         labcomm.register(shell, magics.get_pool)
+        completion.install(shell, magics.get_pool, cell_session)
 
 
 def unload_ipython_extension(shell) -> None:
-    """``%unload_ext nbpool``: shut the pool down, remove the magics and the comm."""
+    """``%unload_ext nbpool``: shut the pool down, remove the magics, the comm and the
+    completion hooks."""
     magics = _magics(shell)
     if magics is None:
         return
+    completion.uninstall(shell)
     labcomm.unregister(shell)
     magics.shutdown()
     for kind, names in magics.magics.items():
