@@ -7,9 +7,9 @@ import pytest
 from nbpool.core.coordinator import Coordinator
 from nbpool.core.records import Settings
 from nbpool.errors import LeaseTimeout
+from nbpool.testing import FakeBackend
 
 from ..conftest import wait_for
-from .fake import FakeBackend
 
 
 @pytest.fixture
