@@ -41,6 +41,9 @@ class FakeKernel:
     it; ``interrupts`` counts interrupts.
     """
 
+    worker_id: str
+    kernel_name: str
+    pid: int | None
     attached = False
     encrypted = False
     started: str | None = None  # no process began: neither forked nor spawned
@@ -99,6 +102,8 @@ class FakeBackend:
     pending : str or None
         What :meth:`pending_reason` says of a kernel being started.
     """
+
+    closing: threading.Event
 
     def __init__(self) -> None:
         self.closing = threading.Event()
