@@ -2,6 +2,11 @@
 
 ``%load_ext nbpool`` in a notebook, or ``nbpool.Pool`` from Python. See the
 README for the magics, and :mod:`nbpool.core.coordinator` for the lease contract.
+
+Besides ``__all__``, two modules are public: :mod:`nbpool.interfaces` (what
+a worker kernel and a backend must offer, as Protocols) and
+:mod:`nbpool.testing` (``FakeBackend``: a pool without processes, for tests
+of code that drives a pool, as ``Pool(backend=FakeBackend())``).
 """
 
 from .core.lease import Lease

@@ -115,7 +115,11 @@ from .sessions import SessionRegistry
 
 
 class Coordinator:
-    """Owns all pool state; see the module docstring for the contract.
+    """The pool's one lock around its policy; see the module docstring for the contract.
+
+    It owns the :class:`~nbpool.core.policy.Policy` (all pool state and the
+    rules), the lock and condition that guard it, the runner that carries
+    out its actions and the monitor thread; it makes each granted lease.
 
     Parameters
     ----------
@@ -154,15 +158,6 @@ class Coordinator:
     def sessions(self) -> SessionRegistry:
         """The session registry; any thread may read it without the lock."""
         return self._policy.sessions
-
-    @property
-    def closed(self) -> bool:
-        return self._policy.closed
-
-    @property
-    def kept(self) -> frozenset[str]:
-        """Ids of the workers a detach left running for their kept sessions."""
-        return self._policy.kept
 
     @property
     def events(self) -> list[dict]:
@@ -276,7 +271,7 @@ class Coordinator:
         with self._lock:
             refused = self._policy.timed_out(waiter, timeout)
             if refused is not None:
-                waiter.error = refused.error  # this thread is the one waiting: no wake-up
+                self._settle([refused])
         if waiter.error is not None:
             raise waiter.error
         waiter.lease.holder = threading.current_thread()
@@ -444,7 +439,7 @@ class Coordinator:
 
         With ``keep`` (a detach), the live local workers bound to sessions
         are not stopped: their lease holders get :class:`PoolClosed` within
-        a poll slice and let go (:attr:`kept`), and they are returned
+        a poll slice and let go (the policy's ``kept``), and they are returned
         (leased still, if a holder did not let go within ``wait``).
         """
         with self._lock:

@@ -374,7 +374,7 @@ class Policy:
                 continue  # queued behind its own session's work: not starving
             if waiter.deadline is not None and now >= waiter.deadline:
                 timeout = waiter.deadline - waiter.since
-                actions += self._settle(waiter, LeaseTimeout(self.explain_wait(waiter, timeout)))
+                actions += self._refuse(waiter, LeaseTimeout(self.explain_wait(waiter, timeout)))
         return actions
 
     # ------------------------------------------------------------------
@@ -415,7 +415,7 @@ class Policy:
         actions: list[Action] = []
         for waiter in list(self.waiters):
             error = PoolClosed("the pool was shut down while this request waited")
-            actions += self._settle(waiter, error)
+            actions += self._refuse(waiter, error)
         for w in self.workers.values():
             if w.lease is not None and w.id not in self.kept:
                 w.death = w.death or "was stopped because the pool was shut down"
@@ -476,7 +476,7 @@ class Policy:
                     actions += self._grant(waiter, w)
                 continue
             if info is not None and info.attached:
-                actions += self._settle(
+                actions += self._refuse(
                     waiter,
                     WorkerDied(
                         f"session {waiter.session!r} ran on an attached kernel that is gone "
@@ -487,7 +487,7 @@ class Policy:
             elif (w := self._find(waiter.kernel_name, same_kernel=True)) is not None:
                 actions += self._grant(waiter, w)
             elif self.settings.max_size == 0:
-                actions += self._settle(
+                actions += self._refuse(
                     waiter,
                     LeaseTimeout(
                         f"session {waiter.session!r} has no worker and this pool starts none "
@@ -536,7 +536,7 @@ class Policy:
                 "end a session (pool.end_session(NAME)) or raise max_size"
             )
             for waiter in waiting:
-                actions += self._settle(waiter, error)
+                actions += self._refuse(waiter, error)
         return actions
 
     def _grow(self, kernel_name: str, sessions: list[str]) -> list[Action]:
@@ -576,7 +576,7 @@ class Policy:
                 for x in self.waiters
                 if x.kernel_name == kernel_name and not x.task and x.session in doomed
             ]:
-                actions += self._settle(waiter, LeaseTimeout(self.explain_wait(waiter, None)))
+                actions += self._refuse(waiter, LeaseTimeout(self.explain_wait(waiter, None)))
         return actions
 
     def _find(self, kernel_name: str, *, same_kernel: bool) -> Worker | None:
@@ -623,7 +623,7 @@ class Policy:
             )
         ]
 
-    def _settle(self, waiter: Waiter, error: BaseException) -> list[Action]:
+    def _refuse(self, waiter: Waiter, error: BaseException) -> list[Action]:
         """Take a waiter out of the queue, refused with ``error``."""
         self.waiters.remove(waiter)
         return [Refuse(waiter, error)]
@@ -639,7 +639,7 @@ class Policy:
         for waiter in list(self.waiters):
             if waiter.kernel_name == kernel_name and unbound(self.sessions.get(waiter.session)):
                 tail = error.stderr_tail if error else ""
-                actions += self._settle(waiter, WorkerStartFailed(message, tail))
+                actions += self._refuse(waiter, WorkerStartFailed(message, tail))
         return actions
 
     def _evict_one(self, kernel_name: str) -> list[Action]:

@@ -1,4 +1,4 @@
-"""Task leases (``pool.map``'s requests): session-free workers, bound to nothing."""
+"""Task leases (``pool.map``'s requests) on the Coordinator: session-free workers, bound to nothing."""
 
 from __future__ import annotations
 
