@@ -1,13 +1,20 @@
 """nbpool: a pool of pre-started worker kernels for notebooks.
 
-``%load_ext nbpool`` in a notebook, or ``nbpool.Pool`` from Python. See the
-README for the magics, and :mod:`nbpool.core.coordinator` for the lease contract.
+``%load_ext nbpool`` in a notebook, or ``nbpool.Pool`` from Python. The
+documentation in ``docs/`` has the user guide and the references; the lease
+contract is the docstring of :mod:`nbpool.core.coordinator`.
 
-Besides ``__all__``, two modules are public: :mod:`nbpool.interfaces` (what
-a worker kernel and a backend must offer, as Protocols) and
-:mod:`nbpool.testing` (``FakeBackend``: a pool without processes, for tests
-of code that drives a pool, as ``Pool(backend=FakeBackend())``).
+Only the names in ``__all__`` are the API, plus two modules:
+:mod:`nbpool.interfaces` (what a worker kernel and a backend must offer, as
+Protocols) and :mod:`nbpool.testing` (``FakeBackend``: a pool without
+processes, ``Pool(backend=FakeBackend())``, for tests of code that drives a
+pool). The subpackages (``core``, ``kernels``, ``fork``, ``kept``,
+``slurm``, ``mapping``, ``notebook``) and other modules are internals that
+may change between releases (their ``__init__`` docstrings are the module
+map, for contributors).
 """
+
+from importlib import metadata as _metadata
 
 from .core.lease import Lease
 from .errors import (
@@ -30,7 +37,11 @@ from .pool import ExecutionFuture, Pool
 from .result import ExecutionResult, RemoteError
 from .status import PoolStatus
 
-__version__ = "0.1.0"
+try:
+    # One source: labextension/package.json, through the wheel's metadata.
+    __version__ = _metadata.version("nbpool")
+except _metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 
 def load_ipython_extension(shell) -> None:

@@ -168,7 +168,7 @@ class Pool(KeptSessions, LoggingConfigurable):
         # for the iopub idle status, which comes after every output, so the
         # sleep only costs time (~0.9 ms a run here).
         ["--HistoryManager.enabled=False", "--Kernel._execute_sleep=0"],
-        help="Extra arguments for ipykernel workers (tuning; see the README).",
+        help="Extra arguments for ipykernel workers (tuning: see the design notes in docs/).",
     ).tag(config=True)
 
     @default("size_limit")

@@ -29,6 +29,11 @@ Schema ``nbpool.status/1`` (a JSON-safe dict; no keys, tokens or paths)::
       "events": [{"time": ..., "kind": "died", "worker": "w2", "message": "..."}],
       "summary": "1/4 busy, 0 queued"   # the one-line summary every view shows
     }
+
+``Pool.status()`` shows the present. The JupyterLab views (:mod:`nbpool.notebook.labcomm`)
+sample it at most every 0.25 s, and a dead worker may be stopped and replaced
+(a forked one in ~0.2 s) between two samples: :class:`DeathsShown` keeps each
+death in the snapshots they are sent for :data:`DEATH_SHOWN` seconds.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ from . import render
 from .kernels.processes import memory
 
 SCHEMA = "nbpool.status/1"
+#: Seconds a worker's death stays in the snapshots the live views are sent.
+DEATH_SHOWN = 5.0
 
 
 class PoolStatus(dict):
@@ -127,6 +134,63 @@ class PoolStatus(dict):
 
     def _repr_html_(self) -> str:
         return render.html_table(self)
+
+
+class DeathsShown:
+    """Keeps each worker's death in the snapshots a sampling view is sent.
+
+    Fed every snapshot such a view gets, in order, it puts each worker that
+    died less than ``shown`` seconds ago (its ``died`` event) and is gone
+    from the snapshot back into ``workers``: as it last looked, with state
+    ``"dead"`` and its death as ``last_error``; the summary counts it. So
+    the status item turns to its warning style and the panel lists the dead
+    worker even if it was replaced before the next sample, and both clear
+    ``shown`` seconds after the death. One per view; not thread-safe.
+    """
+
+    def __init__(self, shown: float = DEATH_SHOWN) -> None:
+        self.shown = shown
+        self._seen: dict[str, dict] = {}  # worker id -> its row in the previous snapshot
+        self._dead: dict[str, tuple[dict, float]] = {}  # worker id -> (row, shown until)
+
+    def show(self, status: dict | None) -> dict | None:
+        """``status`` with the recent deaths kept (None: no pool, passed on)."""
+        if status is None or status["closed"]:
+            self._seen, self._dead = {}, {}
+            return status
+        now = status["time"]
+        rows = {w["id"]: w for w in status["workers"]}
+        for event in status["events"]:
+            until = event["time"] + self.shown
+            if event["kind"] == "died" and until > now and event["worker"] not in self._dead:
+                wid = event["worker"]
+                last = rows.get(wid) or self._seen.get(wid) or _unseen(wid, status)
+                row = {**last, "state": "dead", "memory": None, "last_error": event["message"]}
+                self._dead[wid] = (row, until)
+        self._dead = {wid: entry for wid, entry in self._dead.items() if entry[1] > now}
+        self._seen = rows
+        kept = [row for wid, (row, _) in self._dead.items() if wid not in rows]
+        if not kept:
+            return status
+        shown = PoolStatus({**status, "workers": [*status["workers"], *kept]})
+        shown["summary"] = shown.summary()
+        return shown
+
+
+def _unseen(worker_id: str, status: dict) -> dict:
+    """The row of a worker that started and died between two snapshots."""
+    return {
+        "id": worker_id,
+        "kernel": status["kernel_name"],
+        "session": None,
+        "pid": None,
+        "executions": 0,
+        "uptime": 0.0,
+        "attached": False,
+        "encrypted": False,
+        "started": None,
+        "pending_reason": None,
+    }
 
 
 def _unique(pid: int | None) -> int | None:

@@ -22,9 +22,9 @@ Template to parent::
     {"id": N, "error": TEXT}        the child could not set itself up
     {"exited": PID, "code": CODE}   a child ended (Popen's returncode convention)
 
-Parent to template: ``{"id": N, "connection_file": PATH, "env": {...}, "cwd": DIR,
-"argv": [...]}`` (``argv``: the command line the child shows in ``ps``, in
-the room ``PADDING`` leaves)
+Parent to template: ``{"id": N, "connection_file": PATH, "env": {...}, "argv": [...]}``
+(``argv``: the command line the child shows in ``ps``, in the room
+``PADDING`` leaves; the child works in the template's directory)
 with three descriptors attached (``SCM_RIGHTS``): the kernel's stdout and
 stderr, and a pipe on which the child writes one byte once its kernel's
 sockets are bound and it has rewritten its connection file (the parent's
@@ -43,6 +43,15 @@ kept single-threaded here by the environment the parent gives the template
 child restores the thread counts its own environment asks for before its
 first execution (:func:`_restore_blas_threads`), so a NumPy preload forks
 cleanly and the worker still computes with all its cores.
+
+A forked worker must look like a spawned one, in which the preload is the
+first cell. So the preload runs with ipykernel's ``MPLBACKEND``, the kernel's
+``sys.path`` and ``sys.argv`` (:func:`_as_in_a_kernel`); what the template's
+start and the preload change in the environment, and the directory the
+preload leaves it in, carry over to each child (:func:`_environment_changes`);
+and a child hooks matplotlib's inline backend into its new shell if the
+preload loaded it here, where no shell exists (:func:`_hook_inline_backend`).
+A matplotlib preload gives forked workers inline plots, as spawned ones.
 """
 
 from __future__ import annotations
@@ -68,6 +77,9 @@ THREAD_VARS = (
     "MKL_NUM_THREADS",
     "BLIS_NUM_THREADS",
 )
+
+#: ipykernel's default matplotlib backend (``IPKernelApp.init_gui_pylab``).
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 
 #: Descriptor kinds that must not be shared by forked workers: event loops'
 #: epoll, ZMQ contexts' eventfds, network connections, signal/timer fds.
@@ -121,9 +133,14 @@ WARM_IMPORTS = (
 def main() -> None:
     ctrl = socket.socket(fileno=int(sys.argv[2]))
     config = json.load(sys.stdin)
+    given = dict(os.environ)
     _stdin_devnull()
     os.chdir(config["cwd"])
-    sys.path[0] = os.getcwd()  # what `python -m ipykernel_launcher` puts first
+    # As ipykernel_launcher: the working directory is off sys.path while
+    # ipykernel loads; InteractiveShellApp.init_path puts it back (as "", after
+    # the standard library) before the preload runs.
+    if sys.path[0] in ("", os.getcwd()):
+        del sys.path[0]
     for name in WARM_IMPORTS:
         try:
             __import__(name)
@@ -131,6 +148,7 @@ def main() -> None:
             pass
     ns = {"__name__": "__main__", "__builtins__": __builtins__}
     app = _prepare_app(config["kernel_args"], ns)
+    _as_in_a_kernel(app, config["kernel_args"])
     verdict = _preload(config["preload"], ns)
     if verdict is None:
         reason = _unsafe(ctrl)
@@ -144,7 +162,7 @@ def main() -> None:
     # children: a collection would write to them and unshare their pages.
     gc.collect()
     gc.freeze()
-    job = _serve(ctrl)
+    job = _serve(ctrl, _environment_changes(given))
     if job is not None:  # a forked child, with the template's stack unwound
         sys.exit(_run_kernel(app, job, config["kernel_args"]))
 
@@ -153,6 +171,37 @@ def _stdin_devnull() -> None:
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
+
+
+def _as_in_a_kernel(app, kernel_args: list[str]) -> None:
+    """Give the preload what it would see as a spawned kernel's first cell.
+
+    - ``MPLBACKEND``: ``IPKernelApp.init_gui_pylab`` sets it to the inline
+      backend (unless the environment names one) before any cell runs, and
+      matplotlib reads it once, on import. Without it a preload's ``import
+      matplotlib`` settles every child on ``agg``: no plots.
+    - ``sys.path``: the working directory as ``""``, after the standard
+      library (``init_path``; a child's own finds it there and adds nothing).
+    - ``sys.argv``: the kernel's command line, but for the connection file,
+      which only each child has.
+    """
+    if not os.environ.get("MPLBACKEND"):
+        os.environ["MPLBACKEND"] = INLINE_BACKEND
+    app.init_path()
+    sys.argv = [_launcher(), *kernel_args]
+
+
+def _environment_changes(given: dict) -> dict:
+    """What the template's start and the preload did to the environment it was given.
+
+    ``{name: value}``, None for a name they removed. In a spawned kernel the
+    same imports (debugpy sets ``PYDEVD_USE_FRAME_EVAL``), ipykernel and the
+    preload change the kernel's own environment, which its cells and their
+    subprocesses then see; each child applies these changes to its own.
+    """
+    changes: dict = {name: value for name, value in os.environ.items() if given.get(name) != value}
+    changes.update(dict.fromkeys(given.keys() - os.environ.keys()))
+    return changes
 
 
 def _preload(code: str, ns: dict) -> dict | None:
@@ -245,8 +294,11 @@ def _send(ctrl: socket.socket, msg: dict) -> None:
         pass
 
 
-def _serve(ctrl: socket.socket) -> dict | None:
-    """Fork on request and report children's exits; returns the job in a child."""
+def _serve(ctrl: socket.socket, changes: dict) -> dict | None:
+    """Fork on request and report children's exits; returns the job in a child.
+
+    ``changes``: see :func:`_environment_changes`.
+    """
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake select()
     signal.set_wakeup_fd(wake_w)
@@ -264,7 +316,7 @@ def _serve(ctrl: socket.socket) -> dict | None:
             if not data:
                 return None  # the parent is gone
             job = json.loads(data)
-            if _fork(ctrl, job, fds, (wake_r, wake_w)):
+            if _fork(ctrl, job, fds, (wake_r, wake_w), changes):
                 return job
 
 
@@ -279,7 +331,9 @@ def _reap(ctrl: socket.socket) -> None:
         _send(ctrl, {"exited": pid, "code": os.waitstatus_to_exitcode(status)})
 
 
-def _fork(ctrl: socket.socket, job: dict, fds: list[int], wake: tuple[int, int]) -> bool:
+def _fork(
+    ctrl: socket.socket, job: dict, fds: list[int], wake: tuple[int, int], changes: dict
+) -> bool:
     """Fork one worker; True in the child (which then starts its kernel)."""
     if len(fds) != 3:
         for fd in fds:
@@ -298,7 +352,7 @@ def _fork(ctrl: socket.socket, job: dict, fds: list[int], wake: tuple[int, int])
             for fd in wake:
                 os.close(fd)
             ctrl.close()  # the template's death must show as EOF in the parent
-            _become_worker(job, fds)
+            _become_worker(job, fds, changes)
             os.write(status_w, b"ok")
             os.close(status_w)
         except BaseException:
@@ -320,8 +374,13 @@ def _fork(ctrl: socket.socket, job: dict, fds: list[int], wake: tuple[int, int])
     return False
 
 
-def _become_worker(job: dict, fds: list[int]) -> None:
-    """What Popen(start_new_session=True, env=, cwd=, stdout=, stderr=) would give."""
+def _become_worker(job: dict, fds: list[int], changes: dict) -> None:
+    """What Popen(start_new_session=True, env=, stdout=, stderr=) and the preload would give.
+
+    The working directory stays the template's: the worker's (templates
+    are per directory), or wherever the preload moved to, as in a spawned
+    kernel.
+    """
     os.setsid()  # own session and process group: pgid == pid, for the reaper
     os.dup2(fds[0], 1)
     os.dup2(fds[1], 2)
@@ -329,9 +388,13 @@ def _become_worker(job: dict, fds: list[int]) -> None:
         if fd > 2:
             os.close(fd)
     job["bound_fd"] = fds[2]
-    os.chdir(job["cwd"])
     os.environ.clear()
     os.environ.update(job["env"])
+    for name, value in changes.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     _reseed()
     _show_cmdline(job["argv"])
 
@@ -394,6 +457,38 @@ _POOLS = (
     ("libmkl_rt", ("MKL_Set_Num_Threads",), ("MKL_NUM_THREADS", "OMP_NUM_THREADS")),
     ("libblis", ("bli_thread_set_num_threads",), ("BLIS_NUM_THREADS", "OMP_NUM_THREADS")),
 )
+
+
+def _hook_inline_backend(shell) -> None:
+    """Hook the inline backend into the shell if the preload loaded it here, with no shell.
+
+    matplotlib loads its backend's module when something first needs it (a
+    figure, ``plt.show``; not ``import matplotlib.pyplot``). The inline
+    backend's module hooks itself into the running shell as it is imported:
+    ``activate_matplotlib`` (interactive mode, pyplot's display hook) and
+    ``configure_inline_support`` (figures shown at the end of each cell, the
+    PNG formatter for figures). In a spawned kernel the preload is a cell and
+    that shell exists; here it does not yet, so a preload that made a figure
+    left the backend unhooked. The same two calls, now that the shell exists;
+    then what the end of that cell did: its figures were shown (to no one: a
+    preload's output is dropped) and closed.
+    """
+    if shell is None or "matplotlib_inline.backend_inline" not in sys.modules:
+        return  # not loaded yet: it hooks itself in when it is, the shell being there
+    import matplotlib
+    from matplotlib import pyplot
+
+    backend = matplotlib.get_backend()
+    if backend not in ("inline", INLINE_BACKEND):
+        return  # loaded, but another backend is in use (as the import would find)
+    from IPython.core.pylabtools import activate_matplotlib
+    from matplotlib_inline.backend_inline import configure_inline_support
+    from matplotlib_inline.config import InlineBackend
+
+    activate_matplotlib(backend)
+    configure_inline_support(shell, backend)
+    if InlineBackend.instance(parent=shell).close_figures:
+        pyplot.close("all")
 
 
 def _restore_blas_threads_on_first_execution(shell, env: dict) -> None:
@@ -497,18 +592,23 @@ def _prepare_app(kernel_args: list[str], ns: dict):
     return app
 
 
-def _run_kernel(app, job: dict, kernel_args: list[str]) -> int:
-    """Start the kernel as ``python -m ipykernel_launcher -f FILE ARGS`` would; its exit code."""
+def _launcher() -> str:
+    """``sys.argv[0]`` of ``python -m ipykernel_launcher``."""
     import importlib.util
 
-    launcher = importlib.util.find_spec("ipykernel_launcher").origin
-    sys.argv = [launcher, "-f", job["connection_file"], *kernel_args]
+    return importlib.util.find_spec("ipykernel_launcher").origin
+
+
+def _run_kernel(app, job: dict, kernel_args: list[str]) -> int:
+    """Start the kernel as ``python -m ipykernel_launcher -f FILE ARGS`` would; its exit code."""
+    sys.argv = [_launcher(), "-f", job["connection_file"], *kernel_args]
     app.connection_file = job["connection_file"]
     app.bound_fd = job["bound_fd"]
     # As a spawned kernel's: its class default was read in the template.
     app.parent_handle = int(os.environ.get("JPY_PARENT_PID") or 0)
     app.initialize([])
-    _restore_blas_threads_on_first_execution(app.shell, job["env"])
+    _hook_inline_backend(app.shell)
+    _restore_blas_threads_on_first_execution(app.shell, dict(os.environ))
     app.start()
     return 0
 

@@ -9,7 +9,10 @@ forks one child per worker. A child puts itself in its own session, re-seeds
 environment, working directory and BLAS thread counts, and starts
 IPKernelApp on the connection file jupyter_client's KernelManager wrote (its
 own key and CurveZMQ keys): a ready worker in about the time of one cell,
-sharing the template's pages copy-on-write.
+sharing the template's pages copy-on-write. What a user sees is a spawned
+worker's: the preload ran as that kernel's first cell would (ipykernel's
+``MPLBACKEND``: a matplotlib preload gives inline plots), ``sys.argv``,
+environment and working directory are the kernel's own.
 
 It plugs into jupyter_client as a kernel provisioner,
 :class:`~nbpool.fork.provisioner.ForkingProvisioner` (a LocalProvisioner whose ``launch_kernel`` asks
@@ -30,11 +33,13 @@ worker's traceback as its ``stderr_tail``
 (the same code would fail a spawned worker the same way).
 
 Lifetime: templates are children of this process, in their own process
-groups registered with the reaper like workers; a template exits when its
-control socket closes (this process died or :meth:`ForkServer.close`).
-Killing a template leaves its workers running (they are in their own
-sessions); the next start makes a new template, and a start that was waiting
-on the dead one spawns instead.
+groups registered with the reaper like workers, and so is each forked child
+from the moment its template reports it (a forked kernel has no parent
+poller: the reaper is what ends it if this process dies). A template exits
+when its control socket closes (this process died or
+:meth:`ForkServer.close`). Killing a template leaves its workers running
+(they are in their own sessions); the next start makes a new template, and
+a start that was waiting on the dead one spawns instead.
 """
 
 from __future__ import annotations
@@ -244,12 +249,12 @@ class Template:
         self,
         connection_file: str,
         env: dict,
-        cwd: str,
         stdout: int,
         stderr: int,
         timeout: float = 10.0,
     ) -> ForkedProcess:
-        """One forked worker (its own session, env, cwd) writing to these descriptors."""
+        """One forked worker (its own session and env; the template's cwd) writing to these
+        descriptors."""
         done = threading.Event()
         with self._lock:
             if self.dead:
@@ -259,7 +264,7 @@ class Template:
             self._pending[ident] = [done, None]
         args = [*self.prefix, "-m", "ipykernel_launcher", "-f", connection_file, *self.kernel_args]
         msg = json.dumps(
-            {"id": ident, "connection_file": connection_file, "env": env, "cwd": cwd, "argv": args}
+            {"id": ident, "connection_file": connection_file, "env": env, "argv": args}
         ).encode()
         bound_r, bound_w = os.pipe2(os.O_CLOEXEC)
         try:
@@ -301,6 +306,14 @@ class Template:
             if not data:
                 return
             msg = json.loads(data)
+            if self.reaper is not None and "pid" in msg:
+                # At once, as a spawned kernel's parent poller would from its
+                # start: until a KernelManager holds this child it is known only
+                # here (a launch cancelled late, a host killed meanwhile), and it
+                # has no poller and a process group of its own.
+                self.reaper.watch(msg["pid"])
+            elif self.reaper is not None and "exited" in msg:
+                self.reaper.forget(msg["exited"])
             with self._lock:
                 if "exited" in msg:
                     child = self._children.pop(msg["exited"], None)
@@ -385,8 +398,9 @@ class ForkServer:
     runtime_dir : str
         Private directory (0700) for the templates' logs.
     reaper : object with ``watch(pgid)`` / ``forget(pgid)``, optional
-        Registers each template's process group (nbpool's
-        :class:`~nbpool.launcher.Reaper`), so none outlives this process.
+        Registers each template's and each forked child's process group
+        (nbpool's :class:`~nbpool.kernels.processes.Reaper`) from its start to its
+        end, so none outlives this process.
     ready_timeout : float
         Seconds a template may take to import ipykernel and run the preload.
     fork_timeout : float
@@ -474,7 +488,7 @@ class ForkServer:
                 if self._templates.get(key) is template:
                     del self._templates[key]  # a later start tries again (slow, or fixed)
             raise
-        return template.fork(connection_file, env, cwd, stdout, stderr, self.fork_timeout)
+        return template.fork(connection_file, env, stdout, stderr, self.fork_timeout)
 
     def templates(self) -> list[dict]:
         """Live templates: pid, forks so far, unique memory (for status and tests)."""

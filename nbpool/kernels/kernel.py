@@ -351,6 +351,7 @@ class LocalKernel(Kernel):
             except WorkerStartFailed:  # the fork server's: a preload that raised
                 raise
             except LaunchCancelled:
+                _end_late_launch(km)
                 if closing is not None and closing.is_set():
                     raise WorkerStartFailed(
                         "the pool was shut down while this kernel started"
@@ -491,6 +492,28 @@ class AttachedKernel(Kernel):
             self._control.close(linger=0)
         if self._tunnel is not None:
             self._tunnel.close()
+
+
+def _end_late_launch(km: AsyncKernelManager) -> None:
+    """Stop the kernel a cancelled start launched all the same.
+
+    The cancel can land after the provisioner's ``launch_kernel`` returned:
+    jupyter_client's ``start_kernel`` awaits once more after the launch
+    (``in_pending_state``: ``asyncio.sleep(0.01)``), where no provisioner
+    cleanup runs. The kernel is then up and known to nothing but ``km``; a
+    forked one, in its own process group with no parent poller, would even
+    outlive this process.
+    """
+    provisioner = km.provisioner
+    if provisioner is None or not provisioner.has_process:
+        return
+    pid = provisioner.pid  # cleanup_resources may drop the provisioner
+    try:
+        run_provisioner(km.shutdown_kernel(now=True))
+    except Exception:  # going away either way; the group kill makes sure of it
+        pass
+    if pid:
+        kill_group(pid)
 
 
 def _text(value) -> str:

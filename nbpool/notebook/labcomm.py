@@ -29,10 +29,13 @@ Threads. Actions run on the thread that handles the comm message: with
 ipykernel 7 and JupyterLab >= 4.4 that is a kernel *subshell* (comms over
 subshells), so "interrupt" works while a cell runs. Status pushes come from
 one thread per kernel, at most every :data:`PUSH_INTERVAL` and only when the
-snapshot changed (uptime aside, memory to the MiB). Each push runs in a copy
-of the context of its comm's ``comm_open`` handler: ipykernel 7 takes the
-parent of an IOPub message from context variables, so a push is a reply to
-that ``comm_open`` and is never attributed to whatever cell is running.
+snapshot changed (uptime aside, memory to the MiB); a worker's death stays in
+them for a few seconds (:class:`~nbpool.status.DeathsShown`), so the status
+item shows it even when the worker was replaced between two pushes. Each
+push runs in a copy of the context of its comm's ``comm_open`` handler:
+ipykernel 7 takes the parent of an IOPub message from context variables, so
+a push is a reply to that ``comm_open`` and is never attributed to whatever
+cell is running.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ import uuid
 from typing import Callable
 
 from ..errors import NbpoolError
+from ..status import DeathsShown
 
 #: The comm target name, shared with the frontend (labextension/src/comm.ts).
 TARGET = "nbpool.status"
@@ -115,6 +119,7 @@ class StatusService:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._failed = False
+        self._deaths = DeathsShown()  # the push thread's alone
         manager.register_target(TARGET, self._on_open)
         self._thread = threading.Thread(target=self._loop, name="nbpool-status", daemon=True)
         self._thread.start()
@@ -240,10 +245,10 @@ class StatusService:
                     self._drop(client)
 
     def _status(self) -> dict | None | bool:
-        """The snapshot, None without a pool, False if taking it failed."""
+        """The snapshot (recent deaths kept), None without a pool, False if taking it failed."""
         try:
             pool = self.get_pool()
-            return None if pool is None else dict(pool.status())
+            return self._deaths.show(None if pool is None else dict(pool.status()))
         except Exception:
             if not self._failed:  # once: this runs four times a second
                 self._failed = True

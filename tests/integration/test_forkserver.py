@@ -550,17 +550,22 @@ HOST = textwrap.dedent(
                        ip="127.0.0.1")
     install(km, server, "x = 1")
     km.start_kernel(stdout=open(os.devnull, "w"), stderr=open(os.devnull, "w"))
-    reaper.watch(km.provisioner.process.pid)
+    if sys.argv[1] == "watched":  # as LocalKernel does once the launch returned
+        reaper.watch(km.provisioner.process.pid)
     print(km.provisioner.process.pid, server.templates()[0]["pid"], flush=True)
     sys.stdin.read()
     """
 )
 
 
-def test_nothing_outlives_a_sigkilled_host(tmp_path):
-    """The reaper ends templates and forked workers when their host is SIGKILLed."""
+@pytest.mark.parametrize("worker", ["watched", "known only to the fork server"])
+def test_nothing_outlives_a_sigkilled_host(tmp_path, worker):
+    """The reaper ends templates and forked workers when their host is SIGKILLed,
+    also a worker nothing but the fork server knows yet (its launch cancelled
+    late, or the host killed before the pool registered it): a forked kernel
+    has no parent poller to end it."""
     host = subprocess.Popen(
-        [sys.executable, "-c", HOST],
+        [sys.executable, "-c", HOST, worker],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -63,3 +64,94 @@ def test_a_non_python_kernel_skips_the_preload(bash_kernel):
     """The preload is python code: a bash worker starts without it and works."""
     with nbpool.Pool(size=0, kernel_name=bash_kernel, preload="import json") as pool:
         assert pool.execute("echo $((40 + 2))").stdout.strip() == "42"
+
+
+# ----------------------------------------------------------------------
+# forked and spawned workers look the same (fork_server="auto" | "never")
+# ----------------------------------------------------------------------
+
+INLINE = "module://matplotlib_inline.backend_inline"
+STARTED = {"auto": "fork", "never": "spawn"}
+
+
+def _images(res) -> int:
+    assert res.ok, res.error and res.error.traceback
+    return sum("image/png" in out.get("data", {}) for out in res.outputs)
+
+
+@pytest.mark.parametrize("fork_server", ["auto", "never"])
+@pytest.mark.parametrize("preload", ["import matplotlib", "import matplotlib.pyplot as plt"])
+def test_a_matplotlib_preload_gives_inline_plots(fork_server, preload):
+    """A matplotlib preload leaves the worker on ipykernel's inline backend, forked
+    or spawned: plt.show() and the end of a cell each give one image/png output."""
+    with nbpool.Pool(size=1, preload=preload, fork_server=fork_server) as pool:
+        res = pool.execute("import matplotlib\nmatplotlib.get_backend()")
+        assert res.result == repr(INLINE)
+        assert pool.status()["workers"][0]["started"] == STARTED[fork_server]
+        assert (
+            _images(
+                pool.execute("import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.show()")
+            )
+            == 1
+        )
+        assert _images(pool.execute("plt.plot([3, 1]);")) == 1, "shown at the end of the cell"
+        assert _images(pool.execute("1 + 1")) == 0, "a shown figure is closed"
+
+
+#: What a user can see of a worker's setup, as JSON (sys.argv without the
+#: connection file, which is each worker's own).
+OBSERVED = """
+import json, os, sys
+import matplotlib, matplotlib.pyplot as plt
+ip = get_ipython()
+png = ip.display_formatter.formatters["image/png"]
+print(json.dumps({
+    "backend": matplotlib.get_backend(),
+    "interactive": matplotlib.is_interactive(),
+    "open figures": plt.get_fignums(),
+    "figure as png": any(t.__name__ == "Figure" for t in png.type_printers),
+    "formats": ip.display_formatter.active_types,
+    "post_execute": [getattr(f, "__name__", repr(f)) for f in ip.events.callbacks["post_execute"]],
+    "argv": [sys.argv[0], sys.argv[1], *sys.argv[3:]],
+    "path": sys.path,
+    "env": {k: v for k, v in os.environ.items() if k != "JPY_PARENT_PID"},
+    "cwd": os.getcwd(),
+    "from_preload": FROM_PRELOAD,
+}, sort_keys=True))
+"""
+
+
+def test_forked_and_spawned_workers_look_the_same(tmp_path):
+    """The same preload (a figure, an env change, a chdir) and settings give a forked
+    and a spawned worker the same backend, %matplotlib inline behaviour, display
+    formatters, sys.argv, sys.path, environment and working directory."""
+    (tmp_path / "data").mkdir()
+    preload = (
+        "import os\nimport matplotlib.pyplot as plt\nplt.figure()\nplt.plot([1, 2])\n"
+        "os.environ['NBPOOL_FROM_PRELOAD'] = 'set'\nos.environ.pop('NBPOOL_DROPPED')\n"
+        "os.chdir('data')\nFROM_PRELOAD = os.getcwd()\n"
+    )
+    seen = {}
+    for mode in ("auto", "never"):
+        env = {"NBPOOL_TEST_VAR": "yes", "NBPOOL_DROPPED": "x", "OMP_NUM_THREADS": "3"}
+        with nbpool.Pool(
+            size=1, preload=preload, fork_server=mode, env=env, cwd=str(tmp_path)
+        ) as pool:
+            assert pool.status()["workers"][0]["started"] == STARTED[mode]
+            res = pool.execute(OBSERVED)
+            assert res.ok, res.error and res.error.traceback
+            seen[mode] = json.loads(res.stdout)
+            assert _images(pool.execute("%matplotlib inline\nplt.plot([2, 1]);")) == 1
+            seen[mode]["after %matplotlib"] = pool.execute("matplotlib.get_backend()").result
+    forked, spawned = seen["auto"], seen["never"]
+    assert forked == spawned
+    assert spawned["backend"] == INLINE and spawned["figure as png"]
+    assert spawned["open figures"] == [], "the preload's figure was shown (to no one) and closed"
+    assert spawned["cwd"] == str(tmp_path / "data") == spawned["from_preload"]
+    env = spawned["env"]
+    assert env["NBPOOL_FROM_PRELOAD"] == "set" and "NBPOOL_DROPPED" not in env
+    assert (env["NBPOOL_TEST_VAR"], env["OMP_NUM_THREADS"], env["MPLBACKEND"]) == (
+        "yes",
+        "3",
+        INLINE,
+    )

@@ -236,7 +236,7 @@ def test_pushes_are_at_most_four_a_second(shell):
 
     class Changing:
         def status(self):
-            return {"workers": [], "time": 0, "counter": next(calls)}
+            return {"workers": [], "closed": False, "events": [], "time": 0, "n": next(calls)}
 
     pool = Changing()
     nbcomm.register(shell, lambda: pool)
@@ -351,6 +351,77 @@ def test_oldest_comms_beyond_the_limit_are_closed(shell, holder):
     nbcomm.register(shell, holder.get_pool)
     comms = [open_comm(shell) for _ in range(nbcomm.MAX_COMMS + 2)]
     assert [c.closed for c in comms] == [True, True] + [False] * nbcomm.MAX_COMMS
+
+
+def stopped_service(shell, holder) -> nbcomm.StatusService:
+    """The comm service with its push thread ended: the test publishes by hand."""
+    nbcomm.register(shell, holder.get_pool)
+    service = nbcomm._services[id(shell)]
+    service._stop.set()
+    service._wake.set()
+    service._thread.join()
+    return service
+
+
+def test_a_death_stays_in_the_pushes_after_its_replacement(shell, holder):
+    """A worker killed and replaced between two pushes is still pushed, as a
+    dead worker with its death as last_error and counted by the summary, so
+    the status item warns and the panel lists it; pool.status() shows only
+    the present."""
+    service = stopped_service(shell, holder)
+    c = open_comm(shell)
+    backend = FakeBackend()
+    pool = holder.pool = nbpool.Pool(size=1, backend=backend).start()
+    wait_for(lambda: pool.status()["workers"][0]["state"] == "idle", what="w1 ready")
+    service._publish()
+    assert [(w["id"], w["state"]) for w in c.statuses()[-1]["workers"]] == [("w1", "idle")]
+    pid = pool.status()["workers"][0]["pid"]
+    backend.started[0].dead = "was killed by signal 9"
+    wait_for(
+        lambda: [(w["id"], w["state"]) for w in pool.status()["workers"]] == [("w2", "idle")],
+        what="the replacement to be ready and the dead record gone",
+    )
+    service._publish()
+    pushed = c.statuses()[-1]
+    assert [(w["id"], w["state"]) for w in pushed["workers"]] == [("w2", "idle"), ("w1", "dead")]
+    dead = pushed["workers"][1]
+    assert dead["pid"] == pid and dead["last_error"] == "worker w1 was killed by signal 9"
+    assert pushed["summary"] == "0/1 busy, 0 queued, 1 failing/restarting"
+    service._publish()
+    assert len(c.statuses()) == 2, "unchanged: not pushed again"
+
+
+def test_a_shown_death_clears_after_death_shown_seconds():
+    """The dead worker's row goes DEATH_SHOWN seconds after its death (its died
+    event); a worker never seen alive still shows; a closed pool forgets."""
+    from nbpool.status import DEATH_SHOWN, DeathsShown
+
+    row = {"id": "w2", "state": "idle", "session": None, "pid": 7}
+    event = {"time": 100.0, "kind": "died", "worker": "w1", "message": "worker w1 exited"}
+    snap = {
+        "time": 100.0,
+        "closed": False,
+        "kernel_name": "python3",
+        "workers": [row],
+        "waiting": 0,
+        "events": [event],
+        "summary": "0/1 busy, 0 queued",
+    }
+    deaths = DeathsShown()
+    shown = deaths.show(snap)
+    assert [(w["id"], w["state"], w["pid"]) for w in shown["workers"]] == [
+        ("w2", "idle", 7),
+        ("w1", "dead", None),
+    ]
+    assert shown["summary"] == "0/1 busy, 0 queued, 1 failing/restarting"
+    almost = deaths.show({**snap, "time": 100.0 + DEATH_SHOWN - 0.1})
+    assert [w["id"] for w in almost["workers"]] == ["w2", "w1"]
+    assert deaths.show({**snap, "time": 100.0 + DEATH_SHOWN}) == {
+        **snap,
+        "time": 100.0 + DEATH_SHOWN,
+    }
+    assert deaths.show({**snap, "closed": True})["workers"] == [row]
+    assert deaths.show(None) is None
 
 
 def test_frontend_state_colours_match_the_python_ones():
