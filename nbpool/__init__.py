@@ -4,10 +4,14 @@
 documentation in ``docs/`` has the user guide and the references; the lease
 contract is the docstring of :mod:`nbpool.core.coordinator`.
 
-Only the names in ``__all__`` are the API; the subpackages (``core``,
-``kernels``, ``fork``, ``kept``, ``slurm``, ``mapping``, ``notebook``) and
-modules below are internals that may change between releases (their
-``__init__`` docstrings are the module map, for contributors).
+Only the names in ``__all__`` are the API, plus two modules:
+:mod:`nbpool.interfaces` (what a worker kernel and a backend must offer, as
+Protocols) and :mod:`nbpool.testing` (``FakeBackend``: a pool without
+processes, ``Pool(backend=FakeBackend())``, for tests of code that drives a
+pool). The subpackages (``core``, ``kernels``, ``fork``, ``kept``,
+``slurm``, ``mapping``, ``notebook``) and other modules are internals that
+may change between releases (their ``__init__`` docstrings are the module
+map, for contributors).
 """
 
 from importlib import metadata as _metadata

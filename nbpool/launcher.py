@@ -84,8 +84,9 @@ def check_kernel_name(name: str) -> None:
 class Launcher:
     """Starts worker kernels; owns their runtime directory, ZMQ context and reaper.
 
-    This is the pool's real backend (see ``backend`` in :class:`~nbpool.Pool`):
-    ``start``, ``attach``, ``closing`` and ``close``.
+    This is the pool's real :class:`~nbpool.interfaces.Backend` (see
+    ``backend`` in :class:`~nbpool.Pool`): ``start``, ``attach``,
+    ``pending_reason``, ``closing`` and ``close``.
 
     Parameters
     ----------
@@ -94,6 +95,9 @@ class Launcher:
         kernelspec declares ``supported_encryption: ["curve"]``), ipykernel
         tuning arguments, and whether plain text to remote kernels is allowed.
     """
+
+    #: Set when the pool starts closing: launches in flight give up.
+    closing: threading.Event
 
     def __init__(self, settings: LaunchSettings = LaunchSettings()) -> None:
         self.settings = settings

@@ -35,6 +35,7 @@ from .core.coordinator import Coordinator
 from .core.lease import Lease
 from .core.records import Settings, Waiter
 from .errors import InvalidConfig, PoolClosed
+from .interfaces import Backend
 from .kept.adoption import Keeping, KeptSessions
 from .kernels.execution import OutputHook, StdinHandler
 from .kernels.ssh import check_server
@@ -60,12 +61,10 @@ class Pool(KeptSessions, LoggingConfigurable):
     Every trait below is also a constructor argument. The kept-session
     methods (``detach``, ``replay``, ``readopted``, ``waiting_output``) come
     from :class:`~nbpool.kept.adoption.KeptSessions`. ``backend`` (not a
-    trait) is where kernels come from: by default a
-    :class:`~nbpool.launcher.Launcher` (jupyter_client kernels, with a
-    reaper process); bookkeeping tests pass an object with the same
-    ``start(worker_id, kernel_name, start_timeout)``, ``attach(...)``,
-    ``closing`` (an Event) and ``close()`` (as httpcore injects a network
-    backend).
+    trait) is where kernels come from, a :class:`~nbpool.interfaces.Backend`:
+    by default a :class:`~nbpool.launcher.Launcher` (jupyter_client kernels,
+    with a reaper process); tests pass :class:`nbpool.testing.FakeBackend`
+    (as httpcore injects a network backend).
 
     Examples
     --------
@@ -193,10 +192,14 @@ class Pool(KeptSessions, LoggingConfigurable):
             super().__init__(**kwargs)
         except TraitError as exc:
             raise InvalidConfig(f"invalid Pool setting: {_first_line(exc)}") from None
-        self._settings = self._validated()
+        settings = self._validated()
         check_kernel_name(self.kernel_name)
-        self._launcher = backend if backend is not None else Launcher(LaunchSettings.of(self))
-        self._coordinator = Coordinator(self._settings, self._launcher.start)
+        # The launcher's settings come from the same traits, now: neither changes
+        # in place (a resize hands the coordinator new Settings).
+        self._launcher: Backend = (
+            backend if backend is not None else Launcher(LaunchSettings.of(self))
+        )
+        self._coordinator = Coordinator(settings, self._launcher.start)
         self._keeping = (
             Keeping(self.name, self.keep_for, self._coordinator, self._launcher.runtime.context)
             if self.keep_sessions
@@ -214,6 +217,7 @@ class Pool(KeptSessions, LoggingConfigurable):
         atexit.register(self._atexit)
 
     def _validated(self) -> Settings:
+        """The traits checked, as the one frozen Settings the coordinator acts on."""
         s = self
         limit = checks.size(s.size_limit, "size_limit", minimum=1)
         checks.size(s.size, "size", limit=limit)
@@ -272,7 +276,8 @@ class Pool(KeptSessions, LoggingConfigurable):
                 adopted = 0
                 if self._keeping is not None:
                     adopted = self._keeping.adopt(self.attach_timeout)
-                self._initial = self._coordinator.start(max(0, self.size - adopted))
+                size = self._coordinator.settings.size
+                self._initial = self._coordinator.start(max(0, size - adopted))
                 self._started = True
             for session, path in self.connection_files.items():
                 self.attach(
@@ -598,29 +603,30 @@ class Pool(KeptSessions, LoggingConfigurable):
         PoolClosed
         """
         self._check_open()
+        s = self._coordinator.settings
         try:
-            size = checks.size(size, "pool size", minimum=1, limit=self._settings.size_limit)
+            size = checks.size(size, "pool size", minimum=1, limit=s.size_limit)
         except InvalidConfig as exc:
             hint = "; use pool.shutdown() to stop the pool" if size == 0 else ""
             raise InvalidConfig(f"{exc}{hint}") from None
-        s = self._settings
         min_size = size if s.min_size == s.size else min(s.min_size, size)
         self._coordinator.resize(size, min_size, max(s.max_size, size), start=self._started)
-        self.size = size
+        self.size = size  # the trait tells the truth too
 
     # -- reporting ---------------------------------------------------------
 
     def status(self) -> PoolStatus:
         """A snapshot of workers, sessions, queue and counters (no secrets)."""
+        s = self._coordinator.settings
         return PoolStatus.from_snapshot(
             self._coordinator.snapshot(),
-            pending_reason=getattr(self._launcher, "pending_reason", None),
+            pending_reason=self._launcher.pending_reason,
             kept=self._keeping.kept if self._keeping is not None else frozenset(),
             keep_sessions=self.keep_sessions,
             kernel_name=self.kernel_name,
-            size=self.size,
-            min_size=self._settings.min_size,
-            max_size=self._settings.max_size,
+            size=s.size,
+            min_size=s.min_size,
+            max_size=s.max_size,
         )
 
     def _connection_for(self, session: str) -> dict | None:

@@ -55,7 +55,7 @@ class PoolStatus(dict):
     def from_snapshot(
         cls, snap, pending_reason=None, *, kept=frozenset(), **settings
     ) -> "PoolStatus":
-        """Render a :class:`~nbpool.core.coordinator.Snapshot` (plus the pool's ``settings``).
+        """Render a :class:`~nbpool.core.records.Snapshot` (plus the pool's ``settings``).
 
         ``pending_reason(worker_id)``, if given, says why a starting worker is
         not running yet (its provisioner's word: a Slurm job's queue reason);
@@ -64,20 +64,21 @@ class PoolStatus(dict):
         now = time.monotonic()
         workers = []
         for w, info in snap.workers:
-            lease = w.lease
+            lease, kernel = w.lease, w.kernel  # no kernel yet while it starts
+            pid = kernel.pid if kernel is not None else None
             workers.append(
                 {
                     "id": w.id,
                     "state": w.public_state(),
                     "kernel": w.kernel_name,
                     "session": info.name if info else None,
-                    "pid": getattr(w.kernel, "pid", None),
+                    "pid": pid,
                     "executions": w.executions + (lease.executions if lease else 0),
-                    "uptime": round(now - w.started_at, 1) if w.kernel is not None else 0.0,
-                    "memory": None if w.attached else _unique(getattr(w.kernel, "pid", None)),
+                    "uptime": round(now - w.started_at, 1) if kernel is not None else 0.0,
+                    "memory": None if w.attached else _unique(pid),
                     "attached": w.attached,
-                    "started": getattr(w.kernel, "started", None),
-                    "encrypted": bool(getattr(w.kernel, "encrypted", False)),
+                    "started": kernel.started if kernel is not None else None,
+                    "encrypted": kernel is not None and kernel.encrypted,
                     "last_error": str(w.last_error) if w.last_error else None,
                     "pending_reason": (
                         pending_reason(w.id)

@@ -3,7 +3,11 @@
 The contract
 ============
 
-The coordinator *coordinates*; it never does a client's I/O.
+The coordinator *coordinates*; it never does a client's I/O. It owns the
+lock, the condition clients wait on, the :class:`~nbpool.core.runner.Runner`
+and the :class:`~nbpool.core.monitor.Monitor`; the rules below are its
+:class:`~nbpool.core.policy.Policy`'s, each documented on the policy method
+that carries it out (the policy's module docstring lists where).
 
 * **Lease.** :meth:`Coordinator.request` registers a client in the FIFO of
   waiters and, if a worker is free for it, grants a :class:`~nbpool.core.lease.Lease`
@@ -26,29 +30,31 @@ The coordinator *coordinates*; it never does a client's I/O.
   gets :class:`~nbpool.errors.LeaseTimeout` at once, every request of that
   session, naming what holds the workers (bound sessions, starts and the
   sessions they are for, maps): only the user can free a worker, so waiting
-  would be a dead wait.
+  would be a dead wait (:meth:`Policy._grow <nbpool.core.policy.Policy._grow>`).
 * **Tasks.** :meth:`request_tasks` queues a map's background requests for
   workers that hold *no* session: a granted task lease binds none (its
   ``session`` is None), so the worker is free again, and still warm, when
   the map releases it. Sessions are served first; task requests take the
   session-free workers left, start more up to ``max_size`` (never
   repurposing or evicting), and fail at once when no such worker exists or
-  can come.
+  can come (:meth:`Policy._assign_tasks <nbpool.core.policy.Policy._assign_tasks>`).
 * **Release.** :meth:`release` is asynchronous bookkeeping too. A worker whose
   lease ended abnormally (execution not finished: timeout the interrupt did
   not stop, transport error, ``KeyboardInterrupt`` not wound down, holder
   thread died) is never handed on: it is restarted. So is a worker whose
   session ended: a new process with new keys, before any other session can
-  get it.
+  get it (:meth:`Policy.release <nbpool.core.policy.Policy.release>`).
 * **Health.** The coordinator thread (:mod:`nbpool.core.monitor`) polls every
   worker process each tick and pings its heartbeat. A dead or frozen worker
   is marked dead at once; its lease holder gets
-  :class:`~nbpool.errors.WorkerDied` within a tick; a replacement starts at once.
+  :class:`~nbpool.errors.WorkerDied` within a tick; a replacement starts at once
+  (:meth:`Policy.check <nbpool.core.policy.Policy.check>`).
 * **Starts.** Kernels start, restart and stop on I/O threads
   (:mod:`nbpool.core.runner`), concurrently, never under the lock and never on
   the coordinator thread. A failed start is retried with exponential backoff
   and jitter; waiters that only that start could serve get
-  :class:`~nbpool.errors.WorkerStartFailed` with the kernel's stderr at once.
+  :class:`~nbpool.errors.WorkerStartFailed` with the kernel's stderr at once
+  (:meth:`Policy.start_failed <nbpool.core.policy.Policy.start_failed>`).
 
 Verbs. Every way a worker goes is a **replace**: it is stopped, its
 session (if any) is reset (its next lease is told why, and its generation
@@ -59,10 +65,12 @@ reasons have names: **restart** (on request, after a dirty lease or a death),
 ``idle_timeout``), **evict** (free a worker for a new session,
 ``evict_idle_sessions``), **repurpose** (an unused worker becomes one of
 another kernelspec). **Attach** adds a kernel someone else started; nbpool
-never replaces such a kernel, only forgets it.
+never replaces such a kernel, only forgets it. (:meth:`Policy._replace
+<nbpool.core.policy.Policy._replace>` is every replace.)
 
 Worker lifecycle (:class:`~nbpool.core.records.Worker`; "shown" is
-:meth:`~nbpool.core.records.Worker.public_state`, what ``status()`` reports):
+:meth:`~nbpool.core.records.Worker.public_state`, what ``status()`` reports;
+``tests/unit/test_policy.py`` has one test per arrow):
 
 ============ ============ ========================================= =================================
 state        shown        meaning                                   goes to
@@ -83,47 +91,35 @@ stopping     stopping     its kernel is being stopped               (record drop
 
 .. warning::
    Nothing under ``self._lock`` may block: no ZMQ, no process start or kill,
-   no waiting. Functions that decide such work *return* it as actions
-   (:mod:`nbpool.core.records`), which the caller hands to the runner after
-   releasing the lock (httpcore's pattern).
+   no waiting. The policy's methods *return* such work as actions
+   (:mod:`nbpool.core.records`); the coordinator settles waiters under the
+   lock (a grant becomes a :class:`~nbpool.core.lease.Lease`) and hands the
+   rest to the runner after releasing it (httpcore's pattern).
 """
 
 from __future__ import annotations
 
-import collections
-import random
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Callable
 
-from .. import checks
-from ..errors import InvalidConfig, LeaseTimeout, PoolClosed, WorkerStartFailed, WorkerUnavailable
+from ..errors import PoolClosed, WorkerStartFailed, WorkerUnavailable
+from ..interfaces import WorkerKernel
 from .lease import Lease
 from .monitor import Monitor
-from .policy import Policy, unbound
-from .records import LIVE, Action, Release, Settings, Start, Stop, Waiter, Worker
+from .policy import Policy
+from .records import Action, Grant, Held, Refuse, Settings, Settled, Snapshot, Waiter, Worker
 from .runner import Runner
-from .sessions import SessionInfo
-
-#: Start-retry backoff: first delay and cap, in seconds (jitter is added).
-BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0
+from .sessions import SessionRegistry
 
 
-@dataclass
-class Snapshot:
-    """A consistent copy of the coordinator's state (:mod:`nbpool.status` renders it)."""
+class Coordinator:
+    """The pool's one lock around its policy; see the module docstring for the contract.
 
-    closed: bool
-    workers: list[tuple[Worker, SessionInfo | None]]  # copies, with their session
-    sessions: list[SessionInfo]
-    queued: collections.Counter = field(default_factory=collections.Counter)
-    counters: dict = field(default_factory=dict)
-    events: list[dict] = field(default_factory=list)
-
-
-class Coordinator(Policy):
-    """Owns all pool state; see the module docstring for the contract.
+    It owns the :class:`~nbpool.core.policy.Policy` (all pool state and the
+    rules), the lock and condition that guard it, the runner that carries
+    out its actions and the monitor thread; it makes each granted lease.
 
     Parameters
     ----------
@@ -134,13 +130,71 @@ class Coordinator(Policy):
     """
 
     def __init__(self, settings: Settings, start_kernel: Callable) -> None:
-        # The state (Policy's records) is guarded by _lock, except what a lease
-        # holder writes on its own Lease (busy, executions: see nbpool.core.lease).
-        super().__init__(settings)
+        # The policy's records are guarded by _lock, except what a lease holder
+        # writes on its own Lease (busy, executions: see nbpool.core.lease).
+        self._policy = Policy(settings)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._runner = Runner(self, start_kernel)
-        self.monitor = Monitor(self, settings.heartbeat_interval, settings.heartbeat_timeout)
+        self._runner = Runner(
+            lambda worker_id, kernel_name: start_kernel(
+                worker_id, kernel_name, self._policy.settings.start_timeout
+            ),
+            started=self.started,
+            start_failed=self.start_failed,
+            stopped=self.stopped,
+            release=self.release,
+            closed=lambda: self._policy.closed,
+        )
+        self.monitor = Monitor(
+            self.ready_kernels, self.check, settings.heartbeat_interval, settings.heartbeat_timeout
+        )
+
+    @property
+    def settings(self) -> Settings:
+        """The settings in force (frozen; :meth:`resize` replaces them)."""
+        return self._policy.settings
+
+    @property
+    def sessions(self) -> SessionRegistry:
+        """The session registry; any thread may read it without the lock."""
+        return self._policy.sessions
+
+    @property
+    def events(self) -> list[dict]:
+        """The recent events (a copy)."""
+        with self._lock:
+            return list(self._policy.events)
+
+    def _settle(self, actions: list[Action]) -> list[Action]:
+        """Settle the waiters ``actions`` grant or refuse (under the lock); the rest to run.
+
+        A grant becomes a :class:`Lease` here, before its waiter wakes up, so
+        the worker's record names its lease from the moment it is leased.
+        """
+        rest: list[Action] = []
+        for action in actions:
+            if isinstance(action, Grant):
+                lease = Lease(
+                    action.worker,
+                    action.session,
+                    generation=action.generation,
+                    session_reset=action.session_reset,
+                    interrupt_grace=self._policy.settings.interrupt_grace,
+                    release=self.release,
+                    note=self.note,
+                    closed=lambda: self._policy.closed,
+                    detached=lambda worker_id: worker_id in self._policy.kept,
+                )
+                action.worker.lease = action.waiter.lease = lease
+            elif isinstance(action, Refuse):
+                action.waiter.error = action.error
+            else:
+                rest.append(action)
+                continue
+            action.waiter.event.set()
+            if action.waiter.on_settled is not None:
+                rest.append(Settled(action.waiter))
+        return rest
 
     # ------------------------------------------------------------------
     # client side: any thread, bookkeeping only
@@ -148,10 +202,9 @@ class Coordinator(Policy):
 
     def start(self, count: int) -> list[Worker]:
         with self._lock:
-            self._check_open()
-            new = [self._new_worker(self.settings.kernel_name) for _ in range(count)]
-        self._runner.run(Start(w) for w in new)
-        return new
+            actions = self._policy.start(count)
+        self._runner.run(actions)
+        return [action.worker for action in actions]
 
     def wait_started(self, workers: list[Worker], timeout: float) -> None:
         """Block until ``workers`` are ready; raise the first start failure."""
@@ -164,7 +217,7 @@ class Coordinator(Policy):
                 if all(w.state != "starting" for w in workers):
                     return
                 left = deadline - time.monotonic()
-                if left <= 0 or self.closed:
+                if left <= 0 or self._policy.closed:
                     self._check_open()
                     raise WorkerStartFailed(f"workers not ready within {timeout:g} s")
                 self._changed.wait(left)
@@ -187,9 +240,7 @@ class Coordinator(Policy):
         if timeout is not None and on_settled is not None:
             waiter.deadline = waiter.since + timeout
         with self._lock:
-            self._check_open()
-            self._waiters.append(waiter)
-            actions = self._assign()
+            actions = self._settle(self._policy.request(waiter))
         self._runner.run(actions)
         return waiter
 
@@ -206,9 +257,7 @@ class Coordinator(Policy):
             Waiter(None, kernel_name, on_settled=on_settled, task=True) for _ in range(count)
         ]
         with self._lock:
-            self._check_open()
-            self._waiters.extend(waiters)
-            actions = self._assign()
+            actions = self._settle(self._policy.request_tasks(waiters))
         self._runner.run(actions)
         return waiters
 
@@ -220,9 +269,9 @@ class Coordinator(Policy):
             self.withdraw(waiter, exc)
             raise
         with self._lock:
-            if waiter.lease is None and waiter.error is None:
-                self._waiters.remove(waiter)
-                waiter.error = LeaseTimeout(self._explain_wait(waiter, timeout))
+            refused = self._policy.timed_out(waiter, timeout)
+            if refused is not None:
+                self._settle([refused])
         if waiter.error is not None:
             raise waiter.error
         waiter.lease.holder = threading.current_thread()
@@ -231,69 +280,27 @@ class Coordinator(Policy):
     def withdraw(self, waiter: Waiter, error: BaseException) -> None:
         """Take a waiter out of the queue; a lease granted meanwhile is released."""
         with self._lock:
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
-                waiter.error = waiter.error or error
-                waiter.event.set()
+            refused = self._policy.withdraw(waiter, waiter.error or error)
+            if refused is not None:
+                self._settle([refused])  # a background waiter's on_settled is not called
                 return
         if waiter.lease is not None:
             waiter.lease.release()
 
-    def release(self, lease: Lease) -> None:
+    def release(self, lease: Held) -> None:
         """Take a worker back (bookkeeping only; never blocks on the worker)."""
         with self._lock:
-            w = lease.worker
-            if w.lease is not lease:
-                return
-            w.lease = None
-            if w.id in self.kept:  # detached: its session stays with its kernel
-                w.state = "idle"
-                self._changed.notify_all()
-                return
-            w.executions += lease.executions
-            self.counters["executions"] += lease.executions
-            w.last_used = time.monotonic()
-            actions: list[Action] = []
-            limit = self.settings.max_executions
-            if w.death is not None:
-                actions += self._replace(
-                    w, f"worker {w.id} {w.death}; the session's state was lost"
-                )
-            elif lease.dirty:
-                self.counters["failures"] += 1
-                self._log("restarted", w, lease.dirty)
-                actions += self._replace(w, f"worker {w.id} was restarted: {lease.dirty}")
-            elif w.retire is not None:
-                actions += self._replace(w, None, retired=True)
-            elif limit and w.executions >= limit and not w.attached:
-                self._log("recycled", w, f"after {w.executions} executions")
-                actions += self._replace(
-                    w,
-                    f"worker {w.id} was recycled after {w.executions} executions (max_executions)",
-                )
-            else:
-                w.state = "idle"
-            actions += self._assign()
+            actions = self._settle(self._policy.release(lease))
             self._changed.notify_all()
         self._runner.run(actions)
 
     def end_session(self, name: str) -> bool:
         """Unbind ``name``; its worker is replaced by a fresh kernel. False if unknown."""
         with self._lock:
-            self._check_open()
-            info = self.sessions.get(name)
-            if info is None:
+            actions = self._policy.end_session(name)
+            if actions is None:
                 return False
-            self.sessions.remove(name)
-            actions: list[Action] = []
-            w = self._workers.get(info.worker_id or "")
-            if w is not None:
-                self._log("session ended", w, f"session {name!r} ended")
-                if w.state == "leased":
-                    w.retire = f"session {name!r} ended"
-                else:
-                    actions += self._replace(w, None, retired=True)
-            actions += self._assign()
+            actions = self._settle(actions)
         self._runner.run(actions)
         return True
 
@@ -305,95 +312,48 @@ class Coordinator(Policy):
         slice and the release replaces it. A failed one retries its start now.
         """
         with self._lock:
-            w = self._usable(worker_id, ": it was stopped or replaced")
-            if w.death is not None:
-                raise WorkerUnavailable(
-                    f"worker {w.id} {w.death}; it is replaced as soon as its holder lets go"
-                )
-            if w.state == "starting":
-                raise WorkerUnavailable(
-                    f"worker {w.id} is still starting; restart it once it is ready"
-                )
-            reason = "was restarted on request"
-            self._log("restart requested", w, f"worker {w.id} {reason}")
-            actions: list[Action] = []
-            if w.state == "failed":
-                w.state, w.retry_at = "starting", None
-                actions.append(Start(w))
-            elif w.state == "leased":
-                w.death = reason
-            else:
-                actions += self._replace(
-                    w,
-                    f"worker {w.id} {reason}; the session's state was lost",
-                    kernel_name=w.kernel_name,
-                )
-            actions += self._assign()
+            actions = self._settle(self._policy.restart(worker_id))
             self._changed.notify_all()
         self._runner.run(actions)
 
     def resize(self, size: int, min_size: int, max_size: int, *, start: bool = True) -> None:
         """Adopt new size settings; with ``start``, start or stop workers to match now.
 
-        Growing starts workers at once. Shrinking stops only workers nobody
-        holds or is bound to (failed, then starting, then idle ones); a worker
-        bound to a session stays until that session ends, when the usual
+        The settings are replaced (``dataclasses.replace``), never changed in
+        place. Growing starts workers at once. Shrinking stops only workers
+        nobody holds or is bound to (failed, then starting, then idle ones); a
+        worker bound to a session stays until that session ends, when the usual
         ``min_size`` rule does not replace it. A size above ``size_limit`` is
         refused before anything changes (InvalidConfig).
         """
-        checks.within_limit(max(size, min_size, max_size), "pool size", self.settings.size_limit)
         with self._lock:
-            self._check_open()
-            s = self.settings
-            s.size, s.min_size, s.max_size = size, min_size, max_size
-            actions: list[Action] = []
-            if start:
-                live = [w for w in self._workers.values() if w.state in LIVE or w.state == "failed"]
-                for _ in range(size - len(live)):
-                    actions.append(Start(self._new_worker(s.kernel_name)))
-                rank = {"failed": 0, "starting": 1, "idle": 2}
-                free = sorted(
-                    (w for w in live if w.state in rank and w.lease is None and not self._bound(w)),
-                    key=lambda w: rank[w.state],
-                )
-                for w in free[: max(0, len(live) - size)]:
-                    w.state = "stopping"
-                    self._log("stopped", w, f"worker {w.id} stopped: pool resized to {size}")
-                    actions.append(Stop(w))
-                actions += self._assign()
+            settings = replace(
+                self._policy.settings, size=size, min_size=min_size, max_size=max_size
+            )
+            actions = self._settle(self._policy.resize(settings, start=start))
             self._changed.notify_all()
         self._runner.run(actions)
 
-    def attach(self, connect: Callable[[str], object], session: str) -> Worker:
+    def attach(self, connect: Callable[[str], WorkerKernel], session: str) -> Worker:
         """Add a kernel someone else started, bound to ``session``.
 
         ``connect(worker_id)`` connects to it and returns a ready kernel; it
         blocks, so it runs in the calling thread, outside the lock.
         """
         with self._lock:
-            self._check_bindable(session)
-            worker_id = f"w{next(self._ids)}"
+            worker_id = self._policy.attach_id(session)
         kernel = connect(worker_id)
-        with self._lock:
-            try:
-                self._check_bindable(session)
-            except BaseException as exc:
-                refused = exc
-            else:
-                refused = None
-                w = Worker(worker_id, kernel.kernel_name, state="idle", kernel=kernel)
-                w.started_at = time.monotonic()
-                self._workers[w.id] = w
-                self.sessions.bind(session, kernel.kernel_name, w.id, attached=True)
-                self._log("attached", w, f"{kernel.kernel_name} attached as session {session!r}")
-                actions = self._assign()
-        if refused is not None:
+        try:
+            with self._lock:
+                w, actions = self._policy.attached(worker_id, kernel, session)
+                actions = self._settle(actions)
+        except BaseException:
             kernel.shutdown()  # only disconnects (attached); outside the lock
-            raise refused
+            raise
         self._runner.run(actions)
         return w
 
-    def adopt(self, kept: list[tuple[str, str, int, object | None, str | None]]) -> int:
+    def adopt(self, kept: list[tuple[str, str, int, WorkerKernel | None, str | None]]) -> int:
         """Take kept sessions back (see :mod:`nbpool.kept.adoption`); how many kernels were adopted.
 
         Each entry is ``(session, kernel_name, generation, kernel, reason)``.
@@ -403,134 +363,62 @@ class Coordinator(Policy):
         ``reason`` on its next lease.
         """
         with self._lock:
-            self._check_open()
-            adopted = self._adopt(kept)
-            actions = self._assign()
+            adopted, actions = self._policy.adopt(kept)
+            actions = self._settle(actions)
             self._changed.notify_all()
         self._runner.run(actions)
         return adopted
 
-    def _check_bindable(self, session: str) -> None:
-        self._check_open()
-        info = self.sessions.get(session)
-        if info is not None and info.worker_id is not None:
-            raise InvalidConfig(
-                f"session {session!r} already has worker {info.worker_id}; "
-                "end it first (pool.end_session) or pick another session name"
-            )
-
     def note(self, kind: str, worker: Worker, message: str, counter: str) -> None:
         """Record an event a lease holder saw (e.g. a timeout) for status()."""
         with self._lock:
-            self.counters[counter] += 1
-            self._log(kind, worker, message)
+            self._policy.note(kind, worker, message, counter)
 
     def interrupt(self, worker_id: str) -> bool:
         """Interrupt what a worker runs; False if it runs nothing (idle)."""
         with self._lock:
-            w = self._usable(worker_id)
+            w = self._policy.usable(worker_id)
             if w.death is not None:
                 raise WorkerUnavailable(f"worker {w.id} {w.death}; there is nothing to interrupt")
             lease = w.lease
         return lease is not None and lease.interrupt()  # outside the lock
 
-    def _usable(self, worker_id: str, why: str = "") -> Worker:
-        """The live worker ``worker_id``, or WorkerUnavailable (``why``: the likely cause)."""
-        self._check_open()
-        w = self._workers.get(worker_id)
-        if w is None or w.state == "stopping":
-            live = ", ".join(x.id for x in self._workers.values() if x.state != "stopping")
-            raise WorkerUnavailable(
-                f"no worker {worker_id!r} in the pool{why} (workers now: {live or 'none'})"
-            )
-        return w
-
     # ------------------------------------------------------------------
     # reports from the runner and the monitor: bookkeeping under the lock
     # ------------------------------------------------------------------
 
-    def started(self, w: Worker, kernel) -> bool:
+    def started(self, w: Worker, kernel: WorkerKernel) -> bool:
         """``w``'s kernel is ready; False if it is no longer wanted (stop it)."""
         with self._lock:
-            wanted = not self.closed and w.state == "starting"
-            actions: list[Action] = []
-            if wanted:
-                w.kernel, w.state, w.failures, w.last_error = kernel, "idle", 0, None
-                w.started_at = w.last_used = time.monotonic()
-                how = getattr(kernel, "started", None)
-                why = getattr(kernel, "spawn_reason", None)
-                self._log(
-                    "started",
-                    w,
-                    f"pid {getattr(kernel, 'pid', None)}"
-                    + (f", {how}ed" if how else "")
-                    + (f" (not forked: {why})" if why else ""),
-                )
-                actions = self._assign()
+            wanted, actions = self._policy.started(w, kernel)
+            actions = self._settle(actions)
             self._changed.notify_all()
         self._runner.run(actions)
         return wanted
 
     def start_failed(self, w: Worker, exc: WorkerStartFailed) -> None:
         with self._lock:
-            w.failures += 1
-            w.last_error = exc
-            delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (w.failures - 1))
-            # A failure that would repeat (a preload that raises) is not retried.
-            w.retry_at = time.monotonic() + delay * random.uniform(1.0, 1.5) if exc.retry else None
-            w.state = "failed"
-            self.counters["start_failures"] += 1
-            self._log("start failed", w, str(exc))
-            actions = self._assign()
+            actions = self._settle(self._policy.start_failed(w, exc))
             self._changed.notify_all()
         self._runner.run(actions)
 
     def stopped(self, w: Worker) -> None:
         with self._lock:
-            self._workers.pop(w.id, None)
+            self._policy.stopped(w)
             self._changed.notify_all()
 
-    def ready_kernels(self) -> dict:
+    def ready_kernels(self) -> dict[str, WorkerKernel]:
         """Worker id -> kernel of every ready, live worker (for the heartbeats)."""
         with self._lock:
-            return {
-                w.id: w.kernel
-                for w in self._workers.values()
-                if w.state in ("idle", "leased") and w.death is None
-            }
+            return self._policy.ready_kernels()
 
     def check(self, now: float, lost: Callable[[str, float], str | None]) -> None:
         """One tick of the monitor: retries due, deaths, dead holders, timers.
 
         ``lost(worker_id, now)`` is the heartbeat verdict (why, or None).
         """
-        actions: list[Action] = []
         with self._lock:
-            if self.closed:
-                return
-            for w in list(self._workers.values()):
-                if w.state == "failed" and w.retry_at is not None and now >= w.retry_at:
-                    w.state, w.retry_at = "starting", None
-                    actions.append(Start(w))
-                if w.state in ("idle", "leased") and w.death is None:
-                    reason = w.kernel.poll() or lost(w.id, now)
-                    if reason:
-                        actions += self._died(w, reason)
-                if w.lease is not None and w.lease.holder is not None:
-                    if not w.lease.holder.is_alive():
-                        w.lease.dirty = "its lease holder thread ended without releasing it"
-                        actions.append(Release(w.lease))
-                idle_timeout = self.settings.idle_timeout
-                if w.state == "idle" and idle_timeout and now - w.last_used > idle_timeout:
-                    actions += self._recycle_idle(w)
-            for waiter in list(self._waiters):
-                if not unbound(self.sessions.get(waiter.session)):
-                    continue  # queued behind its own session's work: not starving
-                if waiter.deadline is not None and now >= waiter.deadline:
-                    timeout = waiter.deadline - waiter.since
-                    actions += self._settle(
-                        waiter, LeaseTimeout(self._explain_wait(waiter, timeout))
-                    )
+            actions = self._settle(self._policy.check(now, lost))
         self._runner.run(actions)
 
     # ------------------------------------------------------------------
@@ -538,66 +426,34 @@ class Coordinator(Policy):
     # ------------------------------------------------------------------
 
     def _check_open(self) -> None:
-        if self.closed:
+        if self._policy.closed:
             raise PoolClosed("the pool was shut down; create a new nbpool.Pool to run more code")
 
     def snapshot(self) -> Snapshot:
         """Copies of the records, taken under the lock (:mod:`nbpool.status` renders them)."""
         with self._lock:
-            held = sum(w.lease.executions for w in self._workers.values() if w.lease is not None)
-            return Snapshot(
-                closed=self.closed,
-                workers=[
-                    (replace(w), self.sessions.bound_to(w.id)) for w in self._workers.values()
-                ],
-                sessions=self.sessions.all(),
-                queued=collections.Counter(x.session for x in self._waiters),
-                counters={**self.counters, "executions": self.counters["executions"] + held},
-                events=list(self.events)[-10:],
-            )
+            return self._policy.snapshot()
 
     def close(self, wait: float = 2.0, *, keep: bool = False) -> list[Worker]:
         """Fail waiters, stop every kernel (concurrently), end the thread.
 
         With ``keep`` (a detach), the live local workers bound to sessions
         are not stopped: their lease holders get :class:`PoolClosed` within
-        a poll slice and let go (:attr:`kept`), and they are returned
+        a poll slice and let go (the policy's ``kept``), and they are returned
         (leased still, if a holder did not let go within ``wait``).
         """
         with self._lock:
-            if self.closed:
+            if self._policy.closed:
                 return []
-            self.closed = True
-            if keep:
-                self.kept = frozenset(
-                    w.id
-                    for w in self._workers.values()
-                    if w.state in ("idle", "leased")
-                    and w.death is None
-                    and not w.attached
-                    and getattr(w.kernel, "pid", None) is not None
-                    and self._bound(w)
-                )
-            settled: list[Action] = []
-            for waiter in list(self._waiters):
-                error = PoolClosed("the pool was shut down while this request waited")
-                settled += self._settle(waiter, error)
-            for w in self._workers.values():
-                if w.lease is not None and w.id not in self.kept:
-                    w.death = w.death or "was stopped because the pool was shut down"
+            settled = self._settle(self._policy.close(keep=keep))
             self._changed.notify_all()
             deadline = time.monotonic() + wait
-            while any(w.lease is not None for w in self._workers.values()):
+            while any(w.lease is not None for w in self._policy.workers.values()):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 self._changed.wait(left)
-            doomed = [
-                w for w in self._workers.values() if w.state != "stopping" and w.id not in self.kept
-            ]
-            for w in doomed:
-                w.state = "stopping"
-            kept = [w for w in self._workers.values() if w.id in self.kept]
+            doomed, kept = self._policy.closing()
         self._runner.run(settled)
         self.monitor.stop()
         self._runner.stop_all(doomed)

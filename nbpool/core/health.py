@@ -45,10 +45,9 @@ class Heartbeats:
                 self._drop(worker_id)
         for worker_id, kernel in ready.items():
             if worker_id not in self._entries:
-                connect = getattr(kernel, "connect_hb", None)
-                if connect is None:  # a kernel without a heartbeat (test doubles)
+                sock = kernel.connect_hb()
+                if sock is None:  # a kernel with no heartbeat: its poll() is its health
                     continue
-                sock = connect()
                 self._poller.register(sock, zmq.POLLIN)
                 self._entries[worker_id] = [sock, 0.0, None, time.monotonic()]
 

@@ -6,32 +6,50 @@ touches them. The holder runs code with :meth:`Lease.execute` (blocking in
 leaving the ``with`` block. A lease ends *dirty* when an execution did not
 finish cleanly; the coordinator then replaces the worker instead of handing
 it on.
+
+A lease knows no coordinator: it is given the few things it needs of the
+pool (how to give the worker back, where to report a timeout, whether the
+pool closed or detached it) as callables.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from .. import checks
 from ..errors import ExecutionTimeout, LeaseReleased, PoolClosed, WorkerDied
 from ..kernels.execution import Execution, OutputHook, StdinHandler
 from ..result import ExecutionResult
-
-if TYPE_CHECKING:
-    from .coordinator import Coordinator
-    from .records import Worker
+from .records import Worker
 
 
 class Lease:
     """Exclusive use of one worker; valid until released.
+
+    Parameters
+    ----------
+    worker : Worker
+    session, generation, session_reset
+        As the attributes below (the :class:`~nbpool.core.records.Grant`'s).
+    interrupt_grace : float
+        Seconds an interrupted execution may take before the worker is given up.
+    release : callable
+        ``release(lease)``: give the worker back (the coordinator's bookkeeping).
+    note : callable
+        ``note(kind, worker, message, counter)``: record an event for ``status()``.
+    closed : callable
+        ``closed() -> bool``: the pool was shut down or detached.
+    detached : callable
+        ``detached(worker_id) -> bool``: the pool was detached and left this
+        worker running for its kept session.
 
     Attributes
     ----------
     worker_id : str
     session : str or None
         The session this lease serves (its state lives on this worker); None
-        for a task lease (:meth:`Coordinator.request_tasks`), which binds no
+        for a task lease (:meth:`~nbpool.core.coordinator.Coordinator.request_tasks`), which binds no
         session.
     generation : int
         How many times this session's state was lost before this lease.
@@ -50,15 +68,19 @@ class Lease:
 
     def __init__(
         self,
-        coordinator: "Coordinator",
-        worker: "Worker",
+        worker: Worker,
         session: str | None,
         *,
         generation: int,
         session_reset: str | None,
         interrupt_grace: float,
+        release: Callable[[Lease], None],
+        note: Callable[[str, Worker, str, str], None],
+        closed: Callable[[], bool],
+        detached: Callable[[str], bool],
     ) -> None:
-        self._coordinator = coordinator
+        self._give_back, self._note = release, note
+        self._closed, self._detached = closed, detached
         self.worker = worker
         self.worker_id = worker.id
         self.session = session
@@ -137,7 +159,7 @@ class Lease:
                 on_message=on_message,
             )
         except ExecutionTimeout as exc:
-            self._coordinator.note("timed out", self.worker, str(exc), "timeouts")
+            self._note("timed out", self.worker, str(exc), "timeouts")
             raise
         finally:
             self.busy = False
@@ -149,7 +171,7 @@ class Lease:
         return result
 
     def _check_alive(self) -> None:
-        if self.worker.id in self._coordinator.kept:
+        if self._detached(self.worker.id):
             raise PoolClosed(
                 f"the pool was detached while session {self.session!r} ran: the code keeps "
                 "running on its worker, and what it prints from now on is kept for "
@@ -159,9 +181,9 @@ class Lease:
         death = self.worker.death
         if death is None:
             return
-        if self._coordinator.closed:
+        if self._closed():
             raise PoolClosed(f"the pool was shut down while {self._serving} ran")
-        if getattr(self.worker.kernel, "attached", False):
+        if self.worker.attached:
             after = "nbpool does not restart kernels it did not start: attach it again"
         else:
             after = "a fresh worker takes its place on the session's next execution"
@@ -194,7 +216,7 @@ class Lease:
         """Give the worker back; idempotent."""
         if not self.released:
             self.released = True
-            self._coordinator.release(self)
+            self._give_back(self)
 
     def __enter__(self) -> "Lease":
         return self

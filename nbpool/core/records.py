@@ -1,20 +1,26 @@
 """The coordinator's records: workers, waiters, settings, and the actions it returns.
 
-Plain data, written only by the coordinator under its lock (see
-:mod:`nbpool.core.coordinator` for the lifecycle they follow). The actions are
-what the coordinator decides under the lock and runs after releasing it.
+Plain data, written only under the coordinator's lock, by its
+:class:`~nbpool.core.policy.Policy` (see :mod:`nbpool.core.coordinator` for
+the lifecycle they follow). The actions are what the policy decides under
+the lock; the coordinator settles waiters (turning a :class:`Grant` into a
+:class:`~nbpool.core.lease.Lease`) and runs the rest after releasing it.
+
+Nothing here knows the coordinator or the lease class: a worker's lease is
+seen through :class:`Held`, what the bookkeeping reads of one.
 """
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Callable, Union
+from typing import Callable, Protocol, Union
 
-if TYPE_CHECKING:
-    from ..errors import WorkerStartFailed
-    from .lease import Lease
+from ..errors import WorkerStartFailed
+from ..interfaces import WorkerKernel
+from .sessions import SessionInfo
 
 #: Internal states of a worker that count as part of the pool.
 LIVE = ("starting", "idle", "leased")
@@ -31,8 +37,8 @@ class Worker:
     id: str
     kernel_name: str
     state: str = "starting"
-    kernel: object = None
-    lease: Lease | None = None
+    kernel: WorkerKernel | None = None  # set once started (or attached, adopted)
+    lease: Held | None = None
     replaces: str | None = None  # the worker this one replaces
     retire: str | None = None  # set: replace instead of reuse at release (why)
     death: str | None = None  # set once the kernel is known dead (why)
@@ -46,7 +52,7 @@ class Worker:
     @property
     def attached(self) -> bool:
         """An attached kernel: never restarted, recycled, evicted or repurposed by nbpool."""
-        return bool(getattr(self.kernel, "attached", False))
+        return self.kernel is not None and self.kernel.attached
 
     @property
     def counts(self) -> bool:
@@ -64,6 +70,22 @@ class Worker:
         return self.state
 
 
+class Held(Protocol):
+    """What the bookkeeping reads and writes of a granted lease.
+
+    :class:`~nbpool.core.lease.Lease` is the one implementation; the holder
+    thread alone writes ``busy`` and ``executions``, the policy ``dirty``
+    (a holder thread that died) under the lock.
+    """
+
+    worker: Worker
+    session: str | None
+    executions: int
+    busy: bool
+    dirty: str | None
+    holder: threading.Thread | None
+
+
 @dataclass(eq=False)
 class Waiter:
     """A client waiting for a lease, in the coordinator's FIFO.
@@ -76,7 +98,7 @@ class Waiter:
     session: str | None
     kernel_name: str
     event: threading.Event = field(default_factory=threading.Event)
-    lease: Lease | None = None
+    lease: Held | None = None
     error: BaseException | None = None
     since: float = field(default_factory=time.monotonic)
     #: Background requests: called (off the lock) once the waiter is settled.
@@ -86,12 +108,17 @@ class Waiter:
     task: bool = False
 
 
-@dataclass
+@dataclass(frozen=True)
 class Settings:
-    """The pool settings the coordinator acts on.
+    """The pool settings the coordinator and its policy act on; frozen.
 
-    Field names are the :class:`~nbpool.Pool` trait names: :meth:`of` copies
-    them, so a new setting is a trait plus a field here.
+    Derived once from the :class:`~nbpool.Pool` traits of the same names
+    (:meth:`of`, after the pool validated them) and never changed in place:
+    a resize hands the coordinator a new one (``dataclasses.replace``), so
+    whoever holds one holds a consistent set. How kernels are launched is the
+    launcher's own frozen :class:`~nbpool.kernels.kernel.LaunchSettings`,
+    built from the same traits at the same moment. A new setting is a trait
+    plus a field here (or there).
     """
 
     size: int = 1
@@ -114,7 +141,42 @@ class Settings:
         return cls(**values, **resolved)
 
 
-# -- actions: decided under the lock, run outside it -------------------------
+@dataclass
+class Snapshot:
+    """A consistent copy of the pool's records (:mod:`nbpool.status` renders it)."""
+
+    closed: bool
+    workers: list[tuple[Worker, SessionInfo | None]]  # copies, with their session
+    sessions: list[SessionInfo]
+    queued: collections.Counter = field(default_factory=collections.Counter)
+    counters: dict = field(default_factory=dict)
+    events: list[dict] = field(default_factory=list)
+
+
+# -- actions: decided under the lock; waiters settled under it, the rest run outside it --
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Lease ``worker`` to ``waiter``: the coordinator makes the :class:`~nbpool.core.lease.Lease`.
+
+    ``session`` is None for a task lease (it binds no session);
+    ``generation`` and ``session_reset`` are the session's, for the lease to report.
+    """
+
+    waiter: Waiter
+    worker: Worker
+    session: str | None
+    generation: int
+    session_reset: str | None
+
+
+@dataclass(frozen=True)
+class Refuse:
+    """Settle ``waiter`` with ``error`` (it gets no lease)."""
+
+    waiter: Waiter
+    error: BaseException
 
 
 @dataclass(frozen=True)
@@ -135,14 +197,14 @@ class Stop:
 class Release:
     """Release ``lease`` (its holder thread died without doing so)."""
 
-    lease: Lease
+    lease: Held
 
 
 @dataclass(frozen=True)
 class Settled:
-    """Call a background waiter's ``on_settled``."""
+    """Call a background waiter's ``on_settled`` (made from a settled Grant or Refuse)."""
 
     waiter: Waiter
 
 
-Action = Union[Start, Stop, Release, Settled]
+Action = Union[Grant, Refuse, Start, Stop, Release, Settled]

@@ -5,8 +5,9 @@ The coordinator decides under its lock and *returns* actions
 is released: starts and stops on I/O threads, concurrently, never on the
 coordinator thread; releases and background-request callbacks in the
 calling thread. When an I/O action ends it reports back through the
-coordinator's bookkeeping methods (``started``, ``start_failed``,
-``stopped``), which take the lock again.
+callables it was given (the coordinator's ``started``, ``start_failed``,
+``stopped``), which take the lock again. Waiters are settled under the lock
+already: a runner never sees a :class:`~nbpool.core.records.Grant`.
 """
 
 from __future__ import annotations
@@ -14,13 +15,11 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import Callable, Iterable
 
 from ..errors import WorkerStartFailed
-from .records import Action, Release, Settled, Start, Stop, Worker
-
-if TYPE_CHECKING:
-    from .coordinator import Coordinator
+from ..interfaces import WorkerKernel
+from .records import Action, Held, Release, Settled, Start, Stop, Worker
 
 log = logging.getLogger("nbpool")
 
@@ -30,15 +29,36 @@ class Runner:
 
     Parameters
     ----------
-    coordinator : Coordinator
     start_kernel : callable
-        ``start_kernel(worker_id, kernel_name, start_timeout) -> kernel``;
-        blocking, raises :class:`WorkerStartFailed` (the backend's ``start``).
+        ``start_kernel(worker_id, kernel_name) -> kernel``; blocking, raises
+        :class:`WorkerStartFailed` (the backend's ``start``, with the pool's
+        ``start_timeout``).
+    started : callable
+        ``started(worker, kernel) -> bool``: a kernel is ready; False if it
+        is no longer wanted (it is then stopped).
+    start_failed : callable
+        ``start_failed(worker, exc)``: a start failed.
+    stopped : callable
+        ``stopped(worker)``: a kernel stopped; its record may go.
+    release : callable
+        ``release(lease)``: the coordinator's release (for :class:`Release`).
+    closed : callable
+        ``closed() -> bool``: the pool is closing (stops are then polite).
     """
 
-    def __init__(self, coordinator: Coordinator, start_kernel: Callable) -> None:
-        self._coordinator = coordinator
+    def __init__(
+        self,
+        start_kernel: Callable[[str, str], WorkerKernel],
+        *,
+        started: Callable[[Worker, WorkerKernel], bool],
+        start_failed: Callable[[Worker, WorkerStartFailed], None],
+        stopped: Callable[[Worker], None],
+        release: Callable[[Held], None],
+        closed: Callable[[], bool],
+    ) -> None:
         self._start_kernel = start_kernel
+        self._started, self._start_failed, self._stopped = started, start_failed, stopped
+        self._release, self._closed = release, closed
         # Threads are made lazily; generous so resize() never queues starts.
         self._io = ThreadPoolExecutor(max_workers=64, thread_name_prefix="nbpool-io")
 
@@ -51,7 +71,7 @@ class Runner:
                 elif isinstance(action, Stop):
                     self._submit(self.stop, action.worker)
                 elif isinstance(action, Release):
-                    self._coordinator.release(action.lease)
+                    self._release(action.lease)
                 elif isinstance(action, Settled):
                     action.waiter.on_settled(action.waiter)
             except Exception:
@@ -65,16 +85,14 @@ class Runner:
 
     def _start(self, w: Worker) -> None:
         try:
-            kernel = self._start_kernel(
-                w.id, w.kernel_name, self._coordinator.settings.start_timeout
-            )
+            kernel = self._start_kernel(w.id, w.kernel_name)
         except WorkerStartFailed as exc:
-            self._coordinator.start_failed(w, exc)
+            self._start_failed(w, exc)
             return
         except Exception as exc:  # a provisioner bug must not kill the pool
-            self._coordinator.start_failed(w, WorkerStartFailed(f"kernel {w.kernel_name!r}: {exc}"))
+            self._start_failed(w, WorkerStartFailed(f"kernel {w.kernel_name!r}: {exc}"))
             return
-        if not self._coordinator.started(w, kernel):
+        if not self._started(w, kernel):
             kernel.shutdown(now=True)  # the pool closed or moved on meanwhile
 
     def stop(self, w: Worker) -> None:
@@ -83,11 +101,11 @@ class Runner:
             if w.kernel is not None:
                 # A holder that never released still owns the sockets: leave them be.
                 w.kernel.shutdown(
-                    now=not self._coordinator.closed or w.death is not None,
+                    now=not self._closed() or w.death is not None,
                     close_channels=w.lease is None,
                 )
         finally:
-            self._coordinator.stopped(w)
+            self._stopped(w)
 
     def stop_all(self, workers: list[Worker]) -> None:
         """Stop ``workers`` concurrently and wait (at close; plain threads, not the

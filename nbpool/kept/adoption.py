@@ -134,7 +134,7 @@ class Keeping:
             for w, info in self._coordinator.snapshot().workers:
                 if info is None or w.death is not None or w.state not in ("idle", "leased"):
                     continue
-                record = getattr(w.kernel, "keep_record", lambda: None)()
+                record = w.kernel.keep_record()
                 if record is None:
                     continue  # attached, or remote: not nbpool's to keep
                 start = process_start(record["pid"])

@@ -87,12 +87,23 @@ class Runtime:
 class Kernel:
     """A ready kernel's sockets, readiness check and heartbeat (base class).
 
-    ``conn`` is jupyter_client's connection machinery (a KernelManager or a
-    KernelClient, both ConnectionFileMixin): it knows the ports, the HMAC key
-    and the CurveZMQ keys, and makes correctly secured sockets.
+    Every subclass is a whole :class:`nbpool.interfaces.WorkerKernel` (the
+    attributes below, and the methods). ``conn`` is jupyter_client's
+    connection machinery (a KernelManager or a KernelClient, both
+    ConnectionFileMixin): it knows the ports, the HMAC key and the CurveZMQ
+    keys, and makes correctly secured sockets.
     """
 
+    worker_id: str
+    kernel_name: str
+    pid: int | None
+    encrypted: bool
+    channels: Channels
     attached = False
+    #: How its process came to be (``"fork"``, ``"spawn"``); None: not nbpool's doing.
+    started: str | None = None
+    #: Why a fork server could not fork it, if one was asked to.
+    spawn_reason: str | None = None
 
     def __init__(self, worker_id: str, conn, kernel_name: str) -> None:
         self.worker_id = worker_id
@@ -247,7 +258,14 @@ class Kernel:
         """Close our sockets and leave the kernel running (its session is kept)."""
         self.channels.close()
 
-    def connect_hb(self) -> zmq.Socket:
+    def keep_record(self) -> dict | None:
+        """What a later process needs to re-adopt this kernel (None: it cannot be kept)."""
+        return None
+
+    def keep(self) -> None:
+        """Its session is kept: nothing of this process may stop it with this process."""
+
+    def connect_hb(self) -> zmq.Socket | None:
         """A heartbeat socket for the coordinator thread (call it there)."""
         sock = self._conn.connect_hb()
         # Ping again without waiting for the last answer; a late echo of an
@@ -262,8 +280,6 @@ class LocalKernel(Kernel):
     #: How its process came to be: ``"spawn"`` (a new process from the kernelspec's argv)
     #: or ``"fork"`` (from a fork-server template that ran the preload already).
     started = "spawn"
-    #: Why a fork server could not fork it, if one was asked to.
-    spawn_reason: str | None = None
 
     def __init__(
         self, runtime: Runtime, worker_id: str, km: AsyncKernelManager, log_path: str

@@ -50,7 +50,7 @@ def test_status_and_repr_carry_no_secrets():
     """Nothing secret (HMAC keys, Curve keys, connection-file paths) is in status or repr."""
     with nbpool.Pool(size=1) as pool:
         pool.execute("1", session="s")
-        info = json.load(open(pool._coordinator._workers["w1"].kernel.km.connection_file))
+        info = json.load(open(pool._coordinator.snapshot().workers[0][0].kernel.km.connection_file))
         text = (
             json.dumps(pool.status())
             + repr(pool)

@@ -11,12 +11,18 @@ import pytest
 import nbpool
 from nbpool.core.coordinator import Coordinator
 from nbpool.core.records import Settings
+from nbpool.status import PoolStatus
+from nbpool.testing import FakeBackend
 from tests.conftest import wait_for
-from tests.unit.fake import FakeBackend, status_of
 
 #: Starts fake kernels (no processes) with distinct pids.
 fake = FakeBackend()
 fake_start = fake.start
+
+
+def status_of(coord: Coordinator) -> PoolStatus:
+    """A coordinator's snapshot as ``Pool.status()`` renders it."""
+    return PoolStatus.from_snapshot(coord.snapshot())
 
 
 def states(coord: Coordinator) -> dict[str, str]:

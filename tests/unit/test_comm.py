@@ -20,8 +20,8 @@ import pytest
 import nbpool
 from nbpool.notebook import labcomm as nbcomm
 from nbpool.render import STATE_COLOURS
+from nbpool.testing import FakeBackend
 from tests.conftest import wait_for
-from tests.unit.fake import FakeBackend
 
 #: Stands in for ipykernel's parent-header context variable.
 PARENT: contextvars.ContextVar[str] = contextvars.ContextVar("parent")

@@ -9,9 +9,15 @@ import pytest
 from nbpool.core.coordinator import Coordinator
 from nbpool.core.records import Settings
 from nbpool.errors import LeaseTimeout, PoolClosed, WorkerDied, WorkerStartFailed
+from nbpool.status import PoolStatus
+from nbpool.testing import FakeBackend
 
 from ..conftest import wait_for
-from .fake import FakeBackend, status_of
+
+
+def status_of(coord: Coordinator) -> PoolStatus:
+    """A coordinator's snapshot as ``Pool.status()`` renders it."""
+    return PoolStatus.from_snapshot(coord.snapshot())
 
 
 @pytest.fixture

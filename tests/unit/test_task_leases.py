@@ -1,4 +1,4 @@
-"""Task leases (``pool.map``'s requests): session-free workers, bound to nothing."""
+"""Task leases (``pool.map``'s requests) on the Coordinator: session-free workers, bound to nothing."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pytest
 from nbpool.core.coordinator import Coordinator
 from nbpool.core.records import Settings
 from nbpool.errors import LeaseTimeout
+from nbpool.testing import FakeBackend
 
 from ..conftest import wait_for
-from .fake import FakeBackend
 
 
 @pytest.fixture
