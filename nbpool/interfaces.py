@@ -91,6 +91,11 @@ class WorkerKernel(Protocol):
     def let_go(self) -> None:
         """Close our sockets and leave it running (its session is kept)."""
 
+    def connection_info(self) -> dict | None:
+        """Its ports, transport, HMAC and CurveZMQ keys, for sockets of another
+        owner than the lease holder (completion from a session cell), or None
+        when it has no sockets to connect to."""
+
 
 class Backend(Protocol):
     """Where a pool's kernels come from (``Pool(backend=...)``).

@@ -85,6 +85,9 @@ class FakeKernel:
     def let_go(self) -> None:
         self.kept = True
 
+    def connection_info(self) -> None:
+        return None  # no sockets: nothing to connect to
+
 
 class FakeBackend:
     """A :class:`~nbpool.interfaces.Backend` of :class:`FakeKernel`\\ s: no processes, no reaper.

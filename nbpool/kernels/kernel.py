@@ -239,7 +239,7 @@ class Kernel:
     def _start_failure(self, message: str) -> WorkerStartFailed:
         return WorkerStartFailed(message)
 
-    def connection_info(self) -> dict:
+    def connection_info(self) -> dict | None:
         """Its ports, transport, HMAC key and CurveZMQ keys, for sockets of another owner.
 
         A lease's :attr:`channels` belong to its holder; whoever else must talk
