@@ -154,16 +154,8 @@ class Record:
 
     def display(self, data: dict, metadata: dict, display_id: str | None, update: bool) -> None:
         """A display (``update``: replace every output shown under ``display_id``)."""
-        output = {"output_type": "display_data", "data": data, "metadata": metadata}
         with self.lock:
-            if update:
-                self._update(display_id, output)
-                return
-            self._before_output()
-            if display_id:
-                self._displays.setdefault(display_id, []).append(self._first + len(self._kept))
-            self._append(output, _size(output))
-            self._bound()
+            self._display(data, metadata, display_id, update)
 
     def add(self, output: dict) -> None:
         """An ``execute_result`` or ``error`` output."""
@@ -176,8 +168,12 @@ class Record:
         """The ``--bg`` handle line: shown first, replaced by its final state at the end."""
         output = {"output_type": "display_data", "data": data, "metadata": metadata}
         with self.lock:
-            if not update:
+            if not update and (self._kept or self._handle is not None):
+                self._display(data, metadata, display_id, update)  # not first: as any display
+            elif not update:
                 self._handle, self._handle_id = output, display_id
+                for f in self._followers:  # it goes before what they have (nothing)
+                    f.handle, f.base = True, f.base + 1
                 self._emit({"op": "append", "output": output})
             elif self._handle is not None and display_id == self._handle_id:
                 self._handle = output
@@ -247,6 +243,17 @@ class Record:
             f"dropped: a job keeps its last {_mb(self.limit)} "
             "(%config PoolMagics.job_output_limit)\n"
         )
+
+    def _display(self, data: dict, metadata: dict, display_id: str | None, update: bool) -> None:
+        output = {"output_type": "display_data", "data": data, "metadata": metadata}
+        if update:
+            self._update(display_id, output)
+            return
+        self._before_output()
+        if display_id:
+            self._displays.setdefault(display_id, []).append(self._first + len(self._kept))
+        self._append(output, _size(output))
+        self._bound()
 
     def _before_output(self) -> None:
         if self._clear_pending:

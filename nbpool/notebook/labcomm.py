@@ -196,7 +196,8 @@ class StatusService:
             client.sent = client.cells_sent = None
             return "refreshed"
         if action in ("follow", "unfollow"):
-            return self._follow(client, data) if action == "follow" else self._stop(client, data)
+            handler = self._follow if action == "follow" else self._let_go
+            return handler(client, data)
         pool = self.get_pool()
         if pool is None:
             raise _Refused("this kernel has no pool: run %pool start first")
@@ -280,7 +281,7 @@ class StatusService:
             "state": state,
         }
 
-    def _stop(self, client: _Client, data: dict) -> str:
+    def _let_go(self, client: _Client, data: dict) -> str:
         job = self._job(data, "unfollow")
         with self._lock:
             send = client.following.pop(job.number, None)
