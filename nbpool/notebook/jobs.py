@@ -356,21 +356,24 @@ class Job:
         self.superseded = False
         self.record = Record(number, limit) if background else None
         self._future = None
+        self._lock = threading.Lock()  # orders state changes from the job and push threads
 
     # -- driven by the magics -------------------------------------------------
 
     def running(self, worker: str | None = None) -> None:
-        if self.state == "queued":
-            self.state, self.began = "running", time.time()
-            if self.record is not None:
-                self.record.state = "running"
-        self.worker = worker or self.worker
+        with self._lock:
+            if self.state == "queued":
+                self.state, self.began = "running", time.time()
+                if self.record is not None:
+                    self.record.state = "running"
+            self.worker = worker or self.worker
 
     def finish(self, state: str, error: str | None = None, worker: str | None = None) -> None:
-        if self.began is None:
-            self.began = self.started
-        self.state, self.error, self.ended = state, error, time.time()
-        self.worker = worker or self.worker
+        with self._lock:
+            if self.began is None:
+                self.began = self.started
+            self.state, self.error, self.ended = state, error, time.time()
+            self.worker = worker or self.worker
         if self.record is not None:
             self.record.end(state)
 
@@ -379,20 +382,22 @@ class Job:
         self._future = future
 
     def settle(self, future) -> None:
-        """The ``--bg`` job's future is done: its end state (last: followers get ``end``)."""
+        """The ``--bg`` job's future is done: its end state (last: followers get ``end``).
+
+        The future is let go: its result holds the whole output, the record a bounded part.
+        """
         if future.cancelled():  # withdrawn while queued
             self.finish("cancelled")
-            return
-        exc = future.exception()
-        if exc is None:
+        elif future.exception() is None:
             res = future.result()
             if self.began is None:
                 self.began = time.time() - res.duration
             self.finish(*outcome(res), worker=res.worker_id)
-        elif isinstance(exc, CancelledError):  # interrupted while it ran
+        elif isinstance(future.exception(), CancelledError):  # interrupted while it ran
             self.finish("interrupted", "interrupted on request")
         else:
-            self.finish("died" if isinstance(exc, WorkerDied) else "failed", _line(exc))
+            self.finish(*exception_state(future.exception()))
+        self._future = None
 
     def observe(self) -> None:
         """Notice that a queued ``--bg`` job got its worker (futures tell no one)."""

@@ -98,6 +98,32 @@ def test_reattach_from_a_second_client_shows_every_line_once_then_the_rest_live(
     assert messages[0]["content"]["transient"] == messages[-1]["content"]["transient"]
 
 
+def test_interrupting_a_reattach_stops_following_not_the_job(kernel, tmp_path):
+    """Ctrl-C (a kernel interrupt) in a %pool reattach cell ends that cell with one line;
+    the job runs to its end, and reattaching again shows all of it."""
+    flag = tmp_path / "go"
+    kernel.execute(LOAD)
+    kernel.execute(TWELVE.format(flag=str(flag)), cell_id="cell-1")
+    _wait_for_line(kernel, "line 2")
+    interrupted = []
+
+    def interrupt(outputs) -> None:
+        if not interrupted and any("line 2" in o.get("text", "") for o in outputs):
+            interrupted.append(True)
+            kernel.km.interrupt_kernel()
+
+    cut = kernel.execute("%pool reattach 1", during=interrupt)
+    assert cut["reply"]["status"] == "ok", cut["reply"]
+    notice = cut["outputs"][-1]
+    assert notice["name"] == "stderr" and notice["text"] == (
+        "nbpool: stopped following job 1; it runs on (`%pool reattach 1` shows it again)\n"
+    )
+    flag.touch()
+    assert kernel.execute("job.result(30).ok")["outputs"][0]["data"]["text/plain"] == "True"
+    again = kernel.execute("%pool reattach 1")["outputs"]
+    assert "".join(o.get("text", "") for o in again if o.get("name") == "stdout") == LINES
+
+
 def test_reattach_to_an_unknown_or_foreground_job_is_one_clear_line(kernel):
     """A job number that was never given, or a foreground job, is a one-line UsageError."""
     kernel.execute(LOAD)
