@@ -130,8 +130,12 @@ class _Client:
         self.following: dict[int, Callable[[int, dict], None]] = {}
 
     def send(self, payload: dict) -> None:
-        """Send on the comm in the context of its ``comm_open`` (see the module docstring)."""
-        self.context.run(self.comm.send, payload)
+        """Send on the comm in the context of its ``comm_open`` (see the module docstring).
+
+        A copy per send: pushes and job events go from several threads at
+        once, and one context cannot be entered twice at the same time.
+        """
+        self.context.copy().run(self.comm.send, payload)
 
 
 class StatusService:

@@ -472,3 +472,27 @@ def test_interrupt_job_withdraws_a_queued_job(shell, holder):
         "message": "job 1 withdrawn",
     }
     assert future.cancelled()
+
+
+def test_job_events_go_out_while_a_push_is_being_sent(shell, holder):
+    """A job event sent while the same comm's status push is under way (another thread in
+    ipykernel; nested here, which is the same for a context) still reaches the page."""
+    jobs = Jobs()
+    nbcomm.register(shell, holder.get_pool, jobs)
+    job = bg_job(jobs)
+    c = open_comm(shell)
+    c.request(action="follow", job=1)
+    plain_send = c.send
+
+    def send_and_stream(data) -> None:
+        plain_send(data)
+        if data["kind"] == "status":
+            job.record.stream("stdout", "during a push\n")
+
+    c.send = send_and_stream
+    start_pool(holder)
+    wait_for(lambda: any(d["kind"] == "job" for d, _ in list(c.sent)), what="the job event")
+    job.record.stream("stdout", "later\n")
+    events = [d["event"] for d, _ in list(c.sent) if d["kind"] == "job"]
+    texts = [e.get("text") or e["output"]["text"] for e in events]
+    assert texts[:1] == ["during a push\n"] and texts[-1] == "later\n"
