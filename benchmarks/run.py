@@ -43,6 +43,7 @@ BENCHMARKS = {
     "keep": ("j", "benchmarks.bench_keep"),
     "warm": ("k", "benchmarks.bench_warm"),
     "completion": ("l", "benchmarks.bench_completion"),
+    "jobs": ("m", "benchmarks.bench_jobs"),
 }
 
 
