@@ -32,7 +32,7 @@ import time
 import traceback
 
 import nbpool
-from nbpool.mapping import run as mapping
+from nbpool.mapping import run as mapping  # chunk_size: ProcessPoolExecutor gets map's own chunks
 
 from ._harness import Processes, Row, cpu_seconds, interleaved, median, own_cpu_seconds, skipped
 from .bench_ipyparallel import _start_cluster, _stop_cluster

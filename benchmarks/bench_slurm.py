@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 
 import nbpool
-from nbpool.__main__ import main as nbpool_main
+from nbpool.__main__ import main as nbpool_main  # `python -m nbpool slurm-spec`, in-process
 
 from ._harness import Processes, Row, descendants, interleaved, median, wait_until
 

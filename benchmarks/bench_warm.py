@@ -39,8 +39,10 @@ import time
 import zmq
 
 import nbpool
-from nbpool.fork.server import memory
+
+# One worker's start as the pool does it, without the pool's threads: only the launcher shows it.
 from nbpool.kernels.kernel import LaunchSettings, LocalKernel
+from nbpool.kernels.processes import memory  # USS of these bare workers (no Pool.status() here)
 from nbpool.launcher import Launcher
 
 from ._harness import Processes, Row, cpu_seconds, median
@@ -83,7 +85,7 @@ class Starter:
         return kernel, time.perf_counter() - t0, cpu_seconds([kernel.pid])
 
     def close(self) -> None:
-        server = self.launcher.runtime.fork_server
+        server = self.launcher.fork_server
         for template in server.templates() if server is not None else []:
             self.procs.add(template["pid"])
         self.launcher.close()
@@ -237,7 +239,7 @@ def _memory(procs: Processes, n: int) -> Row:
                 _execute(kernel, "import numpy; numpy.ones(1000).sum()")
         uss = {m: [memory(k.pid).uss / 2**20 for k in ks] for m, ks in kernels.items()}
         pss = {m: [memory(k.pid).pss / 2**20 for k in ks] for m, ks in kernels.items()}
-        template = starters["fork"].launcher.runtime.fork_server.templates()[0]["memory"]
+        template = starters["fork"].launcher.fork_server.templates()[0]["memory"]
     finally:
         for ks in kernels.values():
             for kernel in ks:

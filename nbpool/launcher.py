@@ -17,11 +17,20 @@ What nbpool adds around it:
   pool dies without shutting it down (SIGKILL, OOM);
 - an immediate retry when a kernel dies because another process took one of
   its ports between port choice and bind (jupyter_client #487);
+- warm workers: fork or spawn is decided here, end to end. With
+  ``fork_server="auto"`` the launcher owns a :class:`~nbpool.fork.server.ForkServer`
+  and gives each local kernel its :class:`~nbpool.fork.provisioner.ForkingProvisioner`
+  (:class:`_ForkOrSpawn`; a kernelspec naming a provisioner of its own keeps it).
+  The fork server and template refuse what they cannot fork safely (an argv that
+  is not ``python -m ipykernel_launcher``, a preload that started threads), the
+  provisioner turns a refusal into the kernel's :class:`~nbpool.kernels.kernel.Origin`,
+  and, once the kernel is ready, :func:`warm_up` runs the preload on a spawned
+  python kernel (a forked one's template ran it);
 - SSH tunnels (:mod:`nbpool.kernels.ssh`) for attached kernels only SSH can reach.
 
 Layering, one way as in jupyter_client: this module uses :mod:`nbpool.kernels.kernel`
-(one kernel's lifecycle) and :mod:`nbpool.kernels.ssh`, which both build on
-:mod:`nbpool.kernels.processes` (provisioner loop, process groups, reaper).
+(one kernel's lifecycle), :mod:`nbpool.kernels.ssh` and :mod:`nbpool.fork`, which
+all build on :mod:`nbpool.kernels.processes` (provisioner loop, process groups, reaper).
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -38,10 +48,12 @@ import zmq
 from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from jupyter_client.localinterfaces import is_local_ip
+from jupyter_client.provisioning import LocalProvisioner
 
 from .errors import AttachFailed, UnknownKernel, WorkerStartFailed
+from .fork.provisioner import ForkingProvisioner, install
 from .fork.server import ForkServer
-from .kernels.kernel import AttachedKernel, LaunchSettings, LocalKernel, Runtime
+from .kernels.kernel import AttachedKernel, LaunchSettings, LocalKernel, Origin, Runtime
 from .kernels.processes import PORT_RACE_TRIES, Reaper
 from .kernels.ssh import SshTunnel
 
@@ -56,6 +68,8 @@ CONNECTION_KEYS = (
     "hb_port",
     "control_port",
 )
+#: Provisioner names that mean "a local process" (the ones a fork server may stand in for).
+LOCAL_PROVISIONERS = ("local-provisioner",)
 
 
 def _loopback(ip: str) -> bool:
@@ -82,7 +96,8 @@ def check_kernel_name(name: str) -> None:
 
 
 class Launcher:
-    """Starts worker kernels; owns their runtime directory, ZMQ context and reaper.
+    """Starts worker kernels; owns their runtime directory, ZMQ context, reaper and
+    fork server.
 
     This is the pool's real :class:`~nbpool.interfaces.Backend` (see
     ``backend`` in :class:`~nbpool.Pool`): ``start``, ``attach``,
@@ -93,7 +108,8 @@ class Launcher:
     settings : LaunchSettings
         Transport, CurveZMQ policy (``auto`` encrypts every kernel whose
         kernelspec declares ``supported_encryption: ["curve"]``), ipykernel
-        tuning arguments, and whether plain text to remote kernels is allowed.
+        tuning arguments, whether plain text to remote kernels is allowed, the
+        preload and whether python workers are forked (``fork_server``).
     """
 
     #: Set when the pool starts closing: launches in flight give up.
@@ -104,8 +120,15 @@ class Launcher:
         runtime_dir = tempfile.mkdtemp(prefix=f"nbpool-{os.getpid()}-")
         os.chmod(runtime_dir, 0o700)
         reaper = Reaper(runtime_dir)
-        forks = ForkServer(runtime_dir, reaper) if settings.fork_server == "auto" else None
-        self.runtime = Runtime(runtime_dir, zmq.Context(), reaper, forks)
+        #: Forks python workers from preloaded templates; None (``fork_server="never"``):
+        #: every kernel is spawned.
+        self.fork_server = (
+            ForkServer(runtime_dir, reaper) if settings.fork_server == "auto" else None
+        )
+        self._fork_or_spawn = (
+            None if self.fork_server is None else _ForkOrSpawn(self.fork_server, settings.preload)
+        )
+        self.runtime = Runtime(runtime_dir, zmq.Context(), reaper)
         self.closing = threading.Event()
         #: worker id -> KernelManager, while its provisioner launches the kernel
         self.launching: dict = {}
@@ -135,6 +158,7 @@ class Launcher:
                 self.runtime,
                 worker_id,
                 kernel_name,
+                provisioning=self._fork_or_spawn,
                 timeout=left(),
                 allowed=start_timeout,
                 closing=self.closing,
@@ -143,14 +167,7 @@ class Launcher:
             try:
                 self.check_transport(kernel.km.ip, kernel.km.transport, kernel.encrypted)
                 kernel.wait_ready(left(), self.closing, allowed=start_timeout)
-                if (
-                    self.settings.preload
-                    and kernel.km.kernel_spec.language == "python"
-                    and kernel.started != "fork"  # its template ran the preload
-                ):
-                    kernel.run_preload(
-                        self.settings.preload, max(0.1, left()), allowed=start_timeout
-                    )
+                warm_up(kernel, self.settings.preload, max(0.1, left()), allowed=start_timeout)
                 return kernel
             except WorkerStartFailed as exc:
                 kernel.shutdown(now=True)
@@ -278,12 +295,63 @@ class Launcher:
         daemon thread: ``term()`` waits for every socket to close, and a
         lease holder that never returned may still own some.
         """
-        if self.runtime.fork_server is not None:
-            self.runtime.fork_server.close()  # templates only: their workers were stopped
+        if self.fork_server is not None:
+            self.fork_server.close()  # templates only: their workers were stopped
         self.runtime.reaper.close()
         shutil.rmtree(self.runtime.runtime_dir, ignore_errors=True)
         context = self.runtime.context
         threading.Thread(target=context.term, name="nbpool-zmq-term", daemon=True).start()
+
+
+def warm_up(kernel: LocalKernel, preload: str, timeout: float, *, allowed: float) -> None:
+    """Make a ready kernel a warm worker: run ``preload`` on it unless that is done.
+
+    A forked kernel's template ran it before the fork; a spawned python kernel
+    runs it now, as one silent execution; a kernel of another language never
+    does (the preload is Python). ``timeout`` is what is left of ``allowed``,
+    the whole ``start_timeout``.
+
+    Raises
+    ------
+    WorkerStartFailed
+        The preload raised (``retry=False``), did not finish in time, or the
+        kernel died (see :meth:`~nbpool.kernels.kernel.Kernel.run_preload`).
+    """
+    if not preload or kernel.origin.forked or kernel.km.kernel_spec.language != "python":
+        return
+    kernel.run_preload(preload, timeout, allowed=allowed)
+
+
+class _ForkOrSpawn:
+    """Which local kernels the fork server launches, and how each one came to be.
+
+    The :class:`~nbpool.kernels.kernel.Provisioning` a :class:`Launcher` with a
+    fork server gives :meth:`LocalKernel.launch <nbpool.kernels.kernel.LocalKernel.launch>`.
+    """
+
+    def __init__(self, server: ForkServer, preload: str) -> None:
+        self._server = server
+        self._preload = preload
+
+    def provision(self, km) -> None:
+        """Fork ``km``'s kernel, unless its kernelspec names a provisioner of its own
+        (a remote or batch one): that kernel is never forked."""
+        spec = km.kernel_spec
+        named = ((spec.metadata or {}).get("kernel_provisioner") or {}).get("provisioner_name")
+        if not named or named in LOCAL_PROVISIONERS:
+            install(km, self._server, self._preload)
+
+    def origin(self, km) -> Origin:
+        """The forking provisioner's verdict, or why ``km`` had none."""
+        prov = km.provisioner
+        if isinstance(prov, ForkingProvisioner):
+            return prov.origin  # set by its launch_kernel, which has just run
+        name = type(prov).__name__ if prov is not None else "none"
+        if sys.platform.startswith("linux") and not isinstance(prov, LocalProvisioner):
+            return Origin(
+                "spawn", f"the kernelspec {km.kernel_name!r} has a provisioner of its own ({name})"
+            )
+        return Origin("spawn", "the fork server is not used for this kernel")
 
 
 def _read_connection_file(path: str) -> dict:

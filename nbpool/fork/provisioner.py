@@ -5,17 +5,18 @@ whose ``launch_kernel`` asks a :class:`~nbpool.fork.server.ForkServer` for a
 forked child instead of calling Popen. Everything else stays jupyter_client's:
 the KernelManager picks ports, writes the connection file with a fresh HMAC
 key and CurveZMQ keys, and drives restart, interrupt and shutdown through
-``poll``/``wait``/``send_signal``/``kill`` on :class:`~nbpool.fork.forked.ForkedProcess`.
+``poll``/``wait``/``send_signal``/``kill`` on :class:`~nbpool.fork.server.ForkedProcess`.
 When the fork server says no (:class:`~nbpool.fork.server.ForkUnavailable`),
 it launches with Popen like LocalProvisioner and records why.
 
 Use (before ``start_kernel``)::
 
-    install(km, fork_server, preload="import numpy as np")
+    provisioner = install(km, fork_server, preload="import numpy as np")
     await km.start_kernel(stdout=log, stderr=log, env=env, cwd=cwd)
-    started, reason = launch_mode(km)     # ("fork", None) or ("spawn", "why")
+    provisioner.origin        # Origin("fork") or Origin("spawn", "why")
 
-A ``"spawn"`` worker has *not* run the preload: its caller runs it.
+Which kernels get one is the launcher's choice (:class:`~nbpool.launcher.Launcher`).
+A spawned worker has *not* run the preload: the launcher's ``warm_up`` runs it.
 """
 
 from __future__ import annotations
@@ -24,40 +25,38 @@ import asyncio
 import functools
 import os
 import subprocess
-import sys
 import uuid
 
 from jupyter_client.provisioning import LocalProvisioner
-from traitlets import Any, Unicode
+from traitlets import Any, Instance, Unicode
 
+from ..kernels.kernel import Origin
 from .server import ForkServer, ForkUnavailable
 
 #: Seconds launch_kernel waits for a forked kernel to bind its sockets.
 BOUND_TIMEOUT = 10.0
-#: Provisioner names that mean "a local process" (the ones we may stand in for).
-LOCAL_NAMES = ("local-provisioner",)
 
 
 class ForkingProvisioner(LocalProvisioner):
     """Launch by forking a preloaded template; fall back to Popen with a reason.
 
-    After a launch, ``started`` is ``"fork"`` or ``"spawn"``, and
-    ``spawn_reason`` says why a spawn was needed (None after a fork).
+    After a launch, ``origin`` says which it was, and why a spawn was needed:
+    the one place a fork server's or template's refusal
+    (:class:`~nbpool.fork.server.ForkUnavailable`) becomes a verdict.
     """
 
     fork_server = Any(help="the nbpool.fork.server.ForkServer that forks this kernel")
     preload = Unicode("", help="code the template ran; the forked kernel starts with its names")
-    started = Unicode("")
-    spawn_reason = Unicode(None, allow_none=True)
+    origin = Instance(Origin, allow_none=True, help="how its last launch went (None: none yet)")
 
     async def launch_kernel(self, cmd: list[str], **kwargs) -> dict:
         try:
             process = await self._fork(cmd, kwargs)
         except ForkUnavailable as exc:
-            self.started, self.spawn_reason = "spawn", str(exc)
+            self.origin = Origin("spawn", str(exc))
             self.log.info("nbpool: spawning kernel %s: %s", self.kernel_id, exc)
             return await super().launch_kernel(cmd, **kwargs)
-        self.started, self.spawn_reason = "fork", None
+        self.origin = Origin("fork")
         self.process = process
         self.pid = self.pgid = process.pid  # the child called setsid()
         self.cwd = kwargs["cwd"]
@@ -131,35 +130,14 @@ def _descriptor(target, default: int, name: str) -> int:
     raise ForkUnavailable(f"a kernel whose {name} is {target!r} must be spawned")
 
 
-def install(km, fork_server: ForkServer, preload: str = "") -> ForkingProvisioner | None:
-    """Make ``km`` launch through ``fork_server``; call before its first start.
-
-    Returns the provisioner, or None when the kernelspec names a provisioner
-    of its own (a remote or batch one): that kernel is never forked.
-    """
-    spec = km.kernel_spec
-    named = ((spec.metadata or {}).get("kernel_provisioner") or {}).get("provisioner_name")
-    if named and named not in LOCAL_NAMES:
-        return None
+def install(km, fork_server: ForkServer, preload: str = "") -> ForkingProvisioner:
+    """Make ``km`` launch through ``fork_server``; call before its first start."""
     km.kernel_id = km.kernel_id or str(uuid.uuid4())
     km.provisioner = ForkingProvisioner(
         kernel_id=km.kernel_id,
-        kernel_spec=spec,
+        kernel_spec=km.kernel_spec,
         parent=km,
         fork_server=fork_server,
         preload=preload,
     )
     return km.provisioner
-
-
-def launch_mode(km) -> tuple[str, str | None]:
-    """How ``km``'s kernel was started: ``("fork", None)`` or ``("spawn", reason)``."""
-    prov = km.provisioner
-    if isinstance(prov, ForkingProvisioner) and prov.started:
-        return prov.started, prov.spawn_reason
-    if isinstance(prov, ForkingProvisioner):
-        return "spawn", "not started yet"
-    name = type(prov).__name__ if prov is not None else "none"
-    if sys.platform.startswith("linux") and not isinstance(prov, LocalProvisioner):
-        return "spawn", f"the kernelspec {km.kernel_name!r} has a provisioner of its own ({name})"
-    return "spawn", "the fork server is not used for this kernel"

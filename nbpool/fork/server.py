@@ -19,7 +19,7 @@ It plugs into jupyter_client as a kernel provisioner,
 the template to fork instead of calling Popen). KernelManager keeps doing
 everything else: ports, connection file, keys, restart, shutdown; ``poll``,
 ``wait``, ``send_signal`` and ``kill`` work on the forked pid through
-:class:`~nbpool.fork.forked.ForkedProcess`, a Popen look-alike whose exit codes the template
+:class:`ForkedProcess`, a Popen look-alike whose exit codes the template
 reports (the child is the template's, not ours) and whose signals go through
 a pidfd (no pid-reuse race).
 
@@ -29,8 +29,8 @@ spawn with a reason: not Linux, a kernelspec that is not
 event loop or socket, or uses IPython syntax, a template that died or could
 not start. A preload that *raises* does not fall back: it fails the start at
 once with :class:`~nbpool.errors.WorkerStartFailed` (``retry=False``) and the
-worker's traceback as its ``stderr_tail``
-(the same code would fail a spawned worker the same way).
+worker's traceback as its ``stderr_tail``: the failure a spawned worker's
+preload gives (:func:`~nbpool.kernels.kernel.preload_failed`, one message).
 
 Lifetime: templates are children of this process, in their own process
 groups registered with the reaper like workers, and so is each forked child
@@ -52,11 +52,12 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections import OrderedDict
 
 from ..errors import WorkerStartFailed
+from ..kernels.kernel import preload_failed
 from ..kernels.processes import memory
-from .forked import ForkedProcess
 
 #: The template program, run by path with the kernelspec's Python.
 TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_template.py")
@@ -79,6 +80,8 @@ PER_LAUNCH_VARS = ("JPY_PARENT_PID",)
 LOG_TAIL = 2000
 #: Largest control message (the environment is the big part).
 MAX_MESSAGE = 1 << 20
+#: ``returncode`` of a forked worker that ended after its template died (unknowable).
+UNKNOWN_EXIT = 255
 
 
 class ForkUnavailable(Exception):
@@ -116,18 +119,132 @@ def _connection_file(args: list[str]) -> tuple[str, list[str]]:
     raise ForkUnavailable("the kernel's command line names no connection file (-f)")
 
 
-def preload_failed(error: str, traceback: str) -> WorkerStartFailed:
-    """The start failure of a preload that raised ``error`` ("NameError: name 'x' ...")."""
-    return WorkerStartFailed(
-        f"the preload raised {error} (the pool does not retry it: fix the preload and start "
-        "the pool again)",
-        traceback,
-        retry=False,
-    )
-
-
 def _short(argv: list[str]) -> str:
     return " ".join(argv[:4]) + (" ..." if len(argv) > 4 else "")
+
+
+# ----------------------------------------------------------------------
+# a forked worker seen from the pool
+# ----------------------------------------------------------------------
+
+
+class ForkedProcess:
+    """A forked kernel process with the part of :class:`subprocess.Popen` kernels use.
+
+    The child is its template's, not this process's: ``returncode`` (negative:
+    killed by that signal, as Popen's) is what the template reports
+    (:meth:`report_exit`); once the template is gone (:meth:`orphan`) the end is
+    seen through a pidfd and the code is :data:`UNKNOWN_EXIT`. Signals go
+    through the pidfd, which names this process and no later one with its pid.
+
+    Parameters
+    ----------
+    pid : int
+        The child's pid, as its template reported it.
+    args : list of str
+        Its command line (Popen's ``args``).
+    bound_fd : int, optional
+        The read end of the pipe the child writes ``1`` to once its sockets are
+        bound (see :meth:`wait_bound`); the process owns and closes it.
+    """
+
+    stdin = stdout = stderr = None
+
+    def __init__(self, pid: int, args: list[str], bound_fd: int | None = None) -> None:
+        self.pid = pid
+        self.args = args
+        self.returncode: int | None = None
+        self._bound_fd = bound_fd
+        self._done = threading.Event()
+        self._orphaned = False
+        try:
+            self._pidfd: int | None = os.pidfd_open(pid)
+        except OSError:  # already ended; the template's report follows
+            self._pidfd = None
+
+    def report_exit(self, code: int) -> None:
+        """Its template saw it end with ``code`` (Popen's ``returncode``)."""
+        if self.returncode is None:
+            self.returncode = code
+        self._done.set()
+
+    def orphan(self) -> None:
+        """Its template died: from now on only the pidfd can tell the end."""
+        self._orphaned = True
+        self._done.set()  # wake waiters to switch to the pidfd
+
+    def _gone(self, timeout: float) -> bool:
+        if self._pidfd is None:
+            return True
+        return bool(select.select([self._pidfd], [], [], timeout)[0])
+
+    def wait_bound(self, timeout: float) -> bool:
+        """Wait until the kernel's sockets are bound; False if it died first or on timeout.
+
+        Connecting after the bind saves the client ZMQ's reconnect interval
+        (100 ms) that a connect to a not yet bound port costs. Once only: the
+        pipe is closed after.
+        """
+        fd, self._bound_fd = self._bound_fd, None
+        if fd is None:
+            return False
+        try:
+            return bool(select.select([fd], [], [], timeout)[0]) and os.read(fd, 1) == b"1"
+        finally:
+            os.close(fd)
+
+    def poll(self) -> int | None:
+        if self.returncode is None and self._orphaned and self._gone(0):
+            self.report_exit(UNKNOWN_EXIT)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            left = 0.05 if deadline is None else min(0.05, deadline - time.monotonic())
+            if left <= 0:
+                raise subprocess.TimeoutExpired(self.args, timeout)
+            if self._orphaned:
+                self._gone(left)
+            else:
+                self._done.wait(left)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is not None:
+            return
+        if self._pidfd is None:  # it had ended before we could hold it
+            return
+        try:
+            signal.pidfd_send_signal(self._pidfd, sig)
+        except ProcessLookupError:
+            pass
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def __del__(self) -> None:
+        for name in ("_pidfd", "_bound_fd"):
+            fd = getattr(self, name, None)
+            if fd is not None:
+                os.close(fd)
+                setattr(self, name, None)
+
+    def __repr__(self) -> str:
+        return f"<ForkedProcess pid={self.pid} returncode={self.returncode}>"
+
+
+class _Request:
+    """A fork request waiting for its template's answer (under :attr:`Template._lock`)."""
+
+    def __init__(self, args: list[str], bound_fd: int) -> None:
+        self.args = args  # the child's command line
+        self.bound_fd = bound_fd  # the child's bound pipe; its ForkedProcess takes it
+        self.done = threading.Event()
+        self.answer: ForkedProcess | str | None = None  # the child, or why there is none
 
 
 # ----------------------------------------------------------------------
@@ -155,7 +272,7 @@ class Template:
         self._started: BaseException | bool = False
         self._send_lock = threading.Lock()
         self._lock = threading.Lock()  # guards the two dicts below and _next
-        self._pending: dict[int, list] = {}  # id -> [Event, answer]
+        self._pending: dict[int, _Request] = {}  # id -> its request
         self._children: dict[int, ForkedProcess] = {}
         self._next = 0
 
@@ -255,18 +372,22 @@ class Template:
     ) -> ForkedProcess:
         """One forked worker (its own session and env; the template's cwd) writing to these
         descriptors."""
-        done = threading.Event()
-        with self._lock:
-            if self.dead:
-                raise ForkUnavailable("the fork-server template died")
-            self._next += 1
-            ident = self._next
-            self._pending[ident] = [done, None]
         args = [*self.prefix, "-m", "ipykernel_launcher", "-f", connection_file, *self.kernel_args]
+        bound_r, bound_w = os.pipe2(os.O_CLOEXEC)
+        request = _Request(args, bound_r)
+        with self._lock:
+            dead = self.dead
+            if not dead:
+                self._next += 1
+                ident = self._next
+                self._pending[ident] = request
+        if dead:
+            os.close(bound_r)
+            os.close(bound_w)
+            raise ForkUnavailable("the fork-server template died")
         msg = json.dumps(
             {"id": ident, "connection_file": connection_file, "env": env, "argv": args}
         ).encode()
-        bound_r, bound_w = os.pipe2(os.O_CLOEXEC)
         try:
             with self._send_lock:
                 socket.send_fds(self._sock, [msg], [stdout, stderr, bound_w])
@@ -277,14 +398,13 @@ class Template:
             raise ForkUnavailable(f"the fork-server template is unreachable ({exc})") from None
         finally:
             os.close(bound_w)
-        answered = done.wait(timeout)
+        answered = request.done.wait(timeout)
         with self._lock:
-            answer = self._pending.pop(ident)[1]
+            self._pending.pop(ident)
+            answer = request.answer
         if isinstance(answer, ForkedProcess):
             self.forks += 1
-            answer.args = args
-            answer._bound_fd = bound_r
-            return answer
+            return answer  # it owns bound_r now
         os.close(bound_r)
         if not answered:
             raise ForkUnavailable(f"the fork-server template did not fork within {timeout:g} s")
@@ -318,30 +438,32 @@ class Template:
                 if "exited" in msg:
                     child = self._children.pop(msg["exited"], None)
                     if child is not None:
-                        child._exited(msg["code"])
+                        child.report_exit(msg["code"])
                     continue
-                slot = self._pending.get(msg["id"])
-                if "pid" in msg:
-                    child = ForkedProcess(msg["pid"], [])
-                    self._children[msg["pid"]] = child
-                if slot is None:  # the requester gave up: nobody will use that worker
+                request = self._pending.get(msg["id"])
+                if request is None:  # the requester gave up: nobody will use that worker
                     if "pid" in msg:
+                        self._children[msg["pid"]] = child = ForkedProcess(msg["pid"], [])
                         child.kill()
                     continue
-                slot[1] = child if "pid" in msg else msg["error"]
-                slot[0].set()
+                if "pid" in msg:
+                    child = ForkedProcess(msg["pid"], request.args, request.bound_fd)
+                    self._children[msg["pid"]] = request.answer = child
+                else:
+                    request.answer = msg["error"]
+                request.done.set()
 
     def _ended(self) -> None:
         """The template is gone: fail waiting requests; its children become orphans."""
         with self._lock:
             self.dead = True
             orphans, self._children = list(self._children.values()), {}
-            for slot in self._pending.values():
-                if slot[1] is None:
-                    slot[1] = "the fork-server template died"
-                slot[0].set()
+            for request in self._pending.values():
+                if request.answer is None:
+                    request.answer = "the fork-server template died"
+                request.done.set()
         for child in orphans:
-            child._orphan()
+            child.orphan()
         if self.proc is not None:
             self.proc.wait()  # it is our child: no zombie
             if self.reaper is not None:

@@ -8,6 +8,11 @@ their kernel through a blocking client's sockets. Either is
 created and made ready on a starter thread, then handed to the coordinator. Its
 :class:`~nbpool.kernels.execution.Channels` belong to whoever holds the lease; its
 heartbeat socket belongs to the coordinator thread, which creates it.
+
+How a kernel is launched is its launcher's: :meth:`LocalKernel.launch` takes a
+:class:`Provisioning` (the launcher's fork server) that may give the
+KernelManager another provisioner, and says how the kernel came to be, an
+:class:`Origin`. This module knows no fork server.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass, fields
+from typing import Literal, Protocol
 
 import zmq
 import zmq.asyncio
@@ -25,7 +31,6 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.session import Session
 
 from ..errors import ExecutionTimeout, WorkerDied, WorkerStartFailed
-from ..fork.provisioner import install, launch_mode
 from .execution import Channels, Execution
 from .processes import LaunchCancelled, Reaper, kill_group, run_provisioner
 
@@ -81,7 +86,44 @@ class Runtime:
     runtime_dir: str  # private (0700): connection files, kernel logs
     context: zmq.Context
     reaper: Reaper
-    fork_server: object = None  # a nbpool.fork.server.ForkServer; None: always spawn
+
+
+@dataclass(frozen=True)
+class Origin:
+    """How a local kernel's process came to be (``status()``'s ``started``)."""
+
+    #: ``"spawn"``: a new process from the kernelspec's argv; ``"fork"``: from a
+    #: fork-server template, which ran the preload already.
+    started: Literal["spawn", "fork"] = "spawn"
+    #: Why a fork server that was asked to fork it could not (None: forked, or not asked).
+    reason: str | None = None
+
+    @property
+    def forked(self) -> bool:
+        """Whether the kernel's template ran the preload before it was forked."""
+        return self.started == "fork"
+
+
+class Provisioning(Protocol):
+    """Another way to launch kernels, around a KernelManager's start (the launcher's
+    fork server: :class:`~nbpool.launcher.Launcher`)."""
+
+    def provision(self, km: AsyncKernelManager) -> None:
+        """Give ``km`` its provisioner before its start (or leave it the kernelspec's)."""
+
+    def origin(self, km: AsyncKernelManager) -> Origin:
+        """How ``km``'s kernel came to be, once it started."""
+
+
+def preload_failed(error: str, traceback: str) -> WorkerStartFailed:
+    """The start failure of a preload that raised ``error`` (``"NameError: name 'x' ..."``),
+    wherever it ran: on a spawned kernel or in a fork-server template."""
+    return WorkerStartFailed(
+        f"the preload raised {error} (the pool does not retry it: fix the preload and start "
+        "the pool again)",
+        traceback,
+        retry=False,
+    )
 
 
 class Kernel:
@@ -204,12 +246,7 @@ class Kernel:
                 f"kernel {self.kernel_name!r}: its preload did not finish: {exc}"
             )
         if res.error is not None:
-            raise WorkerStartFailed(
-                f"the preload raised {res.error.ename}: {res.error.evalue} (the pool does not retry "
-                "it: fix the preload and start the pool again)",
-                res.error.text(),
-                retry=False,
-            )
+            raise preload_failed(f"{res.error.ename}: {res.error.evalue}", res.error.text())
 
     def _check_started(self) -> None:
         reason = self.poll()
@@ -277,12 +314,13 @@ class Kernel:
 class LocalKernel(Kernel):
     """A kernel nbpool started (through a KernelManager and its provisioner)."""
 
-    #: How its process came to be: ``"spawn"`` (a new process from the kernelspec's argv)
-    #: or ``"fork"`` (from a fork-server template that ran the preload already).
-    started = "spawn"
-
     def __init__(
-        self, runtime: Runtime, worker_id: str, km: AsyncKernelManager, log_path: str
+        self,
+        runtime: Runtime,
+        worker_id: str,
+        km: AsyncKernelManager,
+        log_path: str,
+        origin: Origin = Origin(),
     ) -> None:
         # The manager's own sockets are asyncio ones for the provisioner loop;
         # nbpool's threads use plain sockets made from the same connection info.
@@ -290,6 +328,8 @@ class LocalKernel(Kernel):
         conn.load_connection_info(km.get_connection_info())
         super().__init__(worker_id, conn, km.kernel_name)
         self.km = km
+        #: How its process came to be (forked or spawned, and why not forked).
+        self.origin = origin
         self._reaper = runtime.reaper
         self._log_path = log_path
         self._interrupt_lock = threading.Lock()
@@ -308,6 +348,16 @@ class LocalKernel(Kernel):
                     stacklevel=2,
                 )
 
+    @property
+    def started(self) -> str:
+        """``"fork"`` or ``"spawn"``: :attr:`Origin.started` of :attr:`origin`."""
+        return self.origin.started
+
+    @property
+    def spawn_reason(self) -> str | None:
+        """Why a fork server could not fork it, if one was asked to."""
+        return self.origin.reason
+
     @classmethod
     def launch(
         cls,
@@ -316,6 +366,7 @@ class LocalKernel(Kernel):
         worker_id: str,
         kernel_name: str,
         *,
+        provisioning: Provisioning | None = None,
         timeout: float | None = None,
         allowed: float | None = None,
         closing: threading.Event | None = None,
@@ -323,7 +374,8 @@ class LocalKernel(Kernel):
     ) -> LocalKernel:
         """Start the kernel process (not yet ready); raises WorkerStartFailed.
 
-        ``timeout`` bounds the provisioner's launch (a batch job's queue wait),
+        ``provisioning`` (None: the kernelspec's own provisioner, a spawn) may
+        launch it another way, and says how it did (:attr:`origin`). ``timeout`` bounds the provisioner's launch (a batch job's queue wait),
         and ``closing`` being set cancels it. ``allowed``, when ``timeout`` is
         what is left of it, is the allowance the message names. While it runs, ``launching``
         maps ``worker_id`` to the KernelManager (its provisioner may say why
@@ -339,8 +391,8 @@ class LocalKernel(Kernel):
             ip="127.0.0.1" if settings.transport == "tcp" else conn[:-5] + "-ipc",
             transport_encryption=settings.transport_encryption,
         )
-        if runtime.fork_server is not None:
-            install(km, runtime.fork_server, settings.preload)
+        if provisioning is not None:
+            provisioning.provision(km)
         extra = settings.extra_arguments(km.kernel_spec.argv)
         launching = {} if launching is None else launching
         launching[worker_id] = km
@@ -357,7 +409,7 @@ class LocalKernel(Kernel):
                     independent=settings.keep_sessions,
                 )
                 run_provisioner(start, timeout, closing)
-            except WorkerStartFailed:  # the fork server's: a preload that raised
+            except WorkerStartFailed:  # the provisioning's own (a template's preload raised)
                 raise
             except LaunchCancelled:
                 _end_late_launch(km)
@@ -378,10 +430,8 @@ class LocalKernel(Kernel):
                 ) from None
             finally:
                 launching.pop(worker_id, None)
-        kernel = cls(runtime, worker_id, km, log_path)
-        if runtime.fork_server is not None:
-            kernel.started, kernel.spawn_reason = launch_mode(km)
-        return kernel
+        origin = Origin() if provisioning is None else provisioning.origin(km)
+        return cls(runtime, worker_id, km, log_path, origin)
 
     def _start_failure(self, message: str) -> WorkerStartFailed:
         tail = _tail(self._log_path)

@@ -24,8 +24,9 @@ from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.manager import AsyncKernelManager
 
 from nbpool.errors import WorkerStartFailed
-from nbpool.fork.provisioner import ForkingProvisioner, install, launch_mode
+from nbpool.fork.provisioner import ForkingProvisioner, install
 from nbpool.fork.server import ForkServer
+from nbpool.kernels.kernel import Origin
 from nbpool.kernels.processes import LaunchCancelled, Reaper, memory, run_provisioner
 
 from ..conftest import pids_with, wait_for
@@ -40,7 +41,7 @@ class Kernel:
     def __init__(self, km: AsyncKernelManager, log: str, context: zmq.Context) -> None:
         self.km = km
         self.log = log
-        self.started, self.reason = launch_mode(km)
+        self.started, self.reason = _origin(km).started, _origin(km).reason
         self.pid = km.provisioner.process.pid
         self.client = BlockingKernelClient(context=context)
         self.client.load_connection_info(km.get_connection_info())
@@ -183,6 +184,11 @@ def kernels(tmp_path):
     wait_for(
         lambda: all(_gone(p) for p in k.pids), timeout=10, what="every kernel and template to end"
     )
+
+
+def _origin(km: AsyncKernelManager) -> Origin:
+    """How ``km``'s kernel came to be: its forking provisioner's verdict (none: spawned)."""
+    return km.provisioner.origin if isinstance(km.provisioner, ForkingProvisioner) else Origin()
 
 
 def _text(path) -> str:
@@ -346,7 +352,7 @@ def test_interrupt_and_restart_work_on_a_forked_kernel(kernels):
     run_provisioner(k.km.restart_kernel(now=True))
     k.pid = k.km.provisioner.process.pid
     kernels.pids.add(k.pid)
-    assert k.pid != old and launch_mode(k.km) == ("fork", None)
+    assert k.pid != old and _origin(k.km) == Origin("fork", None)
     k.wait_ready(30)
     assert k.run("print(time.time() > 0)") == "True\n"
 

@@ -60,6 +60,30 @@ def test_workers_get_the_env_and_cwd(tmp_path):
         assert pool.execute("import os; os.getcwd()").result == repr(os.getcwd())
 
 
+def test_a_worker_the_template_refused_is_spawned_and_preloaded_saying_why():
+    """A preload that leaves a thread running cannot be forked from: the worker
+    is spawned, runs the preload itself, and status() and the events say why."""
+    preload = (
+        "import threading\nWARM = 41\n"
+        "threading.Thread(target=threading.Event().wait, name='poller', daemon=True).start()"
+    )
+    with nbpool.Pool(size=1, preload=preload) as pool:
+        assert pool.execute("WARM + 1").result == "42"
+        status = pool.status()
+        assert status["workers"][0]["started"] == "spawn"
+        [event] = [e for e in status["events"] if e["kind"] == "started"]
+        assert (
+            "spawned (not forked: the preload started Python threads (poller))"
+            in (event["message"])
+        )
+    with nbpool.Pool(size=1, preload="WARM = 41") as pool:
+        assert pool.execute("WARM + 1").result == "42"
+        status = pool.status()
+        assert status["workers"][0]["started"] == "fork"
+        [event] = [e for e in status["events"] if e["kind"] == "started"]
+        assert event["message"].endswith(", forked")
+
+
 def test_a_non_python_kernel_skips_the_preload(bash_kernel):
     """The preload is python code: a bash worker starts without it and works."""
     with nbpool.Pool(size=0, kernel_name=bash_kernel, preload="import json") as pool:

@@ -1,4 +1,5 @@
-"""The fork-server's pure parts: which kernels can be forked, argument handling, memory.
+"""The fork-server's pure parts: which kernels can be forked, argument handling, memory,
+and a ForkedProcess driven as its template drives it (on a plain child process).
 
 The real template and kernels are exercised in tests/integration/test_forkserver.py.
 """
@@ -6,12 +7,20 @@ The real template and kernels are exercised in tests/integration/test_forkserver
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 
 import pytest
 
 from nbpool.fork import server as forkserver
-from nbpool.fork.server import ForkUnavailable, _connection_file, fork_unsupported
+from nbpool.fork.server import (
+    UNKNOWN_EXIT,
+    ForkedProcess,
+    ForkUnavailable,
+    _connection_file,
+    fork_unsupported,
+)
 from nbpool.kernels.processes import memory
 
 PY = sys.executable
@@ -81,3 +90,55 @@ def test_thread_count_follows_the_variables_a_library_reads():
     assert count({"OMP_NUM_THREADS": "4,2"}, names) == 4  # OpenMP's nested form
     assert count({"OMP_NUM_THREADS": "0"}, names) == len(os.sched_getaffinity(0))
     assert count({}, names) == len(os.sched_getaffinity(0))
+
+
+@pytest.fixture
+def sleeper():
+    """A child process to stand for a forked worker (ours, so the test reaps it)."""
+    proc = subprocess.Popen(["sleep", "60"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+linux = pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="pidfds: Linux 5.3")
+
+
+@linux
+def test_a_forked_process_ends_with_the_code_its_template_reports(sleeper):
+    """Signals go through the pidfd; the returncode is the template's report."""
+    child = ForkedProcess(sleeper.pid, sleeper.args)
+    assert child.poll() is None
+    with pytest.raises(subprocess.TimeoutExpired):
+        child.wait(0.1)
+    child.kill()
+    assert sleeper.wait(10) == -signal.SIGKILL
+    assert child.poll() is None, "only the template's report tells the code"
+    child.report_exit(-signal.SIGKILL)
+    assert child.wait(1) == child.poll() == -signal.SIGKILL
+    child.report_exit(0)
+    assert child.returncode == -signal.SIGKILL, "the first report stands"
+
+
+@linux
+def test_an_orphaned_forked_process_ends_with_an_unknown_code(sleeper):
+    """Once its template died, the pidfd tells the end; the code cannot be known."""
+    child = ForkedProcess(sleeper.pid, sleeper.args)
+    child.orphan()
+    assert child.poll() is None
+    sleeper.kill()
+    assert child.wait(10) == UNKNOWN_EXIT
+
+
+@linux
+def test_wait_bound_reads_the_childs_pipe_once(sleeper):
+    """True once the child wrote "1"; the pipe is then closed, so a second wait is False."""
+    r, w = os.pipe()
+    child = ForkedProcess(sleeper.pid, sleeper.args, bound_fd=r)
+    os.write(w, b"1")
+    assert child.wait_bound(1) is True
+    assert child.wait_bound(1) is False
+    os.close(w)
+    r, w = os.pipe()
+    os.close(w)  # a child that died before binding: EOF, no "1"
+    assert ForkedProcess(sleeper.pid, sleeper.args, bound_fd=r).wait_bound(1) is False

@@ -84,6 +84,25 @@ def test_module_level_imports_have_no_cycle():
     )
 
 
+def test_subpackages_import_each_other_without_a_cycle():
+    """Each subpackage (and top-level module) as one node: still no cycle, so a
+    feature can be read after the ones it builds on (kernels before fork before
+    launcher)."""
+    graph = subpackage_imports()
+    try:
+        order = list(TopologicalSorter(graph).static_order())
+    except CycleError as exc:
+        raise AssertionError(f"subpackage cycle: {' -> '.join(exc.args[1])}") from None
+    assert order.index("kernels") < order.index("fork") < order.index("launcher")
+
+
+def test_kernels_know_nothing_above_them():
+    """``kernels`` (one kernel's lifecycle) imports none of the layers built on it:
+    the launcher decides fork or spawn, the pool and its core use kernels."""
+    above = {"fork", "kept", "core", "launcher", "pool", "notebook"}
+    assert subpackage_imports()["kernels"] & above == set()
+
+
 def test_import_nbpool_loads_no_widgets_or_display_machinery():
     """``import nbpool`` stays light: ipywidgets and IPython's display load on use."""
     code = (
