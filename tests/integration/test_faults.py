@@ -192,11 +192,16 @@ SLOW_UNFORKABLE_PRELOAD = (
 
 
 def test_one_start_timeout_covers_launch_and_readiness_together():
-    """A start whose launch and readiness each fit in start_timeout, but not both, fails within it."""
+    """A start whose launch and readiness each fit in start_timeout, but not both, fails within it.
+
+    Which phase runs out depends on the machine's load (a loaded machine may
+    not even finish the launch in 4 s); the rule is the one deadline, and a
+    message that names start_timeout.
+    """
     pool = nbpool.Pool(size=1, preload=SLOW_UNFORKABLE_PRELOAD, start_timeout=4)
     try:
         started = time.monotonic()
-        with pytest.raises(nbpool.WorkerStartFailed, match="within the 4 s of start_timeout"):
+        with pytest.raises(nbpool.WorkerStartFailed, match=r"within (the )?4 s\b.*start_timeout"):
             pool.start()
         assert time.monotonic() - started < 4 + 1.5  # not 4 for the launch + 4 for the rest
     finally:
