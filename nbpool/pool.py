@@ -3,8 +3,10 @@
 ``Pool`` is a traitlets ``Configurable``: every constructor argument is also a
 config trait (``c.Pool.size = 8`` in ``ipython_config.py``). It validates its
 settings, owns a :class:`~nbpool.launcher.Launcher` (where kernels come
-from) and a :class:`~nbpool.core.coordinator.Coordinator` (who holds which), and
-offers the blocking, background and lease-based ways to run code.
+from), a :class:`~nbpool.core.coordinator.Coordinator` (who holds which) and,
+with ``keep_sessions``, a :class:`~nbpool.kept.adoption.Keeping` (its
+kept-session methods delegate there), and offers the blocking, background
+and lease-based ways to run code.
 """
 
 from __future__ import annotations
@@ -15,7 +17,14 @@ import functools
 import os
 import threading
 import weakref
-from concurrent.futures import CancelledError, Future, InvalidStateError, ThreadPoolExecutor
+from concurrent.futures import (
+    CancelledError,
+    Executor,
+    Future,
+    InvalidStateError,
+    ThreadPoolExecutor,
+)
+from typing import Callable
 
 from traitlets import (
     Bool,
@@ -35,7 +44,7 @@ from .core.coordinator import Coordinator
 from .core.lease import Lease
 from .core.records import Settings, Waiter
 from .errors import InvalidConfig, PoolClosed
-from .kept.adoption import Keeping, KeptSessions
+from .kept.adoption import Keeping
 from .kernels.execution import OutputHook, StdinHandler
 from .kernels.ssh import check_server
 from .launcher import Launcher, LaunchSettings, check_kernel_name
@@ -54,12 +63,10 @@ DEFAULT_MAX_SIZE = 8
 SIZE_LIMIT_PER_CPU, SIZE_LIMIT_FLOOR = 8, 16
 
 
-class Pool(KeptSessions, LoggingConfigurable):
+class Pool(LoggingConfigurable):
     """A pool of pre-started worker kernels with session affinity.
 
-    Every trait below is also a constructor argument. The kept-session
-    methods (``detach``, ``replay``, ``readopted``, ``waiting_output``) come
-    from :class:`~nbpool.kept.adoption.KeptSessions`. ``backend`` (not a
+    Every trait below is also a constructor argument. ``backend`` (not a
     trait) is where kernels come from: by default a
     :class:`~nbpool.launcher.Launcher` (jupyter_client kernels, with a
     reaper process); bookkeeping tests pass an object with the same
@@ -198,9 +205,7 @@ class Pool(KeptSessions, LoggingConfigurable):
         self._launcher = backend if backend is not None else Launcher(LaunchSettings.of(self))
         self._coordinator = Coordinator(self._settings, self._launcher.start)
         self._keeping = (
-            Keeping(self.name, self.keep_for, self._coordinator, self._launcher.runtime.context)
-            if self.keep_sessions
-            else None
+            Keeping(self.name, self.keep_for, self._coordinator) if self.keep_sessions else None
         )
         # Jobs run only once granted a worker, so one thread per worker suffices;
         # threads are made lazily, and resize() may raise max_size later.
@@ -271,7 +276,9 @@ class Pool(KeptSessions, LoggingConfigurable):
             if not self._started:
                 adopted = 0
                 if self._keeping is not None:
-                    adopted = self._keeping.adopt(self.attach_timeout)
+                    adopted = self._keeping.adopt(
+                        self.attach_timeout, self._launcher.runtime.context
+                    )
                 self._initial = self._coordinator.start(max(0, self.size - adopted))
                 self._started = True
             for session, path in self.connection_files.items():
@@ -287,16 +294,55 @@ class Pool(KeptSessions, LoggingConfigurable):
 
     def shutdown(self) -> None:
         """Stop every worker (kept sessions' too) and remove the pool's files; idempotent."""
+        self._close(keep=False)
+
+    def detach(self) -> None:
+        """Close this pool and leave its sessions' workers running, for a later pool.
+
+        A later ``Pool(name=..., keep_sessions=True).start()`` (in this or
+        any process of this user) re-adopts them with their state; what
+        they print meanwhile (a ``--bg`` cell still running keeps running)
+        is journaled for :meth:`replay`. Workers bound to no session are
+        stopped. A kept session unattached for ``keep_for`` seconds is
+        stopped.
+
+        Raises
+        ------
+        InvalidConfig
+            The pool does not keep sessions (``keep_sessions=False``).
+        """
+        if self._keeping is None:
+            raise InvalidConfig(
+                "this pool does not keep sessions: create it with keep_sessions=True "
+                "(%pool start --keep) to detach; shutdown() stops it"
+            )
+        self._close(keep=True)
+
+    def _close(self, keep: bool) -> None:
+        """The close sequence of :meth:`shutdown` and, with ``keep``, of :meth:`detach`.
+
+        With ``keep`` the coordinator leaves the live local workers bound to
+        sessions running, and :class:`Keeping` records them for a later pool
+        (see :meth:`Keeping.detach <nbpool.kept.adoption.Keeping.detach>`);
+        without it every worker is stopped and the kept records are removed.
+        """
         if self._shutdown:
             return
         self._shutdown = True
         atexit.unregister(self._atexit)
         self._launcher.closing.set()
-        self._coordinator.close()
-        if self._keeping is not None:
-            self._keeping.shutdown()
+        if keep:
+            self._keeping.detach(functools.partial(self._coordinator.close, keep=True))
+        else:
+            self._coordinator.close()
+            if self._keeping is not None:
+                self._keeping.shutdown()
         self._jobs.shutdown(wait=False)  # queued jobs fail fast: the pool is closed
         self._launcher.close()
+
+    def _at_exit(self) -> None:
+        # A keeping pool that holds its sessions' lock detaches; any other shuts down.
+        self._close(keep=self._keeping is not None and self._keeping.store.locked)
 
     @property
     def closed(self) -> bool:
@@ -312,6 +358,36 @@ class Pool(KeptSessions, LoggingConfigurable):
 
     def __exit__(self, *exc_info) -> None:
         self.shutdown()
+
+    # -- kept sessions (keep_sessions=True; see nbpool.kept.adoption) --------
+
+    @property
+    def readopted(self) -> list[dict]:
+        """The kept sessions ``start()`` found: ``session``, ``intact`` (its state is
+        there), ``waiting`` / ``bytes`` (output journaled meanwhile), ``reason`` (why
+        its state was lost)."""
+        return list(self._keeping.readopted) if self._keeping is not None else []
+
+    def replay(self, session: str | None = None) -> list[dict]:
+        """The outputs of ``session`` no cell showed (nbformat dicts): printed while
+        no pool was attached, or by a ``--bg`` cell an earlier pool started.
+
+        They are taken out of the journal (a second call returns only what
+        came since). At most the last 10 MB per session are kept; dropped
+        output is said first, as a stderr stream.
+        """
+        self._check_open()
+        if self._keeping is None:
+            raise InvalidConfig("replay is for kept sessions: this pool has keep_sessions=False")
+        if not self._started:
+            self.start(wait=False)
+        return self._keeping.replay(checks.session_name(session))
+
+    def waiting_output(self, session: str | None = None) -> tuple[int, int]:
+        """(outputs, bytes) journaled for ``session`` and not yet replayed."""
+        if self._keeping is None or not self._started:
+            return 0, 0
+        return self._keeping.waiting(checks.session_name(session))
 
     # -- running code ------------------------------------------------------
 
@@ -384,52 +460,23 @@ class Pool(KeptSessions, LoggingConfigurable):
         """
         _check_code(code)
         session, kernel = self._request_args(session, kernel, lease_timeout)
-        future = ExecutionFuture()
-        context = contextvars.copy_context()
         timeout = self._exec_timeout(timeout)
 
-        def run(lease: Lease) -> None:
-            future._lease = lease
-            res = error = None
-            with lease:  # released before the future completes: callbacks may lease it
-                if future._cancel_requested:
-                    error = CancelledError()
-                else:
-                    try:
-                        self._leased(lease)
-                        res = lease.execute(code, timeout, on_output=on_output)
-                    except BaseException as exc:  # delivered through the future
-                        error = exc
-            if error is None and future._cancel_requested:
-                error = CancelledError()
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(res)
+        def run(lease: Lease) -> ExecutionResult:
+            self._leased(lease)
+            return lease.execute(code, timeout, on_output=on_output)
 
-        def settled(waiter: Waiter) -> None:
-            # cancel() may win the race at any point here: never raise into
-            # the thread that settled the request (a releaser, the coordinator).
-            try:
-                if waiter.error is not None:
-                    future.set_exception(waiter.error)
-                    return
-                running = future.set_running_or_notify_cancel()
-            except (RuntimeError, InvalidStateError):  # cancelled meanwhile
-                running = False
-            if running:
-                self._jobs.submit(context.run, run, waiter.lease)
-            elif waiter.lease is not None:
-                waiter.lease.release()
-
-        future._waiter = self._coordinator.request(
-            session,
-            kernel,
-            on_settled=settled,
-            timeout=self.lease_timeout if lease_timeout is None else lease_timeout,
+        return ExecutionFuture(
+            functools.partial(
+                self._coordinator.request,
+                session,
+                kernel,
+                timeout=self.lease_timeout if lease_timeout is None else lease_timeout,
+            ),
+            run,
+            self._jobs,
+            self._coordinator.withdraw,
         )
-        future._coordinator = self._coordinator
-        return future
 
     def map(
         self,
@@ -489,7 +536,18 @@ class Pool(KeptSessions, LoggingConfigurable):
         if not self._started and items:
             self.start(wait=False)
         display = functools.partial(nbprogress.make, progress, len(items), label)
-        return MapRun(self, fn, items, chunksize, timeout, display)
+        return MapRun(
+            self._coordinator,
+            self._jobs,
+            fn,
+            items,
+            chunksize,
+            timeout,
+            display,
+            kernel_name=self.kernel_name,
+            interrupt_grace=self.interrupt_grace,
+            workers=self.size,
+        )
 
     def attach(
         self,
@@ -670,23 +728,92 @@ class ExecutionFuture(Future):
     ``cancel()`` works while queued (the request leaves the queue) *and*
     while running (the worker is interrupted; ``result()`` then raises
     :class:`~concurrent.futures.CancelledError`).
+
+    Made by :meth:`Pool.submit`, which passes what it needs; constructing
+    it queues the request.
+
+    Parameters
+    ----------
+    request : callable
+        ``request(on_settled) -> Waiter``: queues the lease request (the
+        coordinator's ``request``, session and kernel bound in).
+    run : callable
+        ``run(lease) -> ExecutionResult``: the execution, on a job thread,
+        in a copy of the caller's context (output routing by context
+        variables keeps working).
+    jobs : concurrent.futures.Executor
+        Where ``run`` goes once a worker is granted.
+    withdraw : callable
+        ``withdraw(waiter, error)``: takes a queued request back (the
+        coordinator's).
     """
 
-    _lease: Lease | None = None
-    _cancel_requested = False
+    def __init__(
+        self,
+        request: Callable[[Callable[[Waiter], None]], Waiter],
+        run: Callable[[Lease], ExecutionResult],
+        jobs: Executor,
+        withdraw: Callable[[Waiter, BaseException], None],
+    ) -> None:
+        super().__init__()
+        self._run, self._jobs, self._withdraw = run, jobs, withdraw
+        self._context = contextvars.copy_context()
+        self._lease: Lease | None = None
+        self._cancel_requested = False
+        self._waiter = request(self._settled)
+
+    @property
+    def session_reset(self) -> str | None:
+        """Why the session's state was reset before this ran (None: it was not,
+        or no worker was granted yet)."""
+        lease = self._lease
+        return lease.session_reset if lease is not None else None
 
     def cancel(self) -> bool:
         if self.done():
             return False
         self._cancel_requested = True
         if super().cancel():  # still queued: the settle callback sees it
-            self._coordinator.withdraw(self._waiter, CancelledError())
+            self._withdraw(self._waiter, CancelledError())
             self.set_running_or_notify_cancel()  # wakes wait() and as_completed()
             return True
         lease = self._lease
         if lease is not None and not lease.released:
             lease.interrupt()
         return True
+
+    def _settled(self, waiter: Waiter) -> None:
+        # cancel() may win the race at any point here: never raise into
+        # the thread that settled the request (a releaser, the coordinator).
+        try:
+            if waiter.error is not None:
+                self.set_exception(waiter.error)
+                return
+            running = self.set_running_or_notify_cancel()
+        except (RuntimeError, InvalidStateError):  # cancelled meanwhile
+            running = False
+        if running:
+            self._jobs.submit(self._context.run, self._execute, waiter.lease)
+        elif waiter.lease is not None:
+            waiter.lease.release()
+
+    def _execute(self, lease: Lease) -> None:
+        self._lease = lease
+        res = error = None
+        with lease:  # released before the future completes: callbacks may lease it
+            if self._cancel_requested:
+                error = CancelledError()
+            else:
+                try:
+                    res = self._run(lease)
+                except BaseException as exc:  # delivered through the future
+                    error = exc
+        if error is None and self._cancel_requested:
+            error = CancelledError()
+        if error is not None:
+            self.set_exception(error)
+        else:
+            self.set_result(res)
 
 
 def _check_code(code: object) -> None:
