@@ -39,7 +39,7 @@ from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from jupyter_client.localinterfaces import is_local_ip
 
-from .errors import AttachFailed, UnknownKernel, WorkerStartFailed
+from .errors import AttachFailed, PoolClosed, UnknownKernel, WorkerStartFailed
 from .fork.server import ForkServer
 from .kernels.kernel import AttachedKernel, LaunchSettings, LocalKernel, Runtime
 from .kernels.processes import PORT_RACE_TRIES, Reaper
@@ -85,7 +85,10 @@ class Launcher:
     """Starts worker kernels; owns their runtime directory, ZMQ context and reaper.
 
     This is the pool's real backend (see ``backend`` in :class:`~nbpool.Pool`):
-    ``start``, ``attach``, ``closing`` and ``close``.
+    ``open``, ``start``, ``attach``, ``closing`` and ``close``. Constructing it
+    acquires nothing; :meth:`open` makes the runtime directory, the ZMQ
+    context, the reaper process and the fork server (:attr:`runtime`), and
+    :meth:`close` gives them back.
 
     Parameters
     ----------
@@ -97,14 +100,35 @@ class Launcher:
 
     def __init__(self, settings: LaunchSettings = LaunchSettings()) -> None:
         self.settings = settings
-        runtime_dir = tempfile.mkdtemp(prefix=f"nbpool-{os.getpid()}-")
-        os.chmod(runtime_dir, 0o700)
-        reaper = Reaper(runtime_dir)
-        forks = ForkServer(runtime_dir, reaper) if settings.fork_server == "auto" else None
-        self.runtime = Runtime(runtime_dir, zmq.Context(), reaper, forks)
+        #: What :meth:`open` acquired; None before it.
+        self.runtime: Runtime | None = None
+        #: Set when the pool closes: launches in progress give up, no open() follows.
         self.closing = threading.Event()
         #: worker id -> KernelManager, while its provisioner launches the kernel
         self.launching: dict = {}
+        self._lock = threading.Lock()  # open() against close(): never one half-done
+        self._closed = False  # close() ran: the runtime is given back once
+
+    def open(self) -> None:
+        """Make the runtime directory, ZMQ context, reaper and fork server; idempotent.
+
+        Raises
+        ------
+        PoolClosed
+            :attr:`closing` is set: the pool was shut down.
+        """
+        with self._lock:
+            if self.closing.is_set():
+                raise PoolClosed(
+                    "the pool was shut down; create a new nbpool.Pool to run more code"
+                )
+            if self.runtime is not None:
+                return
+            runtime_dir = tempfile.mkdtemp(prefix=f"nbpool-{os.getpid()}-")
+            os.chmod(runtime_dir, 0o700)
+            reaper = Reaper(runtime_dir)
+            forks = ForkServer(runtime_dir, reaper) if self.settings.fork_server == "auto" else None
+            self.runtime = Runtime(runtime_dir, zmq.Context(), reaper, forks)
 
     def start(self, worker_id: str, kernel_name: str, start_timeout: float):
         """Start one kernel and wait until it is ready; blocking, any thread.
@@ -270,16 +294,23 @@ class Launcher:
     def close(self) -> None:
         """Stop the reaper, remove the runtime directory, free the ZMQ context.
 
-        Called after all kernels stopped. The context is terminated on a
-        daemon thread: ``term()`` waits for every socket to close, and a
-        lease holder that never returned may still own some.
+        Called after all kernels stopped; idempotent. It sets :attr:`closing`
+        (no open() after it) and does nothing more if :meth:`open` never ran. The
+        context is terminated on a daemon thread: ``term()`` waits for every
+        socket to close, and a lease holder that never returned may still
+        own some.
         """
-        if self.runtime.fork_server is not None:
-            self.runtime.fork_server.close()  # templates only: their workers were stopped
-        self.runtime.reaper.close()
-        shutil.rmtree(self.runtime.runtime_dir, ignore_errors=True)
-        context = self.runtime.context
-        threading.Thread(target=context.term, name="nbpool-zmq-term", daemon=True).start()
+        with self._lock:
+            self.closing.set()
+            runtime = None if self._closed else self.runtime
+            self._closed = True
+        if runtime is None:
+            return
+        if runtime.fork_server is not None:
+            runtime.fork_server.close()  # templates only: their workers were stopped
+        runtime.reaper.close()
+        shutil.rmtree(runtime.runtime_dir, ignore_errors=True)
+        threading.Thread(target=runtime.context.term, name="nbpool-zmq-term", daemon=True).start()
 
 
 def _read_connection_file(path: str) -> dict:

@@ -7,6 +7,10 @@ from), a :class:`~nbpool.core.coordinator.Coordinator` (who holds which) and,
 with ``keep_sessions``, a :class:`~nbpool.kept.adoption.Keeping` (its
 kept-session methods delegate there), and offers the blocking, background
 and lease-based ways to run code.
+
+Constructing a pool acquires nothing: no thread, process, temp dir or
+socket. :meth:`Pool.start`, or the first call that needs a worker (a lazy
+start, or ``attach``), opens it.
 """
 
 from __future__ import annotations
@@ -70,9 +74,10 @@ class Pool(LoggingConfigurable):
     trait) is where kernels come from: by default a
     :class:`~nbpool.launcher.Launcher` (jupyter_client kernels, with a
     reaper process); bookkeeping tests pass an object with the same
-    ``start(worker_id, kernel_name, start_timeout)``, ``attach(...)``,
-    ``closing`` (an Event) and ``close()`` (as httpcore injects a network
-    backend).
+    ``open()`` (acquire what starts need; called once, before the first
+    start or attach), ``start(worker_id, kernel_name, start_timeout)``,
+    ``attach(...)``, ``closing`` (an Event) and ``close()`` (as httpcore
+    injects a network backend).
 
     Examples
     --------
@@ -202,21 +207,23 @@ class Pool(LoggingConfigurable):
             raise InvalidConfig(f"invalid Pool setting: {_first_line(exc)}") from None
         self._settings = self._validated()
         check_kernel_name(self.kernel_name)
+        # Nothing here starts a thread or process or opens a file or socket
+        # (keep_sessions only makes sure the kept-sessions directory exists): _open() does.
         self._launcher = backend if backend is not None else Launcher(LaunchSettings.of(self))
         self._coordinator = Coordinator(self._settings, self._launcher.start)
         self._keeping = (
             Keeping(self.name, self.keep_for, self._coordinator) if self.keep_sessions else None
         )
-        # Jobs run only once granted a worker, so one thread per worker suffices;
-        # threads are made lazily, and resize() may raise max_size later.
-        self._jobs = ThreadPoolExecutor(max_workers=64, thread_name_prefix="nbpool-job")
+        self._jobs: ThreadPoolExecutor | None = None  # made by _open()
+        self._opened = False
+        self._shutdown = False
+        self._open_lock = threading.Lock()  # guards _opened and _shutdown: open against close
         self._started = False
         self._start_lock = threading.Lock()
-        self._shutdown = False
         ref = weakref.ref(self)
-        # At interpreter exit (a kernel restart or exit) a keeping pool detaches.
+        # Registered by _open(): at interpreter exit (a kernel restart or exit)
+        # an open pool shuts down, and a keeping one detaches.
         self._atexit = lambda: (p := ref()) is not None and p._at_exit()
-        atexit.register(self._atexit)
 
     def _validated(self) -> Settings:
         s = self
@@ -274,6 +281,7 @@ class Pool(LoggingConfigurable):
         self._check_open()
         with self._start_lock:  # a lazy start from several threads starts once
             if not self._started:
+                self._open()
                 adopted = 0
                 if self._keeping is not None:
                     adopted = self._keeping.adopt(
@@ -293,7 +301,10 @@ class Pool(LoggingConfigurable):
         return self
 
     def shutdown(self) -> None:
-        """Stop every worker (kept sessions' too) and remove the pool's files; idempotent."""
+        """Stop every worker (kept sessions' too) and remove the pool's files; idempotent.
+
+        A pool that was never started has nothing to stop: it is only closed.
+        """
         self._close(keep=False)
 
     def detach(self) -> None:
@@ -318,6 +329,21 @@ class Pool(LoggingConfigurable):
             )
         self._close(keep=True)
 
+    def _open(self) -> None:
+        """Acquire what running code needs, once: the backend (files, reaper,
+        sockets), the job executor, the exit hook. The coordinator's threads
+        start with its first use."""
+        with self._open_lock:
+            self._check_open()
+            if self._opened:
+                return
+            self._launcher.open()
+            # Jobs run only once granted a worker, so one thread per worker suffices;
+            # threads are made lazily, and resize() may raise max_size later.
+            self._jobs = ThreadPoolExecutor(max_workers=64, thread_name_prefix="nbpool-job")
+            atexit.register(self._atexit)
+            self._opened = True
+
     def _close(self, keep: bool) -> None:
         """The close sequence of :meth:`shutdown` and, with ``keep``, of :meth:`detach`.
 
@@ -326,9 +352,10 @@ class Pool(LoggingConfigurable):
         (see :meth:`Keeping.detach <nbpool.kept.adoption.Keeping.detach>`);
         without it every worker is stopped and the kept records are removed.
         """
-        if self._shutdown:
-            return
-        self._shutdown = True
+        with self._open_lock:
+            if self._shutdown:
+                return
+            self._shutdown = True
         atexit.unregister(self._atexit)
         self._launcher.closing.set()
         if keep:
@@ -337,7 +364,8 @@ class Pool(LoggingConfigurable):
             self._coordinator.close()
             if self._keeping is not None:
                 self._keeping.shutdown()
-        self._jobs.shutdown(wait=False)  # queued jobs fail fast: the pool is closed
+        if self._jobs is not None:
+            self._jobs.shutdown(wait=False)  # queued jobs fail fast: the pool is closed
         self._launcher.close()
 
     def _at_exit(self) -> None:
@@ -538,7 +566,7 @@ class Pool(LoggingConfigurable):
         display = functools.partial(nbprogress.make, progress, len(items), label)
         return MapRun(
             self._coordinator,
-            self._jobs,
+            self._jobs,  # None only for no items: then no job runs
             fn,
             items,
             chunksize,
@@ -587,6 +615,7 @@ class Pool(LoggingConfigurable):
             raise InvalidConfig(f"sshkey must be a key file path or None, got {sshkey!r}")
         if sshkey is not None and sshserver is None:
             raise InvalidConfig("sshkey is for the SSH login: pass sshserver too")
+        self._open()  # the kernel's sockets and an SSH tunnel need the launcher's runtime
         worker = self._coordinator.attach(
             lambda wid: self._launcher.attach(
                 wid,

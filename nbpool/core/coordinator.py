@@ -131,6 +131,10 @@ class Coordinator(Policy):
     start_kernel : callable
         ``start_kernel(worker_id, kernel_name, start_timeout) -> kernel``;
         blocking, raises :class:`WorkerStartFailed` (a backend's ``start``).
+
+    Constructing it starts nothing: its monitor thread starts with its first
+    use (a start, request, resize, attach or adoption), its I/O threads with
+    the first kernel start.
     """
 
     def __init__(self, settings: Settings, start_kernel: Callable) -> None:
@@ -147,6 +151,7 @@ class Coordinator(Policy):
     # ------------------------------------------------------------------
 
     def start(self, count: int) -> list[Worker]:
+        self.monitor.start()
         with self._lock:
             self._check_open()
             new = [self._new_worker(self.settings.kernel_name) for _ in range(count)]
@@ -186,6 +191,7 @@ class Coordinator(Policy):
         waiter = Waiter(session, kernel_name, on_settled=on_settled)
         if timeout is not None and on_settled is not None:
             waiter.deadline = waiter.since + timeout
+        self.monitor.start()
         with self._lock:
             self._check_open()
             self._waiters.append(waiter)
@@ -205,6 +211,7 @@ class Coordinator(Policy):
         waiters = [
             Waiter(None, kernel_name, on_settled=on_settled, task=True) for _ in range(count)
         ]
+        self.monitor.start()
         with self._lock:
             self._check_open()
             self._waiters.extend(waiters)
@@ -342,6 +349,8 @@ class Coordinator(Policy):
         refused before anything changes (InvalidConfig).
         """
         checks.within_limit(max(size, min_size, max_size), "pool size", self.settings.size_limit)
+        if start:
+            self.monitor.start()
         with self._lock:
             self._check_open()
             s = self.settings
@@ -370,6 +379,7 @@ class Coordinator(Policy):
         ``connect(worker_id)`` connects to it and returns a ready kernel; it
         blocks, so it runs in the calling thread, outside the lock.
         """
+        self.monitor.start()
         with self._lock:
             self._check_bindable(session)
             worker_id = f"w{next(self._ids)}"
@@ -402,6 +412,7 @@ class Coordinator(Policy):
         generation; with ``kernel`` None the session comes back reset, told
         ``reason`` on its next lease.
         """
+        self.monitor.start()
         with self._lock:
             self._check_open()
             adopted = self._adopt(kept)

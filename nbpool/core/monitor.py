@@ -31,7 +31,11 @@ TICK = 0.03
 
 
 class Monitor:
-    """The coordinator thread (``nbpool-coordinator``); see the module docstring."""
+    """The coordinator thread (``nbpool-coordinator``); see the module docstring.
+
+    Constructing it starts nothing: :meth:`start` starts the thread (the
+    coordinator's first use does), :meth:`stop` ends it.
+    """
 
     def __init__(
         self, coordinator: Coordinator, heartbeat_interval: float, heartbeat_timeout: float
@@ -41,8 +45,18 @@ class Monitor:
         self._running = threading.Event()
         self._running.set()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="nbpool-coordinator", daemon=True)
-        self._thread.start()
+        self._lock = threading.Lock()  # guards _thread: start and stop may race
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the thread; idempotent, and a no-op once stopped."""
+        with self._lock:
+            if self._thread is not None or self._stop.is_set():
+                return
+            self._thread = threading.Thread(
+                target=self._loop, name="nbpool-coordinator", daemon=True
+            )
+            self._thread.start()
 
     def pause(self) -> None:
         """Stop health checks and timers (tests use this instead of sleeping)."""
@@ -52,9 +66,12 @@ class Monitor:
         self._running.set()
 
     def stop(self) -> None:
-        """End the thread (it closes its heartbeat sockets) and wait for it."""
-        self._stop.set()
-        self._thread.join()
+        """End the thread (it closes its heartbeat sockets) and wait for it, if it ran."""
+        with self._lock:
+            self._stop.set()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
 
     def _loop(self) -> None:
         while not self._stop.is_set():

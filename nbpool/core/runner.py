@@ -39,8 +39,9 @@ class Runner:
     def __init__(self, coordinator: Coordinator, start_kernel: Callable) -> None:
         self._coordinator = coordinator
         self._start_kernel = start_kernel
-        # Threads are made lazily; generous so resize() never queues starts.
-        self._io = ThreadPoolExecutor(max_workers=64, thread_name_prefix="nbpool-io")
+        self._lock = threading.Lock()  # guards _io and _closed
+        self._io: ThreadPoolExecutor | None = None  # made by the first start or stop
+        self._closed = False
 
     def run(self, actions: Iterable[Action]) -> None:
         """Run actions decided under the lock; one failing never drops the rest."""
@@ -58,10 +59,18 @@ class Runner:
                 log.exception("nbpool: %r failed", action)
 
     def _submit(self, fn: Callable[[Worker], None], w: Worker) -> None:
-        try:
-            self._io.submit(fn, w)
-        except RuntimeError:  # interpreter exit: executors refuse new work
-            threading.Thread(target=fn, args=(w,), name="nbpool-io-exit").start()
+        with self._lock:
+            if self._io is None and not self._closed:
+                # Threads are made lazily; generous so resize() never queues starts.
+                self._io = ThreadPoolExecutor(max_workers=64, thread_name_prefix="nbpool-io")
+            io = self._io
+        if io is not None:
+            try:
+                io.submit(fn, w)
+                return
+            except RuntimeError:  # interpreter exit or stopped: executors refuse new work
+                pass
+        threading.Thread(target=fn, args=(w,), name="nbpool-io-exit").start()
 
     def _start(self, w: Worker) -> None:
         try:
@@ -97,4 +106,7 @@ class Runner:
             thread.start()
         for thread in stoppers:
             thread.join()
-        self._io.shutdown(wait=True)
+        with self._lock:
+            self._closed, io = True, self._io
+        if io is not None:
+            io.shutdown(wait=True)

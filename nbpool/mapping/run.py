@@ -67,7 +67,8 @@ class MapRun:
     coordinator : Coordinator
         The pool's: task leases are requested from it and withdrawn.
     jobs : concurrent.futures.Executor
-        The pool's job executor: each granted lease's holder runs there.
+        The pool's job executor: each granted lease's holder runs there
+        (None only when ``items`` is empty).
     fn : callable
     items : list
     chunksize : int or None
@@ -88,7 +89,7 @@ class MapRun:
     def __init__(
         self,
         coordinator: Coordinator,
-        jobs: Executor,
+        jobs: Executor | None,
         fn: Callable,
         items: list,
         chunksize,

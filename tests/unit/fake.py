@@ -43,18 +43,24 @@ class FakeKernel:
 class FakeBackend:
     """A pool backend (``nbpool.Pool(backend=...)``): no processes, no reaper.
 
-    ``start(worker_id, kernel_name, timeout)`` makes a :class:`FakeKernel`;
-    ``fail_with`` makes starts fail; ``gate`` (an Event) holds starts until set.
+    ``open()`` is counted in ``opens``; ``start(worker_id, kernel_name,
+    timeout)`` makes a :class:`FakeKernel`; ``fail_with`` makes starts fail;
+    ``gate`` (an Event) holds starts until set.
     """
 
     def __init__(self) -> None:
         self.closing = threading.Event()
+        self.opens = 0
         self.started: list[FakeKernel] = []
         self.fail_with: str | None = None
         self.gate = threading.Event()
         self.gate.set()
         self._pids = itertools.count(1000)
         self._lock = threading.Lock()
+
+    def open(self) -> None:
+        """Count it: nothing to acquire (a Launcher makes its files, reaper and sockets here)."""
+        self.opens += 1
 
     def start(self, worker_id: str, kernel_name: str, start_timeout: float) -> FakeKernel:
         self.gate.wait(start_timeout)
