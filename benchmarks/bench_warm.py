@@ -68,6 +68,7 @@ class Starter:
             fork_server="auto" if mode == "fork" else "never",
         )
         self.launcher = Launcher(settings)
+        self.launcher.open()
 
     def start(self) -> tuple[LocalKernel, float, float]:
         """A ready worker with the preload done: (kernel, seconds to first result, its CPU)."""

@@ -108,6 +108,11 @@ class Backend(Protocol):
 
     closing: threading.Event
 
+    def open(self) -> None:
+        """Acquire what starts and attaches need (files, processes, sockets);
+        called before the first of them, idempotent. Constructing a backend
+        acquires nothing. Raises :class:`~nbpool.errors.PoolClosed` once closing."""
+
     def start(self, worker_id: str, kernel_name: str, start_timeout: float) -> WorkerKernel:
         """Start a kernel and wait until it is ready; blocking, any thread.
 

@@ -50,7 +50,7 @@ from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from jupyter_client.localinterfaces import is_local_ip
 from jupyter_client.provisioning import LocalProvisioner
 
-from .errors import AttachFailed, UnknownKernel, WorkerStartFailed
+from .errors import AttachFailed, PoolClosed, UnknownKernel, WorkerStartFailed
 from .fork.provisioner import ForkingProvisioner, install
 from .fork.server import ForkServer
 from .kernels.kernel import AttachedKernel, LaunchSettings, LocalKernel, Origin, Runtime
@@ -100,8 +100,11 @@ class Launcher:
     fork server.
 
     This is the pool's real :class:`~nbpool.interfaces.Backend` (see
-    ``backend`` in :class:`~nbpool.Pool`): ``start``, ``attach``,
-    ``pending_reason``, ``closing`` and ``close``.
+    ``backend`` in :class:`~nbpool.Pool`): ``open``, ``start``, ``attach``,
+    ``pending_reason``, ``closing`` and ``close``. Constructing it acquires
+    nothing; :meth:`open` makes the runtime directory, the ZMQ context, the
+    reaper process and the fork server (:attr:`runtime`, :attr:`fork_server`),
+    and :meth:`close` gives them back.
 
     Parameters
     ----------
@@ -117,21 +120,41 @@ class Launcher:
 
     def __init__(self, settings: LaunchSettings = LaunchSettings()) -> None:
         self.settings = settings
-        runtime_dir = tempfile.mkdtemp(prefix=f"nbpool-{os.getpid()}-")
-        os.chmod(runtime_dir, 0o700)
-        reaper = Reaper(runtime_dir)
-        #: Forks python workers from preloaded templates; None (``fork_server="never"``):
-        #: every kernel is spawned.
-        self.fork_server = (
-            ForkServer(runtime_dir, reaper) if settings.fork_server == "auto" else None
-        )
-        self._fork_or_spawn = (
-            None if self.fork_server is None else _ForkOrSpawn(self.fork_server, settings.preload)
-        )
-        self.runtime = Runtime(runtime_dir, zmq.Context(), reaper)
+        #: What :meth:`open` acquired; None before it.
+        self.runtime: Runtime | None = None
+        #: Forks python workers from preloaded templates, from :meth:`open` on;
+        #: None before it and with ``fork_server="never"`` (every kernel is spawned).
+        self.fork_server: ForkServer | None = None
+        self._fork_or_spawn: _ForkOrSpawn | None = None
+        #: Set when the pool closes: launches in progress give up, no open() follows.
         self.closing = threading.Event()
         #: worker id -> KernelManager, while its provisioner launches the kernel
         self.launching: dict = {}
+        self._lock = threading.Lock()  # open() against close(): never one half-done
+        self._closed = False  # close() ran: the runtime is given back once
+
+    def open(self) -> None:
+        """Make the runtime directory, ZMQ context, reaper and fork server; idempotent.
+
+        Raises
+        ------
+        PoolClosed
+            :attr:`closing` is set: the pool was shut down.
+        """
+        with self._lock:
+            if self.closing.is_set():
+                raise PoolClosed(
+                    "the pool was shut down; create a new nbpool.Pool to run more code"
+                )
+            if self.runtime is not None:
+                return
+            runtime_dir = tempfile.mkdtemp(prefix=f"nbpool-{os.getpid()}-")
+            os.chmod(runtime_dir, 0o700)
+            reaper = Reaper(runtime_dir)
+            if self.settings.fork_server == "auto":
+                self.fork_server = ForkServer(runtime_dir, reaper)
+                self._fork_or_spawn = _ForkOrSpawn(self.fork_server, self.settings.preload)
+            self.runtime = Runtime(runtime_dir, zmq.Context(), reaper)
 
     def start(self, worker_id: str, kernel_name: str, start_timeout: float):
         """Start one kernel and wait until it is ready; blocking, any thread.
@@ -291,16 +314,23 @@ class Launcher:
     def close(self) -> None:
         """Stop the reaper, remove the runtime directory, free the ZMQ context.
 
-        Called after all kernels stopped. The context is terminated on a
-        daemon thread: ``term()`` waits for every socket to close, and a
-        lease holder that never returned may still own some.
+        Called after all kernels stopped; idempotent. It sets :attr:`closing`
+        (no open() after it) and does nothing more if :meth:`open` never ran. The
+        context is terminated on a daemon thread: ``term()`` waits for every
+        socket to close, and a lease holder that never returned may still
+        own some.
         """
+        with self._lock:
+            self.closing.set()
+            runtime = None if self._closed else self.runtime
+            self._closed = True
+        if runtime is None:
+            return
         if self.fork_server is not None:
             self.fork_server.close()  # templates only: their workers were stopped
-        self.runtime.reaper.close()
-        shutil.rmtree(self.runtime.runtime_dir, ignore_errors=True)
-        context = self.runtime.context
-        threading.Thread(target=context.term, name="nbpool-zmq-term", daemon=True).start()
+        runtime.reaper.close()
+        shutil.rmtree(runtime.runtime_dir, ignore_errors=True)
+        threading.Thread(target=runtime.context.term, name="nbpool-zmq-term", daemon=True).start()
 
 
 def warm_up(kernel: LocalKernel, preload: str, timeout: float, *, allowed: float) -> None:

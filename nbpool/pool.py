@@ -3,8 +3,14 @@
 ``Pool`` is a traitlets ``Configurable``: every constructor argument is also a
 config trait (``c.Pool.size = 8`` in ``ipython_config.py``). It validates its
 settings, owns a :class:`~nbpool.launcher.Launcher` (where kernels come
-from) and a :class:`~nbpool.core.coordinator.Coordinator` (who holds which), and
-offers the blocking, background and lease-based ways to run code.
+from), a :class:`~nbpool.core.coordinator.Coordinator` (who holds which) and,
+with ``keep_sessions``, a :class:`~nbpool.kept.adoption.Keeping` (its
+kept-session methods delegate there), and offers the blocking, background
+and lease-based ways to run code.
+
+Constructing a pool acquires nothing: no thread, process, temp dir or
+socket. :meth:`Pool.start`, or the first call that needs a worker (a lazy
+start, or ``attach``), opens it.
 """
 
 from __future__ import annotations
@@ -15,7 +21,14 @@ import functools
 import os
 import threading
 import weakref
-from concurrent.futures import CancelledError, Future, InvalidStateError, ThreadPoolExecutor
+from concurrent.futures import (
+    CancelledError,
+    Executor,
+    Future,
+    InvalidStateError,
+    ThreadPoolExecutor,
+)
+from typing import Callable
 
 from traitlets import (
     Bool,
@@ -36,7 +49,7 @@ from .core.lease import Lease
 from .core.records import Settings, Waiter
 from .errors import InvalidConfig, PoolClosed
 from .interfaces import Backend
-from .kept.adoption import Keeping, KeptSessions
+from .kept.adoption import Keeping
 from .kernels.execution import OutputHook, StdinHandler
 from .kernels.ssh import check_server
 from .launcher import Launcher, LaunchSettings, check_kernel_name
@@ -55,16 +68,15 @@ DEFAULT_MAX_SIZE = 8
 SIZE_LIMIT_PER_CPU, SIZE_LIMIT_FLOOR = 8, 16
 
 
-class Pool(KeptSessions, LoggingConfigurable):
+class Pool(LoggingConfigurable):
     """A pool of pre-started worker kernels with session affinity.
 
-    Every trait below is also a constructor argument. The kept-session
-    methods (``detach``, ``replay``, ``readopted``, ``waiting_output``) come
-    from :class:`~nbpool.kept.adoption.KeptSessions`. ``backend`` (not a
+    Every trait below is also a constructor argument. ``backend`` (not a
     trait) is where kernels come from, a :class:`~nbpool.interfaces.Backend`:
     by default a :class:`~nbpool.launcher.Launcher` (jupyter_client kernels,
     with a reaper process); tests pass :class:`nbpool.testing.FakeBackend`
-    (as httpcore injects a network backend).
+    (as httpcore injects a network backend). Constructing acquires nothing:
+    the backend is opened by the first start or attach.
 
     Examples
     --------
@@ -194,6 +206,8 @@ class Pool(KeptSessions, LoggingConfigurable):
             raise InvalidConfig(f"invalid Pool setting: {_first_line(exc)}") from None
         settings = self._validated()
         check_kernel_name(self.kernel_name)
+        # Nothing here starts a thread or process or opens a file or socket
+        # (keep_sessions only makes sure the kept-sessions directory exists): _open() does.
         # The launcher's settings come from the same traits, now: neither changes
         # in place (a resize hands the coordinator new Settings).
         self._launcher: Backend = (
@@ -201,20 +215,18 @@ class Pool(KeptSessions, LoggingConfigurable):
         )
         self._coordinator = Coordinator(settings, self._launcher.start)
         self._keeping = (
-            Keeping(self.name, self.keep_for, self._coordinator, self._launcher.runtime.context)
-            if self.keep_sessions
-            else None
+            Keeping(self.name, self.keep_for, self._coordinator) if self.keep_sessions else None
         )
-        # Jobs run only once granted a worker, so one thread per worker suffices;
-        # threads are made lazily, and resize() may raise max_size later.
-        self._jobs = ThreadPoolExecutor(max_workers=64, thread_name_prefix="nbpool-job")
+        self._jobs: ThreadPoolExecutor | None = None  # made by _open()
+        self._opened = False
+        self._shutdown = False
+        self._open_lock = threading.Lock()  # guards _opened and _shutdown: open against close
         self._started = False
         self._start_lock = threading.Lock()
-        self._shutdown = False
         ref = weakref.ref(self)
-        # At interpreter exit (a kernel restart or exit) a keeping pool detaches.
+        # Registered by _open(): at interpreter exit (a kernel restart or exit)
+        # an open pool shuts down, and a keeping one detaches.
         self._atexit = lambda: (p := ref()) is not None and p._at_exit()
-        atexit.register(self._atexit)
 
     def _validated(self) -> Settings:
         """The traits checked, as the one frozen Settings the coordinator acts on."""
@@ -273,9 +285,12 @@ class Pool(KeptSessions, LoggingConfigurable):
         self._check_open()
         with self._start_lock:  # a lazy start from several threads starts once
             if not self._started:
+                self._open()
                 adopted = 0
                 if self._keeping is not None:
-                    adopted = self._keeping.adopt(self.attach_timeout)
+                    adopted = self._keeping.adopt(
+                        self.attach_timeout, self._launcher.runtime.context
+                    )
                 size = self._coordinator.settings.size
                 self._initial = self._coordinator.start(max(0, size - adopted))
                 self._started = True
@@ -291,17 +306,76 @@ class Pool(KeptSessions, LoggingConfigurable):
         return self
 
     def shutdown(self) -> None:
-        """Stop every worker (kept sessions' too) and remove the pool's files; idempotent."""
-        if self._shutdown:
-            return
-        self._shutdown = True
+        """Stop every worker (kept sessions' too) and remove the pool's files; idempotent.
+
+        A pool that was never started has nothing to stop: it is only closed.
+        """
+        self._close(keep=False)
+
+    def detach(self) -> None:
+        """Close this pool and leave its sessions' workers running, for a later pool.
+
+        A later ``Pool(name=..., keep_sessions=True).start()`` (in this or
+        any process of this user) re-adopts them with their state; what
+        they print meanwhile (a ``--bg`` cell still running keeps running)
+        is journaled for :meth:`replay`. Workers bound to no session are
+        stopped. A kept session unattached for ``keep_for`` seconds is
+        stopped.
+
+        Raises
+        ------
+        InvalidConfig
+            The pool does not keep sessions (``keep_sessions=False``).
+        """
+        if self._keeping is None:
+            raise InvalidConfig(
+                "this pool does not keep sessions: create it with keep_sessions=True "
+                "(%pool start --keep) to detach; shutdown() stops it"
+            )
+        self._close(keep=True)
+
+    def _open(self) -> None:
+        """Acquire what running code needs, once: the backend (files, reaper,
+        sockets), the job executor, the exit hook. The coordinator's threads
+        start with its first use."""
+        with self._open_lock:
+            self._check_open()
+            if self._opened:
+                return
+            self._launcher.open()
+            # Jobs run only once granted a worker, so one thread per worker suffices;
+            # threads are made lazily, and resize() may raise max_size later.
+            self._jobs = ThreadPoolExecutor(max_workers=64, thread_name_prefix="nbpool-job")
+            atexit.register(self._atexit)
+            self._opened = True
+
+    def _close(self, keep: bool) -> None:
+        """The close sequence of :meth:`shutdown` and, with ``keep``, of :meth:`detach`.
+
+        With ``keep`` the coordinator leaves the live local workers bound to
+        sessions running, and :class:`Keeping` records them for a later pool
+        (see :meth:`Keeping.detach <nbpool.kept.adoption.Keeping.detach>`);
+        without it every worker is stopped and the kept records are removed.
+        """
+        with self._open_lock:
+            if self._shutdown:
+                return
+            self._shutdown = True
         atexit.unregister(self._atexit)
         self._launcher.closing.set()
-        self._coordinator.close()
-        if self._keeping is not None:
-            self._keeping.shutdown()
-        self._jobs.shutdown(wait=False)  # queued jobs fail fast: the pool is closed
+        if keep:
+            self._keeping.detach(functools.partial(self._coordinator.close, keep=True))
+        else:
+            self._coordinator.close()
+            if self._keeping is not None:
+                self._keeping.shutdown()
+        if self._jobs is not None:
+            self._jobs.shutdown(wait=False)  # queued jobs fail fast: the pool is closed
         self._launcher.close()
+
+    def _at_exit(self) -> None:
+        # A keeping pool that holds its sessions' lock detaches; any other shuts down.
+        self._close(keep=self._keeping is not None and self._keeping.store.locked)
 
     @property
     def closed(self) -> bool:
@@ -317,6 +391,36 @@ class Pool(KeptSessions, LoggingConfigurable):
 
     def __exit__(self, *exc_info) -> None:
         self.shutdown()
+
+    # -- kept sessions (keep_sessions=True; see nbpool.kept.adoption) --------
+
+    @property
+    def readopted(self) -> list[dict]:
+        """The kept sessions ``start()`` found: ``session``, ``intact`` (its state is
+        there), ``waiting`` / ``bytes`` (output journaled meanwhile), ``reason`` (why
+        its state was lost)."""
+        return list(self._keeping.readopted) if self._keeping is not None else []
+
+    def replay(self, session: str | None = None) -> list[dict]:
+        """The outputs of ``session`` no cell showed (nbformat dicts): printed while
+        no pool was attached, or by a ``--bg`` cell an earlier pool started.
+
+        They are taken out of the journal (a second call returns only what
+        came since). At most the last 10 MB per session are kept; dropped
+        output is said first, as a stderr stream.
+        """
+        self._check_open()
+        if self._keeping is None:
+            raise InvalidConfig("replay is for kept sessions: this pool has keep_sessions=False")
+        if not self._started:
+            self.start(wait=False)
+        return self._keeping.replay(checks.session_name(session))
+
+    def waiting_output(self, session: str | None = None) -> tuple[int, int]:
+        """(outputs, bytes) journaled for ``session`` and not yet replayed."""
+        if self._keeping is None or not self._started:
+            return 0, 0
+        return self._keeping.waiting(checks.session_name(session))
 
     # -- running code ------------------------------------------------------
 
@@ -389,52 +493,23 @@ class Pool(KeptSessions, LoggingConfigurable):
         """
         _check_code(code)
         session, kernel = self._request_args(session, kernel, lease_timeout)
-        future = ExecutionFuture()
-        context = contextvars.copy_context()
         timeout = self._exec_timeout(timeout)
 
-        def run(lease: Lease) -> None:
-            future._lease = lease
-            res = error = None
-            with lease:  # released before the future completes: callbacks may lease it
-                if future._cancel_requested:
-                    error = CancelledError()
-                else:
-                    try:
-                        self._leased(lease)
-                        res = lease.execute(code, timeout, on_output=on_output)
-                    except BaseException as exc:  # delivered through the future
-                        error = exc
-            if error is None and future._cancel_requested:
-                error = CancelledError()
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(res)
+        def run(lease: Lease) -> ExecutionResult:
+            self._leased(lease)
+            return lease.execute(code, timeout, on_output=on_output)
 
-        def settled(waiter: Waiter) -> None:
-            # cancel() may win the race at any point here: never raise into
-            # the thread that settled the request (a releaser, the coordinator).
-            try:
-                if waiter.error is not None:
-                    future.set_exception(waiter.error)
-                    return
-                running = future.set_running_or_notify_cancel()
-            except (RuntimeError, InvalidStateError):  # cancelled meanwhile
-                running = False
-            if running:
-                self._jobs.submit(context.run, run, waiter.lease)
-            elif waiter.lease is not None:
-                waiter.lease.release()
-
-        future._waiter = self._coordinator.request(
-            session,
-            kernel,
-            on_settled=settled,
-            timeout=self.lease_timeout if lease_timeout is None else lease_timeout,
+        return ExecutionFuture(
+            functools.partial(
+                self._coordinator.request,
+                session,
+                kernel,
+                timeout=self.lease_timeout if lease_timeout is None else lease_timeout,
+            ),
+            run,
+            self._jobs,
+            self._coordinator.withdraw,
         )
-        future._coordinator = self._coordinator
-        return future
 
     def map(
         self,
@@ -494,7 +569,18 @@ class Pool(KeptSessions, LoggingConfigurable):
         if not self._started and items:
             self.start(wait=False)
         display = functools.partial(nbprogress.make, progress, len(items), label)
-        return MapRun(self, fn, items, chunksize, timeout, display)
+        return MapRun(
+            self._coordinator,
+            self._jobs,  # None only for no items: then no job runs
+            fn,
+            items,
+            chunksize,
+            timeout,
+            display,
+            kernel_name=self.kernel_name,
+            interrupt_grace=self.interrupt_grace,
+            workers=self.size,
+        )
 
     def attach(
         self,
@@ -534,6 +620,7 @@ class Pool(KeptSessions, LoggingConfigurable):
             raise InvalidConfig(f"sshkey must be a key file path or None, got {sshkey!r}")
         if sshkey is not None and sshserver is None:
             raise InvalidConfig("sshkey is for the SSH login: pass sshserver too")
+        self._open()  # the kernel's sockets and an SSH tunnel need the launcher's runtime
         worker = self._coordinator.attach(
             lambda wid: self._launcher.attach(
                 wid,
@@ -693,23 +780,92 @@ class ExecutionFuture(Future):
     ``cancel()`` works while queued (the request leaves the queue) *and*
     while running (the worker is interrupted; ``result()`` then raises
     :class:`~concurrent.futures.CancelledError`).
+
+    Made by :meth:`Pool.submit`, which passes what it needs; constructing
+    it queues the request.
+
+    Parameters
+    ----------
+    request : callable
+        ``request(on_settled) -> Waiter``: queues the lease request (the
+        coordinator's ``request``, session and kernel bound in).
+    run : callable
+        ``run(lease) -> ExecutionResult``: the execution, on a job thread,
+        in a copy of the caller's context (output routing by context
+        variables keeps working).
+    jobs : concurrent.futures.Executor
+        Where ``run`` goes once a worker is granted.
+    withdraw : callable
+        ``withdraw(waiter, error)``: takes a queued request back (the
+        coordinator's).
     """
 
-    _lease: Lease | None = None
-    _cancel_requested = False
+    def __init__(
+        self,
+        request: Callable[[Callable[[Waiter], None]], Waiter],
+        run: Callable[[Lease], ExecutionResult],
+        jobs: Executor,
+        withdraw: Callable[[Waiter, BaseException], None],
+    ) -> None:
+        super().__init__()
+        self._run, self._jobs, self._withdraw = run, jobs, withdraw
+        self._context = contextvars.copy_context()
+        self._lease: Lease | None = None
+        self._cancel_requested = False
+        self._waiter = request(self._settled)
+
+    @property
+    def session_reset(self) -> str | None:
+        """Why the session's state was reset before this ran (None: it was not,
+        or no worker was granted yet)."""
+        lease = self._lease
+        return lease.session_reset if lease is not None else None
 
     def cancel(self) -> bool:
         if self.done():
             return False
         self._cancel_requested = True
         if super().cancel():  # still queued: the settle callback sees it
-            self._coordinator.withdraw(self._waiter, CancelledError())
+            self._withdraw(self._waiter, CancelledError())
             self.set_running_or_notify_cancel()  # wakes wait() and as_completed()
             return True
         lease = self._lease
         if lease is not None and not lease.released:
             lease.interrupt()
         return True
+
+    def _settled(self, waiter: Waiter) -> None:
+        # cancel() may win the race at any point here: never raise into
+        # the thread that settled the request (a releaser, the coordinator).
+        try:
+            if waiter.error is not None:
+                self.set_exception(waiter.error)
+                return
+            running = self.set_running_or_notify_cancel()
+        except (RuntimeError, InvalidStateError):  # cancelled meanwhile
+            running = False
+        if running:
+            self._jobs.submit(self._context.run, self._execute, waiter.lease)
+        elif waiter.lease is not None:
+            waiter.lease.release()
+
+    def _execute(self, lease: Lease) -> None:
+        self._lease = lease
+        res = error = None
+        with lease:  # released before the future completes: callbacks may lease it
+            if self._cancel_requested:
+                error = CancelledError()
+            else:
+                try:
+                    res = self._run(lease)
+                except BaseException as exc:  # delivered through the future
+                    error = exc
+        if error is None and self._cancel_requested:
+            error = CancelledError()
+        if error is not None:
+            self.set_exception(error)
+        else:
+            self.set_result(res)
 
 
 def _check_code(code: object) -> None:

@@ -104,6 +104,9 @@ class FakeBackend:
         starts, set it to let them finish.
     pending : str or None
         What :meth:`pending_reason` says of a kernel being started.
+    opens : int
+        How often :meth:`open` was called (the pool opens its backend once,
+        on first use; constructing a pool does not).
     """
 
     closing: threading.Event
@@ -117,6 +120,11 @@ class FakeBackend:
         self.pending: str | None = None
         self._pids = itertools.count(1000)
         self._lock = threading.Lock()
+        self.opens = 0
+
+    def open(self) -> None:
+        """Counted in :attr:`opens`: nothing to acquire."""
+        self.opens += 1
 
     def start(self, worker_id: str, kernel_name: str, start_timeout: float) -> FakeKernel:
         self.gate.wait(start_timeout)

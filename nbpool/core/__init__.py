@@ -11,7 +11,7 @@ Inside:
   ``Waiter``, the frozen ``Settings``) and the typed actions (``Grant``,
   ``Refuse``, ``Start``, ``Stop``...).
 - :mod:`.runner`: carries the actions out, off the lock (starts, stops).
-- :mod:`.monitor`: the coordinator's thread: heartbeats (:mod:`.health`) and timers.
+- :mod:`.monitor`: the coordinator's thread: heartbeats (``Heartbeats``) and timers.
 - :mod:`.sessions`: the session registry clients read without the lock.
 - :mod:`.lease`: a :class:`~.lease.Lease`, the client's handle on one worker.
 

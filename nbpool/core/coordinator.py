@@ -127,6 +127,10 @@ class Coordinator:
     start_kernel : callable
         ``start_kernel(worker_id, kernel_name, start_timeout) -> kernel``;
         blocking, raises :class:`WorkerStartFailed` (a backend's ``start``).
+
+    Constructing it starts nothing: its monitor thread starts with its first
+    use (a start, request, resize, attach or adoption), its I/O threads with
+    the first kernel start.
     """
 
     def __init__(self, settings: Settings, start_kernel: Callable) -> None:
@@ -201,6 +205,7 @@ class Coordinator:
     # ------------------------------------------------------------------
 
     def start(self, count: int) -> list[Worker]:
+        self.monitor.start()
         with self._lock:
             actions = self._policy.start(count)
         self._runner.run(actions)
@@ -239,6 +244,7 @@ class Coordinator:
         waiter = Waiter(session, kernel_name, on_settled=on_settled)
         if timeout is not None and on_settled is not None:
             waiter.deadline = waiter.since + timeout
+        self.monitor.start()
         with self._lock:
             actions = self._settle(self._policy.request(waiter))
         self._runner.run(actions)
@@ -256,6 +262,7 @@ class Coordinator:
         waiters = [
             Waiter(None, kernel_name, on_settled=on_settled, task=True) for _ in range(count)
         ]
+        self.monitor.start()
         with self._lock:
             actions = self._settle(self._policy.request_tasks(waiters))
         self._runner.run(actions)
@@ -326,6 +333,8 @@ class Coordinator:
         ``min_size`` rule does not replace it. A size above ``size_limit`` is
         refused before anything changes (InvalidConfig).
         """
+        if start:
+            self.monitor.start()
         with self._lock:
             settings = replace(
                 self._policy.settings, size=size, min_size=min_size, max_size=max_size
@@ -340,6 +349,7 @@ class Coordinator:
         ``connect(worker_id)`` connects to it and returns a ready kernel; it
         blocks, so it runs in the calling thread, outside the lock.
         """
+        self.monitor.start()
         with self._lock:
             worker_id = self._policy.attach_id(session)
         kernel = connect(worker_id)
@@ -362,6 +372,7 @@ class Coordinator:
         generation; with ``kernel`` None the session comes back reset, told
         ``reason`` on its next lease.
         """
+        self.monitor.start()
         with self._lock:
             adopted, actions = self._policy.adopt(kept)
             actions = self._settle(actions)

@@ -58,9 +58,10 @@ class Runner:
     ) -> None:
         self._start_kernel = start_kernel
         self._started, self._start_failed, self._stopped = started, start_failed, stopped
-        self._release, self._closed = release, closed
-        # Threads are made lazily; generous so resize() never queues starts.
-        self._io = ThreadPoolExecutor(max_workers=64, thread_name_prefix="nbpool-io")
+        self._release, self._pool_closing = release, closed
+        self._lock = threading.Lock()  # guards _io and _done
+        self._io: ThreadPoolExecutor | None = None  # made by the first start or stop
+        self._done = False  # stop_all ran: no executor any more
 
     def run(self, actions: Iterable[Action]) -> None:
         """Run actions decided under the lock; one failing never drops the rest."""
@@ -78,10 +79,18 @@ class Runner:
                 log.exception("nbpool: %r failed", action)
 
     def _submit(self, fn: Callable[[Worker], None], w: Worker) -> None:
-        try:
-            self._io.submit(fn, w)
-        except RuntimeError:  # interpreter exit: executors refuse new work
-            threading.Thread(target=fn, args=(w,), name="nbpool-io-exit").start()
+        with self._lock:
+            if self._io is None and not self._done:
+                # Threads are made lazily; generous so resize() never queues starts.
+                self._io = ThreadPoolExecutor(max_workers=64, thread_name_prefix="nbpool-io")
+            io = self._io
+        if io is not None:
+            try:
+                io.submit(fn, w)
+                return
+            except RuntimeError:  # interpreter exit or stopped: executors refuse new work
+                pass
+        threading.Thread(target=fn, args=(w,), name="nbpool-io-exit").start()
 
     def _start(self, w: Worker) -> None:
         try:
@@ -101,7 +110,7 @@ class Runner:
             if w.kernel is not None:
                 # A holder that never released still owns the sockets: leave them be.
                 w.kernel.shutdown(
-                    now=not self._closed() or w.death is not None,
+                    now=not self._pool_closing() or w.death is not None,
                     close_channels=w.lease is None,
                 )
         finally:
@@ -115,4 +124,7 @@ class Runner:
             thread.start()
         for thread in stoppers:
             thread.join()
-        self._io.shutdown(wait=True)
+        with self._lock:
+            self._done, io = True, self._io
+        if io is not None:
+            io.shutdown(wait=True)

@@ -1,7 +1,8 @@
 """A pool's side of kept sessions: re-adopt at start, record while attached, detach.
 
-With ``keep_sessions=True`` a :class:`~nbpool.Pool` owns a :class:`Keeping`.
-Who keeps what:
+With ``keep_sessions=True`` a :class:`~nbpool.Pool` owns a :class:`Keeping`,
+and its kept-session methods (``detach``, ``replay``, ``readopted``,
+``waiting_output``) delegate here. Who keeps what:
 
 - the **pool** (this module) holds the pool lock of its name from
   ``start()`` until ``shutdown()``/``detach()``, re-adopts the kept
@@ -26,14 +27,12 @@ The files and the lock are in :mod:`nbpool.kept.store`.
 
 from __future__ import annotations
 
-import atexit
 import os
 import threading
 import time
 from typing import TYPE_CHECKING
 
-from .. import checks
-from ..errors import InvalidConfig, WorkerStartFailed
+from ..errors import WorkerStartFailed
 from .kernel import KeptKernel
 from .store import KeptPool, alive, expired, process_start
 
@@ -55,15 +54,12 @@ class Keeping:
     keep_for : float
         Seconds a kept session may sit unattached before it is stopped.
     coordinator : Coordinator
-    context : zmq.Context
-        Of the pool's launcher, for the sockets of re-adopted kernels.
     """
 
-    def __init__(self, name: str, keep_for: float, coordinator: Coordinator, context) -> None:
+    def __init__(self, name: str, keep_for: float, coordinator: Coordinator) -> None:
         self.store = KeptPool(name)
         self.keep_for = keep_for
         self._coordinator = coordinator
-        self._context = context
         self._io = threading.Lock()  # one writer of the records at a time
         self._recorded: dict[str, str] = {}  # session -> worker id in the records
         self._attached_at = 0.0  # when this pool took the lock (the keeper's cutoff)
@@ -72,8 +68,11 @@ class Keeping:
 
     # -- start ---------------------------------------------------------------
 
-    def adopt(self, timeout: float) -> int:
+    def adopt(self, timeout: float, context) -> int:
         """Take the pool lock and re-adopt the kept sessions; how many workers came back.
+
+        ``timeout`` is how long each kept kernel has to answer; ``context``
+        (the launcher's ZMQ context) makes the sockets of re-adopted kernels.
 
         Raises
         ------
@@ -93,7 +92,7 @@ class Keeping:
         for session, record in (state or {}).get("sessions", {}).items():
             kernel, cause = None, None
             if alive(record):
-                kernel = KeptKernel("kept", record, self._context)
+                kernel = KeptKernel("kept", record, context)
                 try:
                     kernel.wait_ready(timeout)
                 except WorkerStartFailed as exc:
@@ -217,74 +216,3 @@ class Keeping:
         if self.store.locked:
             self.store.remove_files()
             self.store.unlock()
-
-
-class KeptSessions:
-    """The kept-session part of :class:`~nbpool.Pool`'s API (a mixin of Pool).
-
-    It uses the pool's ``_keeping`` (a :class:`Keeping`, or None without
-    ``keep_sessions``), its coordinator, launcher and job executor.
-    """
-
-    def detach(self) -> None:
-        """Close this pool and leave its sessions' workers running, for a later pool.
-
-        A later ``Pool(name=..., keep_sessions=True).start()`` (in this or
-        any process of this user) re-adopts them with their state; what
-        they print meanwhile (a ``--bg`` cell still running keeps running)
-        is journaled for :meth:`replay`. Workers bound to no session are
-        stopped. A kept session unattached for ``keep_for`` seconds is
-        stopped.
-
-        Raises
-        ------
-        InvalidConfig
-            The pool does not keep sessions (``keep_sessions=False``).
-        """
-        if self._keeping is None:
-            raise InvalidConfig(
-                "this pool does not keep sessions: create it with keep_sessions=True "
-                "(%pool start --keep) to detach; shutdown() stops it"
-            )
-        if self._shutdown:
-            return
-        self._shutdown = True
-        atexit.unregister(self._atexit)
-        self._launcher.closing.set()
-        self._keeping.detach(lambda: self._coordinator.close(keep=True))
-        self._jobs.shutdown(wait=False)
-        self._launcher.close()
-
-    def _at_exit(self) -> None:
-        if self._keeping is not None and self._keeping.store.locked:
-            self.detach()
-        else:
-            self.shutdown()
-
-    @property
-    def readopted(self) -> list[dict]:
-        """The kept sessions ``start()`` found: ``session``, ``intact`` (its state is
-        there), ``waiting`` / ``bytes`` (output journaled meanwhile), ``reason`` (why
-        its state was lost)."""
-        return list(self._keeping.readopted) if self._keeping is not None else []
-
-    def replay(self, session: str | None = None) -> list[dict]:
-        """The outputs of ``session`` no cell showed (nbformat dicts): printed while
-        no pool was attached, or by a ``--bg`` cell an earlier pool started.
-
-        They are taken out of the journal (a second call returns only what
-        came since). At most the last 10 MB per session are kept; dropped
-        output is said first, as a stderr stream.
-        """
-        self._check_open()
-        if self._keeping is None:
-            raise InvalidConfig("replay is for kept sessions: this pool has keep_sessions=False")
-        if not self._started:
-            self.start(wait=False)
-        return self._keeping.replay(checks.session_name(session))
-
-    def waiting_output(self, session: str | None = None) -> tuple[int, int]:
-        """(outputs, bytes) journaled for ``session`` and not yet replayed."""
-        if self._keeping is None or not self._started:
-            return 0, 0
-        return self._keeping.waiting(checks.session_name(session))

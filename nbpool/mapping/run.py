@@ -36,11 +36,12 @@ import math
 import threading
 import time
 import uuid
-from concurrent.futures import CancelledError
+from concurrent.futures import CancelledError, Executor
 from dataclasses import replace
 from typing import Callable, Iterator
 
 from .. import checks
+from ..core.coordinator import Coordinator
 from ..core.lease import Lease
 from ..core.records import Waiter
 from ..errors import ExecutionTimeout, NbpoolError, TaskFailed, TransferError, WorkerDied
@@ -63,7 +64,11 @@ class MapRun:
 
     Parameters
     ----------
-    pool : Pool
+    coordinator : Coordinator
+        The pool's: task leases are requested from it and withdrawn.
+    jobs : concurrent.futures.Executor
+        The pool's job executor: each granted lease's holder runs there
+        (None only when ``items`` is empty).
     fn : callable
     items : list
     chunksize : int or None
@@ -73,10 +78,27 @@ class MapRun:
         Makes the progress display once the arguments are valid: an object
         with ``interval``, ``update(done, total)`` and ``close(ok)``, used
         from the calling thread only (see :mod:`nbpool.mapping.progress`).
+    kernel_name : str
+        Kernelspec of the task workers.
+    interrupt_grace : float
+        Seconds an interrupted chunk may take to stop (bounds the wind-down).
+    workers : int
+        Task leases to ask for at most (the pool's ``size``).
     """
 
     def __init__(
-        self, pool, fn: Callable, items: list, chunksize, timeout, progress: Callable | None
+        self,
+        coordinator: Coordinator,
+        jobs: Executor | None,
+        fn: Callable,
+        items: list,
+        chunksize,
+        timeout,
+        progress: Callable | None,
+        *,
+        kernel_name: str,
+        interrupt_grace: float,
+        workers: int,
     ) -> None:
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")
@@ -89,12 +111,12 @@ class MapRun:
             raise TransferError(
                 f"pool.map cannot pickle {fn!r}: {type(exc).__name__}: {exc}"
             ) from None
-        self._coordinator = pool._coordinator
-        self._jobs = pool._jobs
-        self._kernel_name = pool.kernel_name
-        self._grace = pool.interrupt_grace
+        self._coordinator = coordinator
+        self._jobs = jobs
+        self._kernel_name = kernel_name
+        self._grace = interrupt_grace
         self._items = items
-        width = max(1, pool.size)
+        width = max(1, workers)
         self._size = size = chunksize or chunk_size(len(items), width)
         self._bounds = [(i, min(i + size, len(items))) for i in range(0, len(items), size)]
         self._token = uuid.uuid4().hex[:12]

@@ -476,8 +476,8 @@ class BackgroundCell:
 
     def _announce_reset(self, reason: str | None = None) -> None:
         """Say once, in this cell, that the session's state was reset (if it was)."""
-        lease = getattr(self.future, "_lease", None)
-        reason = reason or (lease.session_reset if lease is not None else None)
+        if reason is None and self.future is not None:
+            reason = self.future.session_reset
         if reason and not self._announced:
             self._announced = True
             self.out.stream("stderr", reset_notice(self.session, reason) + "\n")

@@ -84,6 +84,76 @@ def test_shutdown_is_idempotent_and_stops_every_kernel():
     assert repr(pool) == "<nbpool.Pool closed>"
 
 
+UNSTARTED = textwrap.dedent(
+    """
+    import gc, json, os, sys, tempfile, threading
+    import nbpool
+
+    def children():
+        found = []
+        for entry in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == os.getpid():
+                found.append(int(entry))
+        return sorted(found)
+
+    def descriptors():  # a ZMQ context holds an eventfd; the reaper a pipe; temp files
+        held = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                held.append(os.readlink(f"/proc/self/fd/{fd}"))
+            except OSError:  # the listing's own descriptor, closed by now
+                pass
+        return sorted(held)
+
+    def footprint():
+        prefix = f"nbpool-{os.getpid()}-"
+        return {
+            "threads": sorted(t.name for t in threading.enumerate()),
+            "native threads": len(os.listdir("/proc/self/task")),  # ZMQ's are native
+            "child processes": children(),
+            "descriptors": descriptors(),
+            "runtime dirs": [n for n in os.listdir(tempfile.gettempdir()) if n.startswith(prefix)],
+        }
+
+    before = footprint()
+    pool = nbpool.Pool(size=2)
+    constructed = footprint()
+    if sys.argv[1] == "shutdown":
+        pool.shutdown()
+        pool.shutdown()
+        try:
+            pool.execute("1")
+        except nbpool.PoolClosed:
+            pass
+        else:
+            raise AssertionError("a shut-down pool ran code")
+    else:
+        del pool
+        gc.collect()
+    print(json.dumps({"before": before, "constructed": constructed, "after": footprint()}))
+    """
+)
+
+
+@pytest.mark.parametrize("end", ["shutdown", "del"])
+def test_a_pool_never_started_acquires_nothing_and_leaves_nothing(end):
+    """Pool() acquires no thread, process, descriptor (ZMQ context, pipe) or runtime dir
+    before start(); shutdown() of it (twice) or dropping it leaves nothing, and its
+    process exits cleanly (nothing left for atexit)."""
+    host = subprocess.run(
+        [sys.executable, "-c", UNSTARTED, end], capture_output=True, text=True, timeout=60
+    )
+    assert host.returncode == 0 and "Traceback" not in host.stderr, host.stderr
+    seen = json.loads(host.stdout)
+    assert seen["constructed"] == seen["before"], "constructing acquired something"
+    assert seen["after"] == seen["before"], f"{end} left something behind"
+
+
 HOST = textwrap.dedent(
     """
     import os, sys, nbpool

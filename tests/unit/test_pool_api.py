@@ -1,4 +1,4 @@
-"""Pool-level API bookkeeping on the fake backend (futures, cancellation)."""
+"""Pool-level API bookkeeping on the fake backend (futures, cancellation, opening)."""
 
 from __future__ import annotations
 
@@ -22,3 +22,23 @@ def test_cancelled_queued_future_is_seen_by_wait_and_as_completed():
         held.release()
     finally:
         pool.shutdown()
+
+
+def test_the_backend_is_opened_by_the_first_use_once_never_by_the_constructor():
+    """Constructing a pool opens nothing; a lease on a pool never started (a lazy
+    start) opens its backend, once; shutdown() of a pool never used opens nothing."""
+    unused = FakeBackend()
+    nbpool.Pool(size=1, backend=unused).shutdown()
+    assert unused.opens == 0 and not unused.started
+    backend = FakeBackend()
+    pool = nbpool.Pool(size=1, backend=backend)
+    try:
+        assert backend.opens == 0 and pool.status()["workers"] == []
+        with pool.lease("s"):
+            pass
+        with pool.lease("t", timeout=5):
+            pass
+        assert backend.opens == 1 and len(backend.started) >= 1
+    finally:
+        pool.shutdown()
+    assert backend.closing.is_set()
