@@ -20,7 +20,7 @@ import pytest
 import nbpool
 from nbpool.notebook import labcomm as nbcomm
 from nbpool.render import STATE_COLOURS
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 from tests.unit.fake import FakeBackend
 
 #: Stands in for ipykernel's parent-header context variable.

@@ -5,8 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 
 import nbpool
-
-from .fake import FakeBackend
+from tests.unit.fake import FakeBackend
 
 
 def test_cancelled_queued_future_is_seen_by_wait_and_as_completed():
