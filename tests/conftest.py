@@ -1,13 +1,35 @@
 """Fixtures for every tier: a private runtime dir for kept sessions, and a
-``bash`` kernelspec with a clean HOME. Helpers are in :mod:`tests.helpers`."""
+``bash`` kernelspec with a clean HOME; the markers of the tiers. Helpers are
+in :mod:`tests.helpers`."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from tests.helpers import extra_jupyter_path, pids_with, wait_for
+
+#: The markers every test of a tier gets, by the tier's directory under tests/
+#: (registered in pyproject.toml). They are there to deselect tiers
+#: (``pytest -m "not needs_root and not browser"``); a tier that is selected
+#: but cannot run here fails saying why, it is never skipped.
+TIER_MARKERS = {
+    "netns": ("network", "needs_root"),
+    "slurm": ("slurm", "needs_root"),
+    "browser": ("browser",),
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items) -> None:
+    """Mark every test of a tier in :data:`TIER_MARKERS` with that tier's markers."""
+    root = Path(__file__).parent
+    for item in items:
+        if root in item.path.parents:
+            for name in TIER_MARKERS.get(item.path.relative_to(root).parts[0], ()):
+                item.add_marker(name)
 
 
 @pytest.fixture
