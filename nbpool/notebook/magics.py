@@ -63,20 +63,9 @@ from ..pool import Pool
 from . import broadcast, forwarding, labcomm, transfer
 
 # -- argument groups -----------------------------------------------------------
-# Options shared by several magics, as decorators (ipyparallel's `exec_args` /
-# `output_args`): one declaration, one help text, one check.
-
-
-def _group(*arguments: argument):
-    """A decorator adding ``arguments`` to a magic, shown in this order in its help."""
-
-    def add(magic):
-        # magic_arguments builds the parser from the decorators in reverse order.
-        for arg in reversed(arguments):
-            magic = arg(magic)
-        return magic
-
-    return add
+# Options several magics share, as decorators (ipyparallel's `exec_args` /
+# `output_args`): declared once with one help text, and each value checked in
+# one place. An `argument` is itself a decorator, so a one-option group is one.
 
 
 def _variable_name(text: str) -> str:
@@ -88,26 +77,22 @@ def _variable_name(text: str) -> str:
 
 #: ``-s/--session SESSION``: the session a magic works on; :func:`_session`
 #: reads it (quotes stripped, name checked), unset is the pool's default session.
-session_args = _group(
-    argument(
-        "-s",
-        "--session",
-        metavar="SESSION",
-        help="The session (default: the pool's default session); quotes around it are stripped.",
-    )
+session_args = argument(
+    "-s",
+    "--session",
+    metavar="SESSION",
+    help="The session (default: the pool's default session); quotes around it are stripped.",
 )
 
 #: ``-o/--output NAME``: store what the magic gives back as the notebook
 #: variable NAME (checked to be an identifier while parsing); see
 #: :meth:`PoolMagics._store`.
-output_args = _group(
-    argument(
-        "-o",
-        "--output",
-        metavar="NAME",
-        type=_variable_name,
-        help="Store the result (or the --bg handle) as the notebook variable NAME.",
-    )
+output_args = argument(
+    "-o",
+    "--output",
+    metavar="NAME",
+    type=_variable_name,
+    help="Store the result (or the --bg handle) as the notebook variable NAME.",
 )
 
 
