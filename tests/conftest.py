@@ -1,67 +1,35 @@
-"""Shared test helpers: waiting on conditions with deadlines (never plain sleeps),
-finding processes, and private kernelspec directories."""
+"""Fixtures for every tier: a private runtime dir for kept sessions, and a
+``bash`` kernelspec with a clean HOME; the markers of the tiers. Helpers are
+in :mod:`tests.helpers`."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import time
+from pathlib import Path
 
 import pytest
 
+from tests.helpers import extra_jupyter_path, pids_with, wait_for
 
-def wait_for(condition, timeout: float = 10.0, what: str = "condition"):
-    """Poll ``condition()`` until it returns a truthy value or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.01)
-
-
-def pids_with(marker: bytes) -> list[int]:
-    """Pids (not this process) whose command line contains ``marker``."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != os.getpid():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if marker in f.read():
-                        pids.append(int(entry))
-            except OSError:
-                pass
-    return pids
+#: The markers every test of a tier gets, by the tier's directory under tests/
+#: (registered in pyproject.toml). They are there to deselect tiers
+#: (``pytest -m "not needs_root and not browser"``); a tier that is selected
+#: but cannot run here fails saying why, it is never skipped.
+TIER_MARKERS = {
+    "netns": ("network", "needs_root"),
+    "slurm": ("slurm", "needs_root"),
+    "browser": ("browser",),
+}
 
 
-@contextlib.contextmanager
-def started_kernel(kernel_name: str, connection_file, **kwargs):
-    """A kernel "someone else" started (its own KernelManager); killed on exit."""
-    from jupyter_client.manager import KernelManager
-
-    km = KernelManager(kernel_name=kernel_name, connection_file=str(connection_file), **kwargs)
-    km.start_kernel()
-    try:
-        yield km
-    finally:
-        km.shutdown_kernel(now=True)
-
-
-@contextlib.contextmanager
-def extra_jupyter_path(root):
-    """Put ``root`` first on JUPYTER_PATH (its ``kernels/`` become kernelspecs)."""
-    old = os.environ.get("JUPYTER_PATH")
-    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(root), old]))
-    try:
-        yield root
-    finally:
-        if old is None:
-            os.environ.pop("JUPYTER_PATH")
-        else:
-            os.environ["JUPYTER_PATH"] = old
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items) -> None:
+    """Mark every test of a tier in :data:`TIER_MARKERS` with that tier's markers."""
+    root = Path(__file__).parent
+    for item in items:
+        if root in item.path.parents:
+            for name in TIER_MARKERS.get(item.path.relative_to(root).parts[0], ()):
+                item.add_marker(name)
 
 
 @pytest.fixture

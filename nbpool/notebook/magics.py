@@ -2,14 +2,24 @@
 
 Thin: each magic parses its arguments (IPython's ``magic_arguments``, so
 ``%%pool_exec?`` shows the help), validates them, delegates to the pool,
-:mod:`nbpool.notebook.forwarding` or :mod:`nbpool.notebook.transfer`, and turns bad input into a
-one-line :class:`~IPython.core.error.UsageError`.
+:mod:`nbpool.notebook.forwarding`, :mod:`nbpool.notebook.broadcast` or
+:mod:`nbpool.notebook.transfer`, and turns bad input into a one-line
+:class:`~IPython.core.error.UsageError`. Options that several magics share
+are declared once, as argument groups (:func:`session_args`,
+:func:`output_args`); ``%pool ACTION`` runs the handler that
+:attr:`PoolMagics.ACTIONS` names for it.
 
 The pool is created from the shell's configuration, so ``c.Pool.size = 8``
 in ``ipython_config.py`` and ``%config Pool.size = 8`` both apply to the
 next pool created. It is created (and its workers started) by
 ``%pool start``, or lazily by the first magic that needs it; ``%pool stop``
 shuts it down and the next use creates a fresh one.
+
+Magics
+------
+(This part is the magics' own help, as ``%pool?`` shows it.)
+
+{magics}
 
 Examples
 --------
@@ -38,34 +48,80 @@ Examples
 
 from __future__ import annotations
 
+import argparse
 import sys
 from contextlib import contextmanager
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
+from IPython.core.magic_arguments import parse_argstring as _parse_argstring
 from IPython.display import display
 from traitlets import Int
 
 from .. import checks, render
 from ..checks import DEFAULT_SESSION
-from ..errors import InvalidConfig, NbpoolError, UnknownKernel
+from ..errors import InvalidConfig, NbpoolError, TransferError, UnknownKernel
 from ..launcher import check_kernel_name
 from ..pool import Pool
 from . import broadcast, completion, forwarding, jobs, labcomm, transfer
 
-ACTIONS = (
-    "start",
-    "status",
-    "stop",
-    "widget",
-    "sessions",
-    "end",
-    "detach",
-    "replay",
-    "jobs",
-    "reattach",
+# -- argument groups -----------------------------------------------------------
+# Options several magics share, as decorators (ipyparallel's `exec_args` /
+# `output_args`): declared once with one help text, and each value checked in
+# one place. An `argument` is itself a decorator, so a one-option group is one.
+
+
+def parse_argstring(magic, line: str):
+    """IPython's ``parse_argstring``, with an unclosed quote a one-line UsageError
+    (shlex raises a bare ValueError for ``-s 'x``)."""
+    try:
+        return _parse_argstring(magic, line)
+    except ValueError as exc:
+        raise UsageError(f"cannot read the options {line.strip()!r}: {exc}") from None
+
+
+def _variable_name(text: str) -> str:
+    """``-o``'s value: a Python identifier (argparse turns the error into a UsageError)."""
+    if not text.isidentifier():
+        raise argparse.ArgumentTypeError(f"needs a variable name, got {text!r}")
+    return text
+
+
+#: ``-s/--session SESSION``: the session a magic works on; :func:`_session`
+#: reads it (quotes stripped, name checked), unset is the pool's default session.
+session_args = argument(
+    "-s",
+    "--session",
+    metavar="SESSION",
+    help="The session (default: the pool's default session); quotes around it are stripped.",
 )
+
+#: ``-o/--output NAME``: store what the magic gives back as the notebook
+#: variable NAME (checked to be an identifier while parsing); see
+#: :meth:`PoolMagics._store`.
+output_args = argument(
+    "-o",
+    "--output",
+    metavar="NAME",
+    type=_variable_name,
+    help="Store the result (or the --bg handle) as the notebook variable NAME.",
+)
+
+
+def _listing(actions: dict, arguments: dict[str, str]):
+    """A decorator filling a magic docstring's ``{actions}``: one line per action, from
+    its handler's docstring, so an action's help is written once, beside its code."""
+
+    def fill(magic):
+        usages = {a: f"{a} {arguments[a]}" if a in arguments else a for a in actions}
+        width = max(map(len, usages.values())) + 2
+        lines = [f"{usages[a]:<{width}}{h.__doc__.splitlines()[0]}" for a, h in actions.items()]
+        # Indented like the docstring's body plus two, so IPython's dedent keeps the list a list.
+        magic.__doc__ = magic.__doc__.format(actions=("\n" + " " * 10).join(lines))
+        return magic
+
+    return fill
 
 
 @magics_class
@@ -107,57 +163,15 @@ class PoolMagics(Magics):
                 self._pool = Pool(parent=self.shell, **overrides)
         return self._pool
 
-    # -- %pool ---------------------------------------------------------------
+    def _store(self, name: str | None, value) -> None:
+        """``-o NAME`` (see :data:`output_args`): ``value`` becomes the notebook's ``NAME``."""
+        if name is not None:
+            self.shell.user_ns[name] = value
 
-    @magic_arguments()
-    @argument("action", choices=ACTIONS, help="What to do.")
-    @argument(
-        "session",
-        nargs="?",
-        help="The session to end or replay (`%%pool end SESSION`, `%%pool replay SESSION`), "
-        "or the job to reattach to (`%%pool reattach JOB`).",
-    )
-    @argument("-n", "--size", type=int, help="Workers to start (`start` only).")
-    @argument("--kernel", help="Kernelspec of the workers (`start` only).")
-    @argument(
-        "--preload",
-        metavar="CODE",
-        help="Code every new python worker runs before it is ready, e.g. "
-        '"import pandas as pd" (`start` only).',
-    )
-    @argument("--name", help="The pool's name: kept sessions are found by it (`start` only).")
-    @argument(
-        "--keep",
-        action="store_true",
-        help="Keep the sessions when this kernel restarts, exits or crashes; re-adopt kept "
-        "ones (`start` only).",
-    )
-    @line_magic
-    def pool(self, line: str):
-        """Manage the pool of worker kernels.
-
-        ``start`` starts the workers (waits until they are ready), ``status``
-        shows workers and counters, ``sessions`` the sessions, ``widget`` a
-        live status widget, ``end SESSION`` ends a session (its worker is
-        replaced by a fresh one), ``stop`` shuts the pool down. With
-        ``start --keep`` the sessions outlive this kernel: ``detach`` leaves
-        them running, a later ``start --keep`` (same ``--name``) re-adopts
-        them, and ``replay SESSION`` shows what one printed meanwhile.
-        ``jobs`` lists this kernel's ``%%pool_exec`` runs; ``reattach JOB``
-        shows a ``--bg`` job's output so far in this cell, then the rest
-        live until it ends (interrupting stops following, not the job).
-        """
-        args = parse_argstring(self.pool, line)
-        if args.action not in ("end", "replay", "reattach") and args.session is not None:
-            raise UsageError(f"%pool {args.action} takes no session name")
-        start_only = (args.size, args.kernel, args.preload, args.name)
-        if args.action != "start" and (start_only != (None,) * 4 or args.keep):
-            raise UsageError(
-                "-n/--size, --kernel, --preload, --name and --keep apply to `%pool start` only"
-            )
-        return getattr(self, f"_pool_{args.action}")(args)
+    # -- %pool ACTION: one handler per action, the table ACTIONS below ---------
 
     def _pool_start(self, args) -> None:
+        """Start the workers; wait until they are ready."""
         options = {
             "size": args.size,
             "kernel_name": args.kernel,
@@ -182,7 +196,52 @@ class PoolMagics(Magics):
         if pool.keep_sessions:
             print(readopted_text(pool))
 
+    def _pool_status(self, args) -> None:
+        """Show the workers and counters."""
+        if self._pool is None:
+            print("nbpool: no pool yet; `%pool start` or a %%pool_exec cell starts one")
+            return
+        display(self._pool.status())
+
+    def _pool_stop(self, args) -> None:
+        """Shut the pool down (the next magic that needs one starts a new one)."""
+        if self._pool is None:
+            print("nbpool: no pool to stop")
+            return
+        workers = len(self._pool.status()["workers"])
+        self._told.clear()
+        self.shutdown()
+        print(f"nbpool: stopped the pool ({workers} worker(s))")
+
+    def _pool_widget(self, args):
+        """A live status widget."""
+        return self._ensure_pool().widget()
+
+    def _pool_sessions(self, args) -> None:
+        """Show the sessions."""
+        if self._pool is None:
+            print("nbpool: no pool yet, so no sessions")
+            return
+        status = self._pool.status()
+        display(
+            {"text/plain": status.sessions_table(), "text/html": render.sessions_html(status)},
+            raw=True,
+        )
+
+    def _pool_end(self, args) -> None:
+        """End the session; its worker is replaced by a fresh one."""
+        if args.session is None:
+            raise UsageError("%pool end needs a SESSION name (see `%pool sessions`)")
+        session = _session(args.session)
+        if self._pool is None or not self._pool.end_session(session):
+            known = [s["name"] for s in self._pool.status()["sessions"]] if self._pool else []
+            raise UsageError(
+                f"no session named {session!r} (sessions: {', '.join(known) or 'none'})"
+            )
+        print(f"nbpool: ended session {session!r}; its worker is replaced by a fresh one")
+
     def _pool_detach(self, args) -> None:
+        """Close this pool, leave its kept sessions running (``start --keep``)."""
         if self._pool is None:
             print("nbpool: no pool to detach")
             return
@@ -197,6 +256,7 @@ class PoolMagics(Magics):
         )
 
     def _pool_replay(self, args) -> None:
+        """Show what the kept session printed while no pool was attached."""
         if args.session is None:
             raise UsageError("%pool replay needs a SESSION name (see `%pool sessions`)")
         session = _session(args.session)
@@ -213,10 +273,12 @@ class PoolMagics(Magics):
             forward(out)
 
     def _pool_jobs(self, args) -> None:
+        """List this kernel's %%pool_exec runs (job, session, state, output size)."""
         status = self._pool.status() if self.get_pool() is not None else None
         print(self.jobs.table(status))
 
     def _pool_reattach(self, args) -> None:
+        """Show a --bg job's output so far here, then the rest live (Ctrl-C stops following)."""
         text = args.session or ""
         if not text.strip().isdigit():
             raise UsageError(f"%pool reattach needs a JOB number (see `%pool jobs`), got {text!r}")
@@ -231,54 +293,76 @@ class PoolMagics(Magics):
             )
         forwarding.reattach(job)
 
-    def _pool_status(self, args) -> None:
-        if self._pool is None:
-            print("nbpool: no pool yet; `%pool start` or a %%pool_exec cell starts one")
-            return
-        display(self._pool.status())
+    #: ``%pool ACTION`` -> its handler: the choices, the dispatch and the help
+    #: of ``%pool`` all come from this table (a handler's docstring is its help).
+    ACTIONS = {
+        "start": _pool_start,
+        "status": _pool_status,
+        "stop": _pool_stop,
+        "widget": _pool_widget,
+        "sessions": _pool_sessions,
+        "end": _pool_end,
+        "detach": _pool_detach,
+        "replay": _pool_replay,
+        "jobs": _pool_jobs,
+        "reattach": _pool_reattach,
+    }
+    #: The actions that take an argument, and what it names.
+    ARGUMENTS = {"end": "SESSION", "replay": "SESSION", "reattach": "JOB"}
 
-    def _pool_sessions(self, args) -> None:
-        if self._pool is None:
-            print("nbpool: no pool yet, so no sessions")
-            return
-        status = self._pool.status()
-        display(
-            {"text/plain": status.sessions_table(), "text/html": render.sessions_html(status)},
-            raw=True,
-        )
+    @magic_arguments()
+    @argument("action", choices=ACTIONS, help="What to do (see above).")
+    @argument(
+        "session",
+        nargs="?",
+        help="The session to end or replay (`%%pool end SESSION`, `%%pool replay SESSION`), "
+        "or the job to reattach to (`%%pool reattach JOB`).",
+    )
+    @argument("-n", "--size", type=int, help="Workers to start (`start` only).")
+    @argument("--kernel", help="Kernelspec of the workers (`start` only).")
+    @argument(
+        "--preload",
+        metavar="CODE",
+        help="Code every new python worker runs before it is ready, e.g. "
+        '"import pandas as pd" (`start` only).',
+    )
+    @argument("--name", help="The pool's name: kept sessions are found by it (`start` only).")
+    @argument(
+        "--keep",
+        action="store_true",
+        help="Keep the sessions when this kernel restarts, exits or crashes; re-adopt kept "
+        "ones (`start` only).",
+    )
+    @_listing(ACTIONS, ARGUMENTS)
+    @line_magic
+    def pool(self, line: str):
+        """Manage the pool of worker kernels: ``%pool ACTION``, one of
 
-    def _pool_widget(self, args):
-        return self._ensure_pool().widget()
+          {actions}
 
-    def _pool_end(self, args) -> None:
-        if args.session is None:
-            raise UsageError("%pool end needs a SESSION name (see `%pool sessions`)")
-        session = _session(args.session)
-        if self._pool is None or not self._pool.end_session(session):
-            known = [s["name"] for s in self._pool.status()["sessions"]] if self._pool else []
+        With ``start --keep`` the sessions outlive this kernel: ``detach``
+        leaves them running, a later ``start --keep`` (same ``--name``)
+        re-adopts them, and ``replay SESSION`` shows what one printed meanwhile.
+        """
+        args = parse_argstring(self.pool, line)
+        if args.action not in self.ARGUMENTS and args.session is not None:
+            raise UsageError(f"%pool {args.action} takes no argument")
+        start_only = (args.size, args.kernel, args.preload, args.name)
+        if args.action != "start" and (start_only != (None,) * 4 or args.keep):
             raise UsageError(
-                f"no session named {session!r} (sessions: {', '.join(known) or 'none'})"
+                "-n/--size, --kernel, --preload, --name and --keep apply to `%pool start` only"
             )
-        print(f"nbpool: ended session {session!r}; its worker is replaced by a fresh one")
-
-    def _pool_stop(self, args) -> None:
-        if self._pool is None:
-            print("nbpool: no pool to stop")
-            return
-        workers = len(self._pool.status()["workers"])
-        self._told.clear()
-        self.shutdown()
-        print(f"nbpool: stopped the pool ({workers} worker(s))")
+        return self.ACTIONS[args.action](self, args)
 
     # -- %%pool_exec -----------------------------------------------------------
 
-    @magic_arguments()
-    @argument("-s", "--session", help="Session to run in (default: the pool's default session).")
+    @magic_arguments("%pool_exec")  # a cell magic: its usage line shows %%pool_exec
+    @session_args
     @argument(
         "-t", "--timeout", type=float, help="Seconds the code may run; then it is interrupted."
     )
     @argument("--bg", action="store_true", help="Run in the background; the cell returns at once.")
-    @argument("-o", "--output", metavar="NAME", help="Store the result (or --bg handle) as NAME.")
+    @output_args
     @argument("--kernel", metavar="NAME", help="Kernelspec for a new session.")
     @argument(
         "--all",
@@ -296,16 +380,14 @@ class PoolMagics(Magics):
         ``.cancel()``); the output keeps arriving in this cell.
         """
         args = parse_argstring(self.pool_exec, line)
+        if args.timeout is not None:
+            with _one_line():
+                checks.timeout(args.timeout, "-t/--timeout", allow_none=False)
         if args.all:
             return self._pool_exec_all(args, cell)
         session = _session(args.session)
         with _one_line():
-            if args.timeout is not None:
-                checks.timeout(args.timeout, "-t/--timeout", allow_none=False)
-        if args.output is not None and not args.output.isidentifier():
-            raise UsageError(f"-o needs a variable name, got {args.output!r}")
-        if args.kernel is not None:
-            with _one_line():
+            if args.kernel is not None:
                 check_kernel_name(args.kernel)
         pool = self._ensure_pool()
         if pool.keep_sessions and session not in self._told:
@@ -331,8 +413,7 @@ class PoolMagics(Magics):
                 kept, value = forwarding.run_background(pool, cell, **options), None
             else:
                 kept, value = forwarding.run_foreground(pool, cell, **options)
-        if args.output is not None:
-            self.shell.user_ns[args.output] = kept
+        self._store(args.output, kept)
         return value
 
     def _pool_exec_all(self, args, cell: str):
@@ -340,10 +421,6 @@ class PoolMagics(Magics):
             raise UsageError(
                 "--all runs in the foreground on existing sessions: drop --bg/--kernel"
             )
-        with _one_line():
-            checks.timeout(args.timeout, "-t/--timeout")
-        if args.output is not None and not args.output.isidentifier():
-            raise UsageError(f"-o needs a variable name, got {args.output!r}")
         pool = self._ensure_pool()
         if args.session is not None:
             sessions = [_session(s) for s in _unquote(args.session).split(",") if s.strip()]
@@ -356,14 +433,13 @@ class PoolMagics(Magics):
             )
         with _one_line():
             ended = broadcast.run_all(pool, cell, list(dict.fromkeys(sessions)), args.timeout)
-        if args.output is not None:
-            self.shell.user_ns[args.output] = ended
+        self._store(args.output, ended)
 
     # -- %pool_push / %pool_pull -----------------------------------------------
 
     @magic_arguments()
     @argument("names", nargs="+", metavar="NAME", help="Notebook variables to copy.")
-    @argument("-s", "--session", help="Session to copy them into.")
+    @session_args
     @line_magic
     def pool_push(self, line: str) -> None:
         """Copy notebook variables into a session's namespace (pickled)."""
@@ -374,15 +450,14 @@ class PoolMagics(Magics):
 
     @magic_arguments()
     @argument("names", nargs="+", metavar="NAME", help="Session variables to copy.")
-    @argument("-s", "--session", help="Session to copy them from.")
+    @session_args
     @line_magic
     def pool_pull(self, line: str) -> None:
         """Copy variables from a session's namespace into the notebook (pickled)."""
         args = parse_argstring(self.pool_pull, line)
         session = _session(args.session)
         with _one_line():
-            values = transfer.pull(self._ensure_pool(), args.names, session)
-        self.shell.user_ns.update(values)
+            self.shell.user_ns.update(transfer.pull(self._ensure_pool(), args.names, session))
 
 
 def _parent(shell) -> dict | None:
@@ -417,7 +492,7 @@ def cell_session(line: str) -> str | None:
     try:
         args = parse_argstring(PoolMagics.pool_exec, line)
         return None if args.all else _session(args.session)
-    except (UsageError, ValueError):  # ValueError: shlex's "No closing quotation"
+    except UsageError:
         return None
 
 
@@ -462,7 +537,7 @@ def _one_line():
     """Pool errors as one line: bad settings as UsageError, the rest fail the cell."""
     try:
         yield
-    except (InvalidConfig, UnknownKernel, transfer.TransferError) as exc:
+    except (InvalidConfig, UnknownKernel, TransferError) as exc:
         raise UsageError(str(exc)) from None
     except NbpoolError as exc:
         raise forwarding.short_error(exc) from None
@@ -495,3 +570,12 @@ def unload_ipython_extension(shell) -> None:
 
 def _magics(shell) -> PoolMagics | None:
     return shell.magics_manager.registry.get(PoolMagics.__name__)
+
+
+# The module's help is the magics' own (ipyparallel's magics do the same).
+__doc__ = __doc__.format(
+    magics="\n\n".join(
+        getattr(PoolMagics, name).__doc__.strip()
+        for name in ("pool", "pool_exec", "pool_push", "pool_pull")
+    )
+)

@@ -16,7 +16,7 @@ lab_server (session)
     its kernels, or any worker kernel those started, is still alive.
 notebook7_server (session)
     The same for Jupyter Notebook 7 (``jupyter notebook``); notebooks open
-    at ``/notebooks/<name>`` (``open_notebook(..., app="notebook")``), and
+    at ``/notebooks/<name>`` (``helpers.open_notebook(..., app="notebook")``), and
     the other helpers work there too.
 browser (session)
     Debian's Chromium (``/usr/bin/chromium``, never a downloaded browser),
@@ -28,16 +28,8 @@ lab_page, notebook7_page
     uncaught page errors. At its end every
     kernel of the server is shut down through the REST API.
 
-Helpers (``from tests.browser.conftest import ...``)
-----------------------------------------------------
-``open_notebook(page, server, name, cells)`` writes a notebook of code
-cells, opens it and waits until its kernel is idle; ``run_cell(page,
-index, wait=True)`` runs one cell (``wait=False`` returns at once);
-``cell_text(page, index)`` is the text of a cell's outputs;
-``wait_cell_text(page, index, text)`` waits until it contains ``text``;
-``interrupt_kernel(page)``; ``kernel_eval(page, expression)`` evaluates an
-expression in the notebook's kernel and returns its ``text/plain``;
-``screenshot(page, name)`` saves ``test-artifacts/<name>.png``.
+The page helpers (``open_notebook``, ``run_cell``, ``cell_text``, ...) are in
+:mod:`tests.browser.helpers`.
 """
 
 from __future__ import annotations
@@ -52,13 +44,12 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import nbformat
 import pytest
 
-from tests.conftest import pids_with, wait_for
+from tests.browser.helpers import ARTIFACTS
+from tests.helpers import gone, pids_with, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM_ARGS = [
     "--headless=new",
     "--no-sandbox",
@@ -108,15 +99,7 @@ class LabServer:
             self.seen.update(pids_with(f"nbpool-{pid}-".encode()))
 
     def leftovers(self) -> set[int]:
-        return {pid for pid in self.seen if _alive(pid)} | set(self.kernel_pids())
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+        return {pid for pid in self.seen if not gone(pid)} | set(self.kernel_pids())
 
 
 def _free_port() -> int:
@@ -292,109 +275,3 @@ def _page(browser, server: LabServer):
     finally:
         context.close()
         server.shutdown_kernels()
-
-
-# -- helpers --------------------------------------------------------------------
-
-
-def open_notebook(page, server: LabServer, name: str, cells: list[str], app: str = "lab") -> None:
-    """Write a notebook of ``cells`` under the server root, open it, wait until its kernel is idle.
-
-    ``app="notebook"`` opens it the Notebook 7 way (``/notebooks/<name>``).
-    """
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(source) for source in cells]
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    nbformat.write(nb, server.root / name)
-    page.goto(server.page_url(f"/lab/tree/{name}" if app == "lab" else f"/notebooks/{name}"))
-    wait_kernel_idle(page, name)
-
-
-def wait_kernel_idle(page, name: str, timeout: float = 60_000) -> None:
-    page.wait_for_function(
-        """(name) => {
-            const app = window.jupyterapp;
-            const w = app && app.shell.currentWidget;
-            const kernel = w && w.sessionContext && w.sessionContext.session
-                && w.sessionContext.session.kernel;
-            return !!w && w.title.label === name && !!kernel && kernel.status === 'idle'
-                && kernel.connectionStatus === 'connected';
-        }""",
-        arg=name,
-        timeout=timeout,
-    )
-
-
-def run_cell(page, index: int, wait: bool = True) -> None:
-    """Run cell ``index`` of the current notebook; with ``wait``, until it finished."""
-    page.evaluate(
-        """async ([index, wait]) => {
-            const app = window.jupyterapp;
-            app.shell.currentWidget.content.activeCellIndex = index;
-            const done = app.commands.execute('notebook:run-cell');
-            if (wait) { await done; }
-        }""",
-        [index, wait],
-    )
-
-
-def cell_text(page, index: int) -> str:
-    """The rendered text of cell ``index``'s outputs."""
-    return page.evaluate(
-        """(index) => window.jupyterapp.shell.currentWidget.content.widgets[index]
-            .outputArea.node.innerText""",
-        index,
-    )
-
-
-def wait_cell_text(page, index: int, text: str, timeout: float = 30_000) -> None:
-    """Wait until the outputs of cell ``index`` contain ``text`` (on timeout, say what they show)."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
-    try:
-        page.wait_for_function(
-            """([index, text]) => window.jupyterapp.shell.currentWidget.content.widgets[index]
-                .outputArea.node.innerText.includes(text)""",
-            arg=[index, text],
-            timeout=timeout,
-        )
-    except PlaywrightTimeout:
-        screenshot(page, f"timeout-cell-{index}")
-        pytest.fail(f"cell {index} never showed {text!r}; it shows: {cell_text(page, index)!r}")
-
-
-def interrupt_kernel(page) -> None:
-    """Interrupt the current notebook's kernel, as its stop button does."""
-    page.evaluate("() => window.jupyterapp.commands.execute('notebook:interrupt-kernel')")
-
-
-def kernel_eval(page, expression: str) -> str:
-    """Evaluate ``expression`` in the current notebook's kernel; its ``text/plain``."""
-    return page.evaluate(
-        """async (expression) => {
-            const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
-            const future = kernel.requestExecute({
-                code: '', silent: true, store_history: false,
-                user_expressions: {value: expression}
-            });
-            const reply = await future.done;
-            const value = reply.content.user_expressions.value;
-            if (value.status !== 'ok') {
-                return 'ERROR ' + value.ename + ': ' + value.evalue;
-            }
-            return value.data['text/plain'];
-        }""",
-        expression,
-    )
-
-
-def screenshot(page, name: str) -> Path:
-    """Save a screenshot of the page as ``test-artifacts/<name>.png``."""
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path))
-    return path

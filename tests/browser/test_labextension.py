@@ -5,7 +5,9 @@ A JupyterLab server from this venv (with nbpool's prebuilt extension as
 a real pool of real worker kernels inside the notebook's kernel. What the
 panel did is checked from the kernel itself. Screenshots go to
 ``test-artifacts/``. Fixtures (``lab_server``, ``lab_page``, their Notebook 7
-twins) and helpers come from ``tests/browser/conftest.py``.
+twins) come from ``tests/browser/conftest.py``, helpers from
+``tests/browser/helpers.py``. Each test's first notebook opens with a fresh
+workspace (``reset=True``), so notebooks of earlier tests are not reopened.
 """
 
 from __future__ import annotations
@@ -13,41 +15,22 @@ from __future__ import annotations
 import re
 import time
 
-import nbformat
 from playwright.sync_api import Error as PlaywrightError
 
-from tests.browser.conftest import cell_text, kernel_eval, run_cell, screenshot, wait_kernel_idle
-from tests.browser.conftest import open_notebook as open_shared_notebook
+from tests.browser.helpers import (
+    cell_text,
+    kernel_eval,
+    open_notebook,
+    run_cell,
+    screenshot,
+    wait_kernel_idle,
+)
 
 #: Loads nbpool in the notebook's kernel (which registers the status comm
 #: target) and names its pool for kernel_eval.
 LOAD = "%load_ext nbpool\npool = lambda: get_ipython().magics_manager.registry['PoolMagics'].get_pool()"
 ITEM = "#jp-main-statusbar .jp-nbpool-status"
 PANEL = "#nbpool-panel"
-
-
-def open_notebook(page, server, name: str, cells: list[str], in_new_tab: bool = False) -> None:
-    """Write a notebook of ``cells``, open it, wait until its kernel is idle.
-
-    The first notebook of a test loads JupyterLab with a fresh workspace
-    (``reset``), so notebooks of earlier tests are not reopened with new
-    kernels; ``in_new_tab`` opens another one beside it in the same page.
-    """
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(source) for source in cells]
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    nbformat.write(nb, server.root / name)
-    if in_new_tab:
-        page.evaluate(
-            "(path) => window.jupyterapp.commands.execute('docmanager:open', {path})", name
-        )
-    else:
-        page.goto(server.page_url(f"/lab/tree/{name}") + "&reset")
-    wait_kernel_idle(page, name)
 
 
 def extension_errors(page) -> list[str]:
@@ -133,7 +116,9 @@ def test_status_item_appears_and_follows_running_cells(lab_page, lab_server):
     and updates live while cells run on the pool."""
     page = lab_page
     bg = "%%pool_exec -s etl --bg\nimport time; time.sleep(3)"
-    open_notebook(page, lab_server, "status.ipynb", [LOAD, "%pool start -n 2", bg, bg, bg])
+    open_notebook(
+        page, lab_server, "status.ipynb", [LOAD, "%pool start -n 2", bg, bg, bg], reset=True
+    )
     run_cell(page, 0)
     run_cell(page, 1)
     wait_item(page, r"^nbpool 0/2 busy · 0 queued$")
@@ -155,7 +140,7 @@ def test_status_item_warns_while_a_worker_is_replaced(lab_page, lab_server):
     the panel lists it as dead meanwhile."""
     page = lab_page
     kill = "import os, signal\nos.kill(pool().status()['workers'][0]['pid'], signal.SIGKILL)"
-    open_notebook(page, lab_server, "warn.ipynb", [LOAD, "%pool start -n 2", kill])
+    open_notebook(page, lab_server, "warn.ipynb", [LOAD, "%pool start -n 2", kill], reset=True)
     run_cell(page, 0)
     run_cell(page, 1)
     wait_item(page, r"^nbpool 0/2 busy · 0 queued$")
@@ -180,7 +165,11 @@ def test_hidden_without_a_pool_and_no_console_errors(lab_page, lab_server):
     pool is stopped."""
     page = lab_page
     open_notebook(
-        page, lab_server, "plain.ipynb", ["1 + 1", LOAD, "%pool start -n 1", "%pool stop"]
+        page,
+        lab_server,
+        "plain.ipynb",
+        ["1 + 1", LOAD, "%pool start -n 1", "%pool stop"],
+        reset=True,
     )
     run_cell(page, 0)
     page.locator("#jp-main-statusbar").wait_for()
@@ -214,6 +203,7 @@ def test_end_session_from_the_panel_replaces_its_worker(lab_page, lab_server):
             "%%pool_exec -s etl\nx = 41",
             "%%pool_exec -s etl\nprint('x' in dir())",
         ],
+        reset=True,
     )
     for index in (0, 1, 2):
         run_cell(page, index)
@@ -242,6 +232,7 @@ def test_interrupt_and_restart_a_worker_from_the_panel(lab_page, lab_server):
         lab_server,
         "workers.ipynb",
         [LOAD, "%pool start -n 2", "%%pool_exec -s long\nimport time\ntime.sleep(300)"],
+        reset=True,
     )
     run_cell(page, 0)
     run_cell(page, 1)
@@ -279,6 +270,7 @@ def test_resize_from_the_panel_and_bad_input(lab_page, lab_server):
         lab_server,
         "resize.ipynb",
         [LOAD, "%pool start -n 1", "%%pool_exec -s etl\nprint('alive', 6 * 7)"],
+        reset=True,
     )
     for index in (0, 1, 2):
         run_cell(page, index)
@@ -324,7 +316,7 @@ def test_survives_page_reload_and_kernel_restart(lab_page, lab_server):
     actions work; after a kernel restart the item hides, and it comes back
     when the new kernel starts a pool."""
     page = lab_page
-    open_notebook(page, lab_server, "reload.ipynb", [LOAD, "%pool start -n 2"])
+    open_notebook(page, lab_server, "reload.ipynb", [LOAD, "%pool start -n 2"], reset=True)
     run_cell(page, 0)
     run_cell(page, 1)
     wait_item(page, r"^nbpool 0/2 busy · 0 queued$")
@@ -352,7 +344,7 @@ def test_survives_page_reload_and_kernel_restart(lab_page, lab_server):
 def test_switching_notebooks_switches_the_pool(lab_page, lab_server):
     """The item and the panel show the pool of the notebook in front."""
     page = lab_page
-    open_notebook(page, lab_server, "one.ipynb", [LOAD, "%pool start -n 1"])
+    open_notebook(page, lab_server, "one.ipynb", [LOAD, "%pool start -n 1"], reset=True)
     run_cell(page, 0)
     run_cell(page, 1)
     wait_item(page, r"^nbpool 0/1 busy")
@@ -373,9 +365,7 @@ def test_panel_works_in_notebook_7(notebook7_page, notebook7_server):
     """In Jupyter Notebook 7 (which has no status bar) the side panel shows the
     notebook's pool and its actions take effect."""
     page = notebook7_page
-    open_shared_notebook(
-        page, notebook7_server, "nb7.ipynb", [LOAD, "%pool start -n 1"], app="notebook"
-    )
+    open_notebook(page, notebook7_server, "nb7.ipynb", [LOAD, "%pool start -n 1"], app="notebook")
     run_cell(page, 0)
     run_cell(page, 1)
     page.evaluate("() => window.jupyterapp.commands.execute('nbpool:open-panel')")

@@ -8,7 +8,7 @@ pool, and the kernel interrupt from the frontend. Screenshots go to
 
 from __future__ import annotations
 
-from tests.browser.conftest import (
+from tests.browser.helpers import (
     cell_text,
     interrupt_kernel,
     open_notebook,

@@ -14,8 +14,7 @@ import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 
 import nbpool
-
-from ..conftest import extra_jupyter_path
+from tests.helpers import extra_jupyter_path
 
 KERNELS = Path(__file__).parent / "kernels"
 

@@ -11,9 +11,7 @@ import pytest
 from jupyter_client.manager import KernelManager
 
 import nbpool
-
-from ..conftest import wait_for
-from .test_faults import _gone
+from tests.helpers import gone, wait_for
 
 
 @pytest.fixture
@@ -105,7 +103,7 @@ def test_dead_kernel_or_wrong_key_fails_within_the_attach_timeout(outside_kernel
         pid = outside_kernel.provisioner.process.pid
         stale = open(outside_kernel.connection_file).read()
         outside_kernel.shutdown_kernel(now=True)  # also removes its connection file
-        wait_for(lambda: _gone(pid), what="kernel gone")
+        wait_for(lambda: gone(pid), what="kernel gone")
         (tmp_path / "kernel-stale.json").write_text(stale)
         with pytest.raises(nbpool.AttachFailed, match="kernel-stale.json: no answer"):
             pool.attach(str(tmp_path / "kernel-stale.json"), session="x")

@@ -12,8 +12,7 @@ import time
 import pytest
 
 import nbpool
-
-from ..conftest import wait_for
+from tests.helpers import gone, wait_for
 
 
 def worker_pid(pool, session):
@@ -53,7 +52,7 @@ def test_timeout_that_the_interrupt_cannot_stop_restarts_the_worker():
         pid = pool.status()["workers"][0]["pid"]
         with pytest.raises(nbpool.WorkerDied, match="ignored the interrupt"):
             pool.execute("boom", session="h", timeout=1)
-        wait_for(lambda: _gone(pid), what="old kernel killed")
+        wait_for(lambda: gone(pid), what="old kernel killed")
         res = pool.execute("hello", session="h")
         assert res.stdout == "hello" and "restarted" in res.session_reset
 
@@ -130,7 +129,7 @@ def test_frozen_worker_is_noticed_by_heartbeat(pool):
     finally:
         with contextlib.suppress(ProcessLookupError):  # it may be killed meanwhile
             os.kill(pid, signal.SIGCONT)
-    wait_for(lambda: _gone(pid), what="frozen kernel killed")
+    wait_for(lambda: gone(pid), what="frozen kernel killed")
 
 
 @pytest.mark.parametrize(
@@ -222,18 +221,6 @@ def test_recycling_after_max_executions_resets_the_session():
         pool.execute("a", session="r")
         res = pool.execute("'a' in globals()", session="r")
         assert res.result == "False" and "max_executions" in res.session_reset
-
-
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] == "Z"
-    except OSError:  # it was reaped between the two checks
-        return True
 
 
 def test_cancel_right_after_a_job_starts_never_hangs():

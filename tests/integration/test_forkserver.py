@@ -28,9 +28,7 @@ from nbpool.fork.provisioner import ForkingProvisioner, install
 from nbpool.fork.server import ForkServer
 from nbpool.kernels.kernel import Origin
 from nbpool.kernels.processes import LaunchCancelled, Reaper, memory, run_provisioner
-
-from ..conftest import pids_with, wait_for
-from .test_faults import _gone
+from tests.helpers import gone, pids_with, wait_for
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork server: Linux")
 
@@ -182,7 +180,7 @@ def kernels(tmp_path):
     finally:
         k.close()
     wait_for(
-        lambda: all(_gone(p) for p in k.pids), timeout=10, what="every kernel and template to end"
+        lambda: all(gone(p) for p in k.pids), timeout=10, what="every kernel and template to end"
     )
 
 
@@ -488,7 +486,7 @@ def test_killing_the_template_leaves_workers_running(kernels):
     a = kernels.start("x = 1")
     [template] = kernels.template_pids()
     os.kill(template, signal.SIGKILL)
-    wait_for(lambda: _gone(template), timeout=10, what="the template to die")
+    wait_for(lambda: gone(template), timeout=10, what="the template to die")
     assert a.run("print(x + 1)") == "2\n"
     assert a.poll() is None
     b = kernels.start("x = 1")
@@ -580,16 +578,16 @@ def test_nothing_outlives_a_sigkilled_host(tmp_path, worker):
     pids = []
     try:
         pids = [int(p) for p in host.stdout.readline().split()]
-        assert len(pids) == 2 and not any(_gone(p) for p in pids)
+        assert len(pids) == 2 and not any(gone(p) for p in pids)
         host.send_signal(signal.SIGKILL)
         host.wait(30)
-        wait_for(lambda: all(_gone(p) for p in pids), timeout=10, what="worker and template to end")
+        wait_for(lambda: all(gone(p) for p in pids), timeout=10, what="worker and template to end")
     finally:
         if host.poll() is None:
             host.kill()
             host.wait()
         for pid in pids:
-            if not _gone(pid):
+            if not gone(pid):
                 os.kill(pid, signal.SIGKILL)
 
 

@@ -16,8 +16,7 @@ import pytest
 
 import nbpool
 from nbpool.kept.store import KeptPool, process_start
-
-from ..conftest import pids_with, wait_for
+from tests.helpers import pids_with, wait_for
 
 
 @pytest.fixture(autouse=True)

@@ -14,9 +14,7 @@ import textwrap
 import pytest
 
 import nbpool
-
-from ..conftest import wait_for
-from .test_faults import _gone
+from tests.helpers import gone, wait_for
 
 
 def test_connection_files_are_private_loopback_and_unique(tmp_path):
@@ -78,7 +76,7 @@ def test_shutdown_is_idempotent_and_stops_every_kernel():
     pids = [w["pid"] for w in pool.status()["workers"]]
     pool.shutdown()
     pool.shutdown()
-    assert all(_gone(pid) for pid in pids)
+    assert all(gone(pid) for pid in pids)
     with pytest.raises(nbpool.PoolClosed):
         pool.execute("1")
     assert repr(pool) == "<nbpool.Pool closed>"
@@ -180,12 +178,12 @@ def test_no_worker_outlives_its_host_process(how):
     try:
         *pids, runtime = host.stdout.readline().split()
         pids = [int(p) for p in pids]
-        assert len(pids) == 2 and not any(_gone(p) for p in pids)
+        assert len(pids) == 2 and not any(gone(p) for p in pids)
         if how == "sigkill":
             host.send_signal(signal.SIGKILL)
         host.wait(30)
         assert "Traceback" not in host.stderr.read(), "atexit shutdown must be clean"
-        wait_for(lambda: all(_gone(p) for p in pids), timeout=10, what="orphaned workers to exit")
+        wait_for(lambda: all(gone(p) for p in pids), timeout=10, what="orphaned workers to exit")
         wait_for(lambda: not os.path.exists(runtime), timeout=10, what="runtime dir removed")
     finally:
         if host.poll() is None:

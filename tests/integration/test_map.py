@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import nbpool
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 
 
 @pytest.fixture(scope="module")

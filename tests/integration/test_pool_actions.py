@@ -8,8 +8,7 @@ import time
 import pytest
 
 import nbpool
-
-from ..conftest import wait_for
+from tests.helpers import wait_for
 
 
 def _alive(pid: int) -> bool:

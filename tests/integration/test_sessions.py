@@ -9,8 +9,7 @@ import time
 import pytest
 
 import nbpool
-
-from ..conftest import wait_for
+from tests.helpers import wait_for
 
 
 def test_a_size_2_pool_serves_5_sessions():

@@ -13,9 +13,9 @@ import sys
 
 import pytest
 
-from ..conftest import extra_jupyter_path
-from . import hosts, provisioner
-from .sshhost import SSHD, SshHost
+from tests.helpers import extra_jupyter_path
+from tests.netns import hosts, provisioner
+from tests.netns.sshhost import SSHD, SshHost
 
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import wait_for
-from . import hosts
+from tests.helpers import wait_for
+from tests.netns import hosts
 
 SSHD = "/usr/sbin/sshd"
 #: An ssh config alias for the host whose host key is not in its known_hosts.

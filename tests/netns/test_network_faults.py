@@ -14,8 +14,7 @@ import time
 import pytest
 
 import nbpool
-
-from ..conftest import started_kernel, wait_for
+from tests.helpers import started_kernel, wait_for
 
 HB_INTERVAL, HB_TIMEOUT = 0.5, 2.0
 #: The holder learns of a death within the heartbeat timeout plus coordinator

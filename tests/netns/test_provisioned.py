@@ -19,10 +19,9 @@ import pytest
 import nbpool
 import nbpool.kernels._reaper
 import nbpool.launcher
-
-from ..conftest import started_kernel, wait_for
-from . import hosts
-from .provisioner import NetnsProvisioner
+from tests.helpers import started_kernel, wait_for
+from tests.netns import hosts
+from tests.netns.provisioner import NetnsProvisioner
 
 #: Printed by the test code: the string only exists once the kernel ran the code.
 MARKER_CODE = "print('NBPOOL-' + 'EAVESDROP-' + 'MARKER')"
@@ -175,7 +174,7 @@ def test_provisioner_that_fails_to_start_is_retried_and_reported(
     remote, netns_provisioner, jupyter_path
 ):
     """A provisioner whose kernel cannot start: WorkerStartFailed with the reason, backoff, pool up."""
-    from .provisioner import write_kernelspec
+    from tests.netns.provisioner import write_kernelspec
 
     broken = write_kernelspec(
         jupyter_path / "kernels", "netns-missing", "nbpool-no-such-namespace", remote.address

@@ -23,10 +23,9 @@ import time
 import pytest
 
 import nbpool
-
-from ..conftest import wait_for
-from . import hosts
-from .test_provisioned import (
+from tests.helpers import wait_for
+from tests.netns import hosts
+from tests.netns.test_provisioned import (
     MARKER,
     MARKER_CODE,
     in_namespace_code,

@@ -19,11 +19,10 @@ import time
 import pytest
 
 import nbpool
-
-from ..conftest import pids_with, wait_for
-from . import hosts
-from .sshhost import UNKNOWN_ALIAS
-from .test_provisioned import MARKER, MARKER_CODE, in_namespace_code
+from tests.helpers import pids_with, wait_for
+from tests.netns import hosts
+from tests.netns.sshhost import UNKNOWN_ALIAS
+from tests.netns.test_provisioned import MARKER, MARKER_CODE, in_namespace_code
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ import pytest
 from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
-from tests.conftest import pids_with, wait_for
+from tests.helpers import pids_with, wait_for
 
 
 def worker_pids(kernel_pid: int) -> list[int]:

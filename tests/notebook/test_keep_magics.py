@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from nbpool.kept.store import KeptPool, process_start
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 
 #: A bg cell that prints once, waits for the file ``go`` (made after the
 #: restart), then prints on: what it prints then is journaled.

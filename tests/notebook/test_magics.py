@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 
 LOAD = "%load_ext nbpool\n%config Pool.size = 1"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import extra_jupyter_path
+from tests.helpers import extra_jupyter_path
 
 LOAD = "%load_ext nbpool\n%config Pool.size = 1"
 

@@ -16,10 +16,9 @@ import sys
 import pytest
 
 from nbpool.__main__ import main as nbpool_main
-
-from ..conftest import extra_jupyter_path
-from ..netns import hosts
-from .cluster import SlurmCluster, SlurmUnavailable, entry_point_dir, source_root
+from tests.helpers import extra_jupyter_path
+from tests.netns import hosts
+from tests.slurm.cluster import SlurmCluster, SlurmUnavailable, entry_point_dir, source_root
 
 
 @pytest.fixture(scope="module")

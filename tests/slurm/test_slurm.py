@@ -15,10 +15,9 @@ import pytest
 
 import nbpool
 import nbpool.kernels._reaper
-
-from ..conftest import wait_for
-from ..netns import hosts
-from ..netns.test_provisioned import MARKER, MARKER_CODE, in_namespace_code
+from tests.helpers import wait_for
+from tests.netns import hosts
+from tests.netns.test_provisioned import MARKER, MARKER_CODE, in_namespace_code
 
 JOB_ID = "import os; os.environ['SLURM_JOB_ID']"
 STEP_ID = "import os; os.environ['SLURM_JOB_ID'] + '.' + os.environ['SLURM_STEP_ID']"

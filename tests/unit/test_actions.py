@@ -11,18 +11,7 @@ import pytest
 import nbpool
 from nbpool.core.coordinator import Coordinator
 from nbpool.core.records import Settings
-from nbpool.status import PoolStatus
-from nbpool.testing import FakeBackend
-from tests.conftest import wait_for
-
-#: Starts fake kernels (no processes) with distinct pids.
-fake = FakeBackend()
-fake_start = fake.start
-
-
-def status_of(coord: Coordinator) -> PoolStatus:
-    """A coordinator's snapshot as ``Pool.status()`` renders it."""
-    return PoolStatus.from_snapshot(coord.snapshot())
+from tests.helpers import status_of, wait_for
 
 
 def states(coord: Coordinator) -> dict[str, str]:
@@ -35,17 +24,15 @@ def ready(coord: Coordinator, n: int) -> bool:
 
 
 @pytest.fixture
-def coord():
-    c = Coordinator(Settings(size=2, min_size=2, max_size=2), fake_start)
-    c.wait_started(c.start(2), timeout=5)
-    yield c
-    c.close()
+def coord(make):
+    """A coordinator of two ready workers on this test's fake backend."""
+    return make(size=2, max_size=2)
 
 
 @pytest.fixture
-def pool():
-    """A real Pool whose kernels come from the fake backend."""
-    p = nbpool.Pool(size=2, backend=fake)
+def pool(backend):
+    """A real Pool whose kernels come from this test's fake backend."""
+    p = nbpool.Pool(size=2, backend=backend)
     p.start()
     yield p
     p.shutdown()
@@ -100,7 +87,7 @@ def test_restart_unknown_or_replaced_worker_is_a_clear_error(coord):
     assert len(before) == 2
 
 
-def test_restart_failed_worker_retries_its_start_now():
+def test_restart_failed_worker_retries_its_start_now(backend):
     """A worker whose start failed is retried at once on restart, not after its backoff."""
     calls = []
 
@@ -108,7 +95,7 @@ def test_restart_failed_worker_retries_its_start_now():
         calls.append(worker_id)
         if len(calls) == 1:
             raise nbpool.WorkerStartFailed("boom")
-        return fake_start(worker_id, kernel_name, start_timeout)
+        return backend.start(worker_id, kernel_name, start_timeout)
 
     c = Coordinator(Settings(size=1, min_size=1, max_size=1), flaky)
     try:
@@ -170,7 +157,7 @@ def test_pool_resize_validates_and_leaves_the_pool_unchanged(pool):
     assert [after[k] for k in settings] == [before[k] for k in settings] == [2, 2, 8]
 
 
-def test_sizes_above_size_limit_are_refused_at_once_naming_the_trait(pool):
+def test_sizes_above_size_limit_are_refused_at_once_naming_the_trait(pool, backend):
     """size, min_size and max_size above Pool.size_limit fail at construction,
     and a resize above it fails with the pool unchanged: one line naming
     size_limit, never millions of records."""
@@ -182,11 +169,11 @@ def test_sizes_above_size_limit_are_refused_at_once_naming_the_trait(pool):
         ({"size": 5, "size_limit": 4}, "size 5"),
     ]:
         with pytest.raises(nbpool.InvalidConfig, match=f"{what} is above size_limit=") as info:
-            nbpool.Pool(backend=fake, **kwargs)
+            nbpool.Pool(backend=backend, **kwargs)
         assert "raise Pool.size_limit" in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(nbpool.InvalidConfig, match="size_limit must be a whole number >= 1"):
-        nbpool.Pool(backend=fake, size_limit=0)
-    assert nbpool.Pool(backend=fake, size=1, size_limit=4).status()["max_size"] == 4
+        nbpool.Pool(backend=backend, size_limit=0)
+    assert nbpool.Pool(backend=backend, size=1, size_limit=4).status()["max_size"] == 4
     before = pool.status()
     with pytest.raises(nbpool.InvalidConfig, match="pool size 10000000 is above size_limit="):
         pool.resize(10**7)
@@ -216,10 +203,10 @@ def test_pool_resize_updates_status_and_runs(pool):
     assert pool.status()["size"] == 1 and pool.size == 1
 
 
-def test_pool_resize_before_start_only_changes_settings():
+def test_pool_resize_before_start_only_changes_settings(backend):
     """Resizing a pool that was never started starts nothing; start() then
     starts the new size."""
-    p = nbpool.Pool(size=1, backend=fake)
+    p = nbpool.Pool(size=1, backend=backend)
     try:
         p.resize(3)
         assert p.status()["workers"] == []
@@ -244,11 +231,10 @@ def test_pool_restart_worker_and_closed_pool(pool):
         pool.resize(2)
 
 
-def test_interrupt_of_an_unknown_or_idle_worker_is_clear():
+def test_interrupt_of_an_unknown_or_idle_worker_is_clear(backend):
     """Pool-level interrupt: an unknown worker is WorkerUnavailable; an idle one returns False."""
     from nbpool.errors import WorkerUnavailable
 
-    backend = FakeBackend()
     coord = Coordinator(Settings(size=1, min_size=1, max_size=1), backend.start)
     try:
         coord.wait_started(coord.start(1), 5)

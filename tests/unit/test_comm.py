@@ -22,7 +22,7 @@ from nbpool.notebook import labcomm as nbcomm
 from nbpool.notebook.jobs import Jobs
 from nbpool.render import STATE_COLOURS
 from nbpool.testing import FakeBackend
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 
 #: Stands in for ipykernel's parent-header context variable.
 PARENT: contextvars.ContextVar[str] = contextvars.ContextVar("parent")

@@ -6,42 +6,8 @@ import threading
 
 import pytest
 
-from nbpool.core.coordinator import Coordinator
-from nbpool.core.records import Settings
 from nbpool.errors import LeaseTimeout, PoolClosed, WorkerDied, WorkerStartFailed
-from nbpool.status import PoolStatus
-from nbpool.testing import FakeBackend
-
-from ..conftest import wait_for
-
-
-def status_of(coord: Coordinator) -> PoolStatus:
-    """A coordinator's snapshot as ``Pool.status()`` renders it."""
-    return PoolStatus.from_snapshot(coord.snapshot())
-
-
-@pytest.fixture
-def backend():
-    return FakeBackend()
-
-
-@pytest.fixture
-def make(backend):
-    made = []
-
-    def make(**kw):
-        size = kw.setdefault("size", 1)
-        kw.setdefault("min_size", size)
-        kw.setdefault("max_size", max(size, 1))
-        coord = Coordinator(Settings(**kw), backend.start)
-        made.append(coord)
-        if size:
-            coord.wait_started(coord.start(size), 5)
-        return coord
-
-    yield make
-    for coord in made:
-        coord.close()
+from tests.helpers import status_of, wait_for
 
 
 def lease(coord, session, timeout=5.0, kernel="python3"):

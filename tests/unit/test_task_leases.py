@@ -2,35 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
-from nbpool.core.coordinator import Coordinator
-from nbpool.core.records import Settings
 from nbpool.errors import LeaseTimeout
-from nbpool.testing import FakeBackend
-
-from ..conftest import wait_for
-
-
-@pytest.fixture
-def backend():
-    return FakeBackend()
-
-
-@pytest.fixture
-def make(backend):
-    made = []
-
-    def make(size, max_size):
-        settings = Settings(size=size, min_size=size, max_size=max_size)
-        coord = Coordinator(settings, backend.start)
-        made.append(coord)
-        coord.wait_started(coord.start(size), 5)
-        return coord
-
-    yield make
-    for coord in made:
-        coord.close()
+from tests.helpers import wait_for
 
 
 def _tasks(coord, count):
