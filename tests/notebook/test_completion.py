@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from tests.conftest import wait_for
-from tests.notebook.conftest import Kernel, worker_pids
+from tests.helpers import wait_for
+from tests.notebook.helpers import Kernel, worker_pids
 
 # WARM warms a worker's completer: its first completion loads jedi's view of
 # the builtins (0.3-0.4 s on the 2-core machine at load 5, over the 1 s bound
