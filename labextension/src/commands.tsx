@@ -23,7 +23,7 @@ import * as React from 'react';
 import { bind, checkSession, parseBinding, unbind } from './binding';
 import { PoolModel } from './model';
 import { poolIcon } from './panel';
-import { IPoolStatus } from './types';
+import { PoolChannel } from './comm';
 
 export namespace CommandIDs {
   export const openPanel = 'nbpool:open-panel';
@@ -103,7 +103,7 @@ export function addCellCommands(
         const current = parseBinding(cells[0].model.sharedModel.getSource());
         const picked = await pickSession(
           trans,
-          channel.status,
+          channel,
           current?.session ?? '',
           background || !!current?.background
         );
@@ -119,7 +119,8 @@ export function addCellCommands(
           cell.model.sharedModel.setSource(next);
         }
       }
-      return NotebookActions.run(panel.content, panel.sessionContext);
+      // These cells, not the selection: it may have moved while the picker was open.
+      return NotebookActions.runCells(panel.content, cells, panel.sessionContext);
     }
   });
 
@@ -174,14 +175,14 @@ interface IPicked {
  */
 async function pickSession(
   trans: TranslationBundle,
-  status: IPoolStatus | null,
+  channel: PoolChannel,
   current: string,
   background: boolean
 ): Promise<IPicked | null> {
   let value: IPicked = { session: current, background };
   let error = '';
   for (;;) {
-    const body = new SessionPicker(trans, status, value, error);
+    const body = new SessionPicker(trans, channel, value, error);
     const result = await showDialog({
       title: trans.__('Run on a session'),
       body,
@@ -204,8 +205,9 @@ async function pickSession(
 }
 
 /**
- * The picker's body: the pool's sessions with their worker and its state,
- * a name field (a new session or the one clicked), and "in the background".
+ * The picker's body: the pool's sessions with their worker and its state
+ * (live: it follows the kernel's pushes), a name field (a new session or the
+ * one clicked), and "in the background".
  */
 class SessionPicker
   extends ReactWidget
@@ -213,13 +215,14 @@ class SessionPicker
 {
   constructor(
     trans: TranslationBundle,
-    status: IPoolStatus | null,
+    channel: PoolChannel,
     value: IPicked,
     error: string
   ) {
     super();
     this._trans = trans;
-    this._status = status;
+    this._channel = channel;
+    channel.changed.connect(this.update, this);
     this._value = { ...value };
     this._error = error;
     this.addClass('jp-nbpool-picker');
@@ -231,7 +234,7 @@ class SessionPicker
 
   protected render(): JSX.Element {
     const trans = this._trans;
-    const status = this._status;
+    const status = this._channel.status;
     const sessions = status?.sessions ?? [];
     const set = (value: Partial<IPicked>) => {
       this._value = { ...this._value, ...value };
@@ -301,7 +304,7 @@ class SessionPicker
   }
 
   private _trans: TranslationBundle;
-  private _status: IPoolStatus | null;
+  private _channel: PoolChannel;
   private _value: IPicked;
   private _error: string;
 }
