@@ -4,7 +4,7 @@ Usage::
 
     python -m benchmarks                  # everything (~4 minutes on 2 cores)
     python -m benchmarks --quick          # fewer rounds (~1.5 minutes)
-    python -m benchmarks lease roundtrip  # a selection, by name or letter (a-j, w)
+    python -m benchmarks lease roundtrip  # a selection, by name or letter (a-l)
     python -m benchmarks --json out.json  # also write the rows as JSON
 
 Each benchmark measures its baseline in the same run, interleaved with
@@ -42,6 +42,7 @@ BENCHMARKS = {
     "slurm": ("i", "benchmarks.bench_slurm"),
     "keep": ("j", "benchmarks.bench_keep"),
     "warm": ("k", "benchmarks.bench_warm"),
+    "jobs": ("l", "benchmarks.bench_jobs"),
 }
 
 

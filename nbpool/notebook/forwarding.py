@@ -40,9 +40,12 @@ cell the same way with one line.
 from __future__ import annotations
 
 import builtins
+import contextvars
 import functools
 import getpass
+import queue
 import sys
+import threading
 import time
 import uuid
 from concurrent.futures import CancelledError
@@ -53,6 +56,7 @@ from IPython.display import clear_output, publish_display_data
 
 from ..errors import InvalidConfig, NbpoolError, UnknownKernel
 from ..result import ExecutionResult
+from .jobs import ENDED, Job, Record, exception_state, outcome
 
 
 class RemoteValue:
@@ -80,74 +84,207 @@ class CellOutput:
     ``send_response`` does. Outside a kernel (terminal IPython, a script) it
     writes to ``sys.stdout`` / ``sys.stderr`` and IPython's display instead.
 
+    With a ``record`` (a ``--bg`` job's :class:`~nbpool.notebook.jobs.Record`)
+    every output is applied to the record first and then published. A cell
+    whose request carried no ``cellId`` (nbclient, papermill, nbconvert, a
+    raw client) is *headless*: those frontends read only the messages of
+    the cell they are running now, so late output with this cell's parent
+    would be lost. Such a cell shows the handle line and, under it, the
+    job's output (:class:`_Mirror`), as one display; each change replaces it
+    with ``update_display_data`` parented to the request running *now*,
+    which nbclient applies by display id to this cell.
+
     Output that this process printed itself comes first: the kernel's own
     streams are flushed once, before the first message (ipykernel sends every
     iopub message through one thread, in order).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, record: Record | None = None) -> None:
         self._shell = get_ipython()
         kernel = getattr(self._shell, "kernel", None)
         self._kernel = kernel
         self._parent = kernel.get_parent() if kernel is not None else None
         self._flushed = False
+        self._record = record
+        headless = (
+            record is not None
+            and kernel is not None
+            and not (self._parent.get("metadata") or {}).get("cellId")
+        )
+        self._mirror = (
+            _Mirror(record, self._send, lambda: current_parent(kernel)) if headless else None
+        )
 
     def stream(self, name: str, text: str) -> None:
         """Write ``text`` on the cell's ``stdout`` or ``stderr``."""
+        if self._record is not None:
+            self._record.stream(name, text)
         if self._kernel is None:
             _stream(name).write(text)
-            return
-        self._send("stream", {"name": name, "text": text}, f"stream.{name}")
+        elif self._mirror is not None:
+            self._mirror.changed()
+        else:
+            self._send("stream", {"name": name, "text": text}, f"stream.{name}")
 
     def display(
         self, data: dict, metadata: dict, transient: dict | None = None, update: bool = False
     ) -> None:
         """Show a mime bundle (``update``: replace the output with ``transient``'s display id)."""
+        if self._record is not None:
+            self._record.display(data, metadata, (transient or {}).get("display_id"), update)
+        if self._mirror is not None:
+            self._mirror.changed()
+        else:
+            self._display(data, metadata, transient, update)
+
+    def show(self, obj, display_id: str, update: bool = False) -> None:
+        """Show ``obj`` (a handle line) as IPython would, under ``display_id`` (``update``: in place)."""
+        if self._shell is None:
+            print(repr(obj))
+            return
+        data, metadata = self._shell.display_formatter.format(obj)
+        if self._record is not None:
+            self._record.handle(data, metadata, display_id, update)
+        transient = {"display_id": display_id}
+        if self._mirror is None:
+            self._display(data, metadata, transient, update)
+        elif not update:
+            self._mirror.show(data.get("text/plain", ""), display_id, self._display)
+        else:
+            self._mirror.end(data.get("text/plain", ""))
+
+    def clear(self, wait: bool) -> None:
+        """Clear the cell's output (``wait``: when the next output arrives)."""
+        if self._record is not None:
+            self._record.clear(wait)
+        if self._kernel is None:
+            clear_output(wait=wait)
+        elif self._mirror is not None:
+            self._mirror.changed()
+        else:
+            self._send("clear_output", {"wait": wait})
+
+    def error(self, content: dict) -> None:
+        """An ``error`` output: ``ename``, ``evalue`` and the ``traceback`` lines."""
+        self._output("error", content)
+
+    def result(self, data: dict, metadata: dict, execution_count: int | None) -> None:
+        """An ``execute_result`` output (a background cell's ``Out[n]``)."""
+        content = {"data": data, "metadata": metadata, "execution_count": execution_count}
+        self._output("execute_result", content)
+
+    def _output(self, msg_type: str, content: dict) -> None:
+        if self._record is not None:
+            self._record.add({"output_type": msg_type, **content})
+        if self._kernel is None:
+            if msg_type == "error":
+                print("\n".join(content["traceback"]), file=sys.stderr)
+            else:
+                print(content["data"].get("text/plain", ""))
+        elif self._mirror is not None:
+            self._mirror.changed()
+        else:
+            self._send(msg_type, content)
+
+    def _display(self, data, metadata, transient, update: bool = False) -> None:
         if self._kernel is None:
             publish_display_data(data, metadata, transient=transient, update=update)
             return
         content = {"data": data, "metadata": metadata, "transient": transient or {}}
         self._send("update_display_data" if update else "display_data", content)
 
-    def show(self, obj, display_id: str, update: bool = False) -> None:
-        """Show ``obj`` as IPython would, under ``display_id`` (``update``: in place)."""
-        if self._shell is None:
-            print(repr(obj))
-            return
-        data, metadata = self._shell.display_formatter.format(obj)
-        self.display(data, metadata, {"display_id": display_id}, update=update)
-
-    def clear(self, wait: bool) -> None:
-        """Clear the cell's output (``wait``: when the next output arrives)."""
-        if self._kernel is None:
-            clear_output(wait=wait)
-            return
-        self._send("clear_output", {"wait": wait})
-
-    def error(self, content: dict) -> None:
-        """An ``error`` output: ``ename``, ``evalue`` and the ``traceback`` lines."""
-        if self._kernel is None:
-            print("\n".join(content["traceback"]), file=sys.stderr)
-            return
-        self._send("error", content)
-
-    def result(self, data: dict, metadata: dict, execution_count: int | None) -> None:
-        """An ``execute_result`` output (a background cell's ``Out[n]``)."""
-        if self._kernel is None:
-            print(data.get("text/plain", ""))
-            return
-        content = {"data": data, "metadata": metadata, "execution_count": execution_count}
-        self._send("execute_result", content)
-
-    def _send(self, msg_type: str, content: dict, topic: str | None = None) -> None:
+    def _send(
+        self, msg_type: str, content: dict, topic: str | None = None, parent: dict | None = None
+    ) -> None:
         if not self._flushed:
             self._flushed = True
             flush_streams()
         kernel = self._kernel
         ident = (topic or msg_type).encode()
         kernel.session.send(
-            kernel.iopub_socket, msg_type, content, parent=self._parent, ident=ident
+            kernel.iopub_socket, msg_type, content, parent=parent or self._parent, ident=ident
         )
+
+
+class _Mirror:
+    """A headless ``--bg`` cell's handle line, followed by its job's output as text.
+
+    One display (see :class:`CellOutput`): ``text/plain`` only, since a
+    frontend that drops late output keeps what fits in one display. Changes
+    are sent at most every :data:`MIRROR_INTERVAL`, as each one carries the
+    whole text (more would cost the square of the output); the last change
+    goes by a timer, or at the end by :meth:`end`.
+    """
+
+    def __init__(self, record: Record, send: Callable, parent_now: Callable[[], dict]) -> None:
+        self._record = record
+        self._send = send
+        self._parent_now = parent_now
+        # _lock guards _line, _dirty, _timer and _last; _sending orders the updates.
+        self._lock = threading.Lock()
+        self._sending = threading.Lock()
+        self._display_id = ""
+        self._line = ""
+        self._dirty = False
+        self._timer: threading.Timer | None = None
+        self._last = 0.0
+
+    def show(self, line: str, display_id: str, display: Callable) -> None:
+        """Show the display with ``display``, in the cell (it runs now)."""
+        self._line, self._display_id = line, display_id
+        display(self._data(), {}, {"display_id": display_id})
+
+    def changed(self) -> None:
+        with self._lock:
+            self._dirty = True
+            if self._timer is not None:
+                return
+            delay = self._last + MIRROR_INTERVAL - time.monotonic()
+            if delay > 0:
+                self._timer = threading.Timer(delay, self.flush)
+                self._timer.daemon = True
+                self._timer.start()
+                return
+        self.flush()
+
+    def end(self, line: str) -> None:
+        """The handle line's final state, with the last output, now."""
+        with self._lock:
+            self._line, self._dirty = line, True
+        self.flush()
+
+    def flush(self) -> None:
+        """Send the display now, if it changed since the last update."""
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if not self._dirty:
+                return
+            self._dirty, self._last = False, time.monotonic()
+        with self._sending:
+            transient = {"display_id": self._display_id}
+            content = {"data": self._data(), "metadata": {}, "transient": transient}
+            self._send("update_display_data", content, parent=self._parent_now())
+
+    def _data(self) -> dict:
+        text = self._record.text()
+        return {"text/plain": self._line + ("\n" + text.rstrip("\n") if text else "")}
+
+
+#: Least time between two updates of a headless cell's output display.
+MIRROR_INTERVAL = 0.25
+
+
+def current_parent(kernel) -> dict:
+    """The request the notebook kernel runs now (not the one this thread came from).
+
+    ipykernel >= 7 keeps the parent in a context variable and, where a
+    context has none, falls back to the parent of the latest request: an
+    empty context asks for exactly that. (ipykernel 6 has no context
+    variable: ``get_parent`` is the latest request anyway.)
+    """
+    return contextvars.Context().run(kernel.get_parent)
 
 
 class Forwarder:
@@ -225,11 +362,12 @@ class Forwarder:
 
 
 def run_foreground(
-    pool, code: str, *, session: str, timeout: float | None, kernel: str | None
+    pool, code: str, *, session: str, timeout: float | None, kernel: str | None, job: Job
 ) -> tuple[ExecutionResult, RemoteValue | None]:
     """Run a ``%%pool_exec`` cell, forwarding outputs live; fail the cell on error.
 
     Returns the result and the value to show as ``Out[n]`` (or None).
+    ``job`` follows it: running once it has a worker, then how it ended.
 
     Raises
     ------
@@ -244,17 +382,22 @@ def run_foreground(
         timeout = pool.exec_timeout
     try:
         with pool.lease(session, kernel=kernel) as lease:
+            job.running(lease.worker_id)
             if lease.session_reset:  # before the outputs it explains
                 forward.out.stream("stderr", reset_notice(session, lease.session_reset) + "\n")
             res = lease.execute(code, timeout, on_output=forward, stdin=stdin_handler())
-    except KeyboardInterrupt:
-        held = forward.errors[-1] if forward.errors else None
-        lines = held["traceback"] if held else ["KeyboardInterrupt"]
-        raise cell_error("KeyboardInterrupt", "", lines, KeyboardInterrupt) from None
-    except (InvalidConfig, UnknownKernel):
-        raise  # bad input: the magic turns it into a UsageError
-    except NbpoolError as exc:
-        raise short_error(exc) from None
+    except BaseException as exc:
+        job.finish(*exception_state(exc))
+        if isinstance(exc, KeyboardInterrupt):
+            held = forward.errors[-1] if forward.errors else None
+            lines = held["traceback"] if held else ["KeyboardInterrupt"]
+            raise cell_error("KeyboardInterrupt", "", lines, KeyboardInterrupt) from None
+        if isinstance(exc, (InvalidConfig, UnknownKernel)):
+            raise  # bad input: the magic turns it into a UsageError
+        if isinstance(exc, NbpoolError):
+            raise short_error(exc) from None
+        raise
+    job.finish(*outcome(res))
     if not res.ok:
         *shown, last = forward.errors or [None]
         for event in shown:
@@ -268,11 +411,11 @@ def run_foreground(
 
 
 def run_background(
-    pool, code: str, *, session: str, timeout: float | None, kernel: str | None
+    pool, code: str, *, session: str, timeout: float | None, kernel: str | None, job: Job
 ) -> "BackgroundCell":
-    """Start a ``%%pool_exec --bg`` cell; return its handle at once."""
+    """Start a ``%%pool_exec --bg`` cell as ``job``; return its handle at once."""
     shell = get_ipython()
-    cell = BackgroundCell(session, CellOutput())
+    cell = BackgroundCell(session, CellOutput(job.record), job)
     cell._show()
     forward = Forwarder(
         session, background=True, execution_count=shell.execution_count, out=cell.out
@@ -295,12 +438,15 @@ class BackgroundCell:
     a queued cell out of the queue or interrupts a running one; ``state``
     and ``repr`` are live. Its display in the cell is a status line that is
     updated when the work ends. Everything it shows goes to ``out``, its
-    cell, also from the pool thread that settles the work.
+    cell, also from the pool thread that settles the work; ``job`` (its
+    :class:`~nbpool.notebook.jobs.Job`) is settled last, once the status
+    line shows the end.
     """
 
-    def __init__(self, session: str, out: CellOutput) -> None:
+    def __init__(self, session: str, out: CellOutput, job: Job) -> None:
         self.session = session
         self.out = out
+        self.job = job
         self.future = None
         self._display_id = f"nbpool-bg-{uuid.uuid4().hex}"
         self._shown = False
@@ -308,19 +454,25 @@ class BackgroundCell:
         self._started = time.monotonic()
         self._ended: float | None = None
         self._announced = False
+        self._settled = threading.Event()
 
     def _attach(self, future) -> None:
         self.future = future
+        self.job.attach(future)
         future.add_done_callback(self._ended_with)
 
     def _ended_with(self, future) -> None:
-        self._ended = time.monotonic()
-        exc = None if future.cancelled() else future.exception()
-        if exc is not None and not isinstance(exc, CancelledError):
-            self.out.error(pool_error_content(exc))  # one line, as in a foreground cell
-        elif exc is None and not future.cancelled():
-            self._announce_reset(future.result().session_reset)
-        self._show()
+        try:
+            self._ended = time.monotonic()
+            exc = None if future.cancelled() else future.exception()
+            if exc is not None and not isinstance(exc, CancelledError):
+                self.out.error(pool_error_content(exc))  # one line, as in a foreground cell
+            elif exc is None and not future.cancelled():
+                self._announce_reset(future.result().session_reset)
+            self._show()
+            self.job.settle(future)
+        finally:
+            self._settled.set()
 
     def _announce_reset(self, reason: str | None = None) -> None:
         """Say once, in this cell, that the session's state was reset (if it was)."""
@@ -333,6 +485,8 @@ class BackgroundCell:
     def _failed_to_submit(self, exc: BaseException) -> None:
         self._submit_error, self._ended = exc, time.monotonic()
         self._show()
+        self.job.finish(*exception_state(exc))
+        self._settled.set()
 
     def _show(self) -> None:
         """Show the status line: first in the cell, then in place of it."""
@@ -342,8 +496,17 @@ class BackgroundCell:
     # -- the Future's interface ----------------------------------------------
 
     def result(self, timeout: float | None = None) -> ExecutionResult:
-        """Wait for the :class:`~nbpool.result.ExecutionResult` (``timeout`` in s)."""
-        return self.future.result(timeout)
+        """Wait for the :class:`~nbpool.result.ExecutionResult` (``timeout`` in s).
+
+        It returns once the cell shows the end too (its status line, its
+        last output), so a cell that waits on this one is the cell that
+        runs while they are sent: headless runs (nbclient) see them.
+        """
+        try:
+            return self.future.result(timeout)
+        finally:
+            if self.future.done():
+                self._settled.wait(SETTLE_WAIT)
 
     def exception(self, timeout: float | None = None):
         return self.future.exception(timeout)
@@ -377,7 +540,7 @@ class BackgroundCell:
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         # The status line in the cell: a snapshot, so no state that goes stale.
-        label = f"<pool_exec --bg session={self.session!r}"
+        label = f"<pool_exec --bg session={self.session!r}, job {self.job.number}"
         if self._ended is None:
             return {"text/plain": f"{label}: started at {time.strftime('%H:%M:%S')}>"}
         return {"text/plain": f"{label}: {self.state} after {self._ended - self._started:.1f} s>"}
@@ -387,6 +550,89 @@ class BackgroundCell:
         return (
             f"<pool_exec --bg session={self.session!r}: {self.state}, {end - self._started:.1f} s>"
         )
+
+
+#: Longest a handle's ``result()`` waits, after the work ended, for the cell to show it.
+SETTLE_WAIT = 5.0
+
+
+def reattach(job: Job) -> str:
+    """``%pool reattach``: ``job``'s output so far in this cell, then the rest live.
+
+    Returns the job's state once it ended. An interrupt of this cell stops
+    following (the job runs on; reattaching again shows it all again).
+    """
+    events: queue.SimpleQueue = queue.SimpleQueue()
+
+    def send(seq: int, event: dict) -> None:
+        events.put(event)
+
+    outputs, _, state = job.follow(send)
+    view = _Replica(CellOutput())
+    for output in outputs:
+        view.apply({"op": "append", "output": output})
+    try:
+        while state not in ENDED:
+            event = events.get()
+            if event["op"] == "end":
+                state = event["state"]
+            else:
+                view.apply(event)
+    except KeyboardInterrupt:
+        job.record.unfollow(send)
+        view.out.stream(
+            "stderr",
+            f"nbpool: stopped following job {job.number}; it runs on "
+            f"(`%pool reattach {job.number}` shows it again)\n",
+        )
+    return state
+
+
+class _Replica:
+    """Re-publishes a record's outputs and events in the cell running now.
+
+    Each display gets a display id of its own, so ``set`` events can replace it.
+    """
+
+    def __init__(self, out: CellOutput) -> None:
+        self.out = out
+        self._prefix = f"nbpool-reattach-{uuid.uuid4().hex[:8]}"
+        self._count = 0
+        self._ids: list[str | None] = []  # per output: its display id (displays)
+        self._names: list[str | None] = []  # per output: its stream name (streams)
+
+    def apply(self, event: dict) -> None:
+        op = event["op"]
+        if op == "append":
+            output = event["output"]
+            self._ids.append(self._publish(output))
+            self._names.append(output.get("name"))
+        elif op == "stream":
+            self.out.stream(self._names[event["index"]], event["text"])
+        elif op == "set":
+            display_id = self._ids[event["index"]]
+            output = event["output"]
+            if display_id is not None:
+                transient = {"display_id": display_id}
+                self.out.display(output["data"], output["metadata"], transient, update=True)
+        elif op == "clear":
+            self.out.clear(False)
+            self._ids, self._names = [], []
+
+    def _publish(self, output: dict) -> str | None:
+        kind = output["output_type"]
+        if kind == "stream":
+            self.out.stream(output["name"], output["text"])
+        elif kind == "display_data":
+            self._count += 1
+            display_id = f"{self._prefix}-{self._count}"
+            self.out.display(output["data"], output["metadata"], {"display_id": display_id})
+            return display_id
+        elif kind == "execute_result":
+            self.out.result(output["data"], output["metadata"], output.get("execution_count"))
+        elif kind == "error":
+            self.out.error({k: output[k] for k in ("ename", "evalue", "traceback")})
+        return None
 
 
 def stdin_handler():

@@ -18,10 +18,32 @@ which nbclient would take for widget state)::
                   {"request": ID, "action": "detach"}    (keep_sessions pools)
                   {"request": ID, "action": "stop"}
                   {"request": ID, "action": "refresh"}
+                  {"request": ID, "action": "follow",        "job": 7}
+                  {"request": ID, "action": "unfollow",      "job": 7}
+                  {"request": ID, "action": "interrupt_job", "job": 7}
     kernel -> frontend
       comm_msg    {"kind": "status", "status": SNAPSHOT or null}   (null: no pool)
+                  {"kind": "cells", "cells": [CELL, ...]}   this kernel's jobs
+                  {"kind": "job", "job": 7, "seq": 42, "event": EVENT}
                   {"kind": "reply", "request": ID, "ok": true,  "message": "..."}
                   {"kind": "reply", "request": ID, "ok": false, "error": "one line"}
+
+Jobs (:mod:`nbpool.notebook.jobs`). ``cells`` lists the last jobs (every
+``%%pool_exec`` run), newest last, as ``CELL`` objects: ``job``,
+``cell_id`` (the request's ``metadata.cellId`` or null), ``client`` (its
+``parent_header.session``), ``session``, ``worker``, ``background``,
+``state`` (queued running done failed died interrupted cancelled),
+``position`` (in the session's queue), ``started``/``began``/``ended``
+(epoch s), ``error``, ``outputs``/``bytes``/``seq`` (a ``--bg`` job's
+record), ``superseded`` (a later run of the same cell exists). It is pushed
+right after ``comm_open`` and whenever it changed, with the status pushes.
+``follow`` is answered ``{"outputs": [...], "seq": 41, "state": ...}``: the
+``--bg`` job's record as its cell's output list; from then on this comm
+gets that job's events with a greater ``seq``, in order, until ``end``
+(EVENT: see the jobs module). The reply may arrive after the first of
+them: a frontend buffers those. ``interrupt_job`` interrupts that job's
+worker only (a queued job is withdrawn). A page whose client id is a job's
+``client`` got its output live and never follows it.
       comm_open   {"kind": "hello"}, closed at once: sent by :func:`register`
                   so that frontends which found no target earlier open a comm now.
 
@@ -45,6 +67,7 @@ import uuid
 from typing import Callable
 
 from ..errors import NbpoolError
+from .jobs import Job, Jobs
 
 #: The comm target name, shared with the frontend (labextension/src/comm.ts).
 TARGET = "nbpool.status"
@@ -57,7 +80,7 @@ MAX_COMMS = 16
 _services: dict[int, "StatusService"] = {}
 
 
-def register(shell, get_pool: Callable[[], object]) -> None:
+def register(shell, get_pool: Callable[[], object], jobs: Jobs | None = None) -> None:
     """Serve pool status to JupyterLab from this kernel; idempotent.
 
     Parameters
@@ -68,16 +91,19 @@ def register(shell, get_pool: Callable[[], object]) -> None:
     get_pool : callable
         Returns the current :class:`~nbpool.Pool` or None; called for every
         snapshot and action, so a pool started or stopped later is picked up.
+    jobs : Jobs, optional
+        This kernel's jobs (the magics' registry), listed and followed here.
     """
     kernel = getattr(shell, "kernel", None)
     manager = getattr(kernel, "comm_manager", None)
     if manager is None:
         return
     service = _services.get(id(shell))
+    jobs = jobs if jobs is not None else Jobs()
     if service is None:
-        service = _services[id(shell)] = StatusService(kernel, manager, get_pool)
+        service = _services[id(shell)] = StatusService(kernel, manager, get_pool, jobs)
     else:
-        service.get_pool = get_pool
+        service.get_pool, service.jobs = get_pool, jobs
     service.announce()
 
 
@@ -99,14 +125,26 @@ class _Client:
         self.comm = comm
         self.context = context
         self.sent: str | None = None
+        self.cells_sent: str | None = None
+        #: The jobs it follows: job number -> the record's send callback.
+        self.following: dict[int, Callable[[int, dict], None]] = {}
+
+    def send(self, payload: dict) -> None:
+        """Send on the comm in the context of its ``comm_open`` (see the module docstring).
+
+        A copy per send: pushes and job events go from several threads at
+        once, and one context cannot be entered twice at the same time.
+        """
+        self.context.copy().run(self.comm.send, payload)
 
 
 class StatusService:
     """The ``nbpool.status`` comm target of one kernel and its push thread."""
 
-    def __init__(self, kernel, manager, get_pool: Callable[[], object]) -> None:
+    def __init__(self, kernel, manager, get_pool: Callable[[], object], jobs: Jobs) -> None:
         self.kernel = kernel
         self.get_pool = get_pool
+        self.jobs = jobs
         self._manager = manager
         # _clients is shared by the shell threads (open, close) and the push
         # thread; _lock guards it, never any I/O.
@@ -137,7 +175,8 @@ class StatusService:
         data = msg["content"].get("data") or {}
         request = data.get("request")
         try:
-            reply = {"ok": True, "message": self._act(client, data)}
+            done = self._act(client, data)
+            reply = {"ok": True, **(done if isinstance(done, dict) else {"message": done})}
         except (NbpoolError, _Refused) as exc:
             reply = {"ok": False, "error": str(exc)}
         except Exception as exc:  # a bug must reach the panel, not kill the kernel
@@ -149,14 +188,20 @@ class StatusService:
     def _drop(self, client: _Client) -> None:
         with self._lock:
             self._clients.pop(client.comm.comm_id, None)
+            following, client.following = client.following, {}
+        for number, send in following.items():
+            self._unfollow(number, send)
 
     # -- actions ------------------------------------------------------------
 
-    def _act(self, client: _Client, data: dict) -> str:
+    def _act(self, client: _Client, data: dict) -> str | dict:
         action = data.get("action")
         if action == "refresh":
-            client.sent = None
+            client.sent = client.cells_sent = None
             return "refreshed"
+        if action in ("follow", "unfollow"):
+            handler = self._follow if action == "follow" else self._let_go
+            return handler(client, data)
         pool = self.get_pool()
         if pool is None:
             raise _Refused("this kernel has no pool: run %pool start first")
@@ -201,10 +246,60 @@ class StatusService:
             workers = len(pool.status()["workers"])
             pool.shutdown()
             return f"pool stopped ({workers} worker(s), kept sessions' too)"
+        if action == "interrupt_job":
+            try:
+                return self._job(data, action).interrupt(pool)
+            except ValueError as exc:
+                raise _Refused(str(exc)) from None
         raise _Refused(
             f"unknown action {action!r}: expected interrupt, restart, end_session, resize, "
-            "detach, stop or refresh"
+            "detach, stop, refresh, follow, unfollow or interrupt_job"
         )
+
+    def _job(self, data: dict, action: str) -> Job:
+        try:
+            return self.jobs.get(data.get("job"))
+        except KeyError as exc:
+            raise _Refused(f"{action}: {exc.args[0]}") from None
+
+    def _follow(self, client: _Client, data: dict) -> dict:
+        job = self._job(data, "follow")
+        if job.record is None:
+            raise _Refused(f"job {job.number} ran in the foreground: it has no output to follow")
+        number = job.number
+
+        def send(seq: int, event: dict) -> None:
+            client.send({"kind": "job", "job": number, "seq": seq, "event": event})
+
+        with self._lock:
+            old = client.following.pop(number, None)
+        if old is not None:  # following again: the new reply replaces everything
+            job.record.unfollow(old)
+        outputs, seq, state = job.follow(send)
+        with self._lock:
+            client.following[number] = send
+        return {
+            "message": f"following job {number}",
+            "outputs": outputs,
+            "seq": seq,
+            "state": state,
+        }
+
+    def _let_go(self, client: _Client, data: dict) -> str:
+        job = self._job(data, "unfollow")
+        with self._lock:
+            send = client.following.pop(job.number, None)
+        if send is not None:
+            self._unfollow(job.number, send)
+        return f"not following job {job.number}"
+
+    def _unfollow(self, number: int, send) -> None:
+        try:
+            record = self.jobs.get(number).record
+        except KeyError:  # no longer kept: nothing to let go of
+            return
+        if record is not None:
+            record.unfollow(send)
 
     # -- pushes (the nbpool-status thread) -------------------------------------
 
@@ -231,13 +326,18 @@ class StatusService:
             return
         payload = {"kind": "status", "status": status}
         signature = _signature(status)
+        cells = self.jobs.cells(status)
+        cells_signature = json.dumps(cells, sort_keys=True)
         for client in clients:
-            if client.sent != signature:
-                client.sent = signature
-                try:
-                    client.context.run(client.comm.send, payload)
-                except Exception:  # closed under us: forget it
-                    self._drop(client)
+            try:
+                if client.sent != signature:
+                    client.sent = signature
+                    client.send(payload)
+                if client.cells_sent != cells_signature:
+                    client.cells_sent = cells_signature
+                    client.send({"kind": "cells", "cells": cells})
+            except Exception:  # closed under us: forget it
+                self._drop(client)
 
     def _status(self) -> dict | None | bool:
         """The snapshot, None without a pool, False if taking it failed."""

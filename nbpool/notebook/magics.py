@@ -43,25 +43,47 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
+from traitlets import Int
 
 from .. import checks, render
 from ..checks import DEFAULT_SESSION
 from ..errors import InvalidConfig, NbpoolError, UnknownKernel
 from ..launcher import check_kernel_name
 from ..pool import Pool
-from . import broadcast, forwarding, labcomm, transfer
+from . import broadcast, forwarding, jobs, labcomm, transfer
 
-ACTIONS = ("start", "status", "stop", "widget", "sessions", "end", "detach", "replay")
+ACTIONS = (
+    "start",
+    "status",
+    "stop",
+    "widget",
+    "sessions",
+    "end",
+    "detach",
+    "replay",
+    "jobs",
+    "reattach",
+)
 
 
 @magics_class
 class PoolMagics(Magics):
     """The nbpool magics; one pool per shell (see the module docstring)."""
 
+    job_output_limit = Int(
+        jobs.OUTPUT_LIMIT,
+        help="Bytes of output a --bg job keeps for reattaching (the oldest go first).",
+    ).tag(config=True)
+    jobs_kept = Int(
+        jobs.JOBS_KEPT, help="How many of the latest %%pool_exec jobs this kernel keeps."
+    ).tag(config=True)
+
     def __init__(self, shell) -> None:
         super().__init__(shell)
         self._pool: Pool | None = None
         self._told: set[str] = set()  # sessions told about their journaled output
+        #: Every %%pool_exec run of this kernel, kept until it exits (%pool jobs).
+        self.jobs = jobs.Jobs(self.jobs_kept)
 
     def get_pool(self) -> Pool | None:
         """The current pool, or None when none was created (or it was stopped or
@@ -89,7 +111,8 @@ class PoolMagics(Magics):
     @argument(
         "session",
         nargs="?",
-        help="The session to end or replay (`%%pool end SESSION`, `%%pool replay SESSION`).",
+        help="The session to end or replay (`%%pool end SESSION`, `%%pool replay SESSION`), "
+        "or the job to reattach to (`%%pool reattach JOB`).",
     )
     @argument("-n", "--size", type=int, help="Workers to start (`start` only).")
     @argument("--kernel", help="Kernelspec of the workers (`start` only).")
@@ -117,9 +140,12 @@ class PoolMagics(Magics):
         ``start --keep`` the sessions outlive this kernel: ``detach`` leaves
         them running, a later ``start --keep`` (same ``--name``) re-adopts
         them, and ``replay SESSION`` shows what one printed meanwhile.
+        ``jobs`` lists this kernel's ``%%pool_exec`` runs; ``reattach JOB``
+        shows a ``--bg`` job's output so far in this cell, then the rest
+        live until it ends (interrupting stops following, not the job).
         """
         args = parse_argstring(self.pool, line)
-        if args.action not in ("end", "replay") and args.session is not None:
+        if args.action not in ("end", "replay", "reattach") and args.session is not None:
             raise UsageError(f"%pool {args.action} takes no session name")
         start_only = (args.size, args.kernel, args.preload, args.name)
         if args.action != "start" and (start_only != (None,) * 4 or args.keep):
@@ -182,6 +208,25 @@ class PoolMagics(Magics):
         forward = forwarding.Forwarder(session, background=True)
         for out in outputs:
             forward(out)
+
+    def _pool_jobs(self, args) -> None:
+        status = self._pool.status() if self.get_pool() is not None else None
+        print(self.jobs.table(status))
+
+    def _pool_reattach(self, args) -> None:
+        text = args.session or ""
+        if not text.strip().isdigit():
+            raise UsageError(f"%pool reattach needs a JOB number (see `%pool jobs`), got {text!r}")
+        try:
+            job = self.jobs.get(int(text))
+        except KeyError as exc:
+            raise UsageError(exc.args[0]) from None
+        if job.record is None:
+            raise UsageError(
+                f"job {job.number} ran in the foreground: its output is in its own cell; "
+                "only --bg jobs can be reattached"
+            )
+        forwarding.reattach(job)
 
     def _pool_status(self, args) -> None:
         if self._pool is None:
@@ -270,7 +315,14 @@ class PoolMagics(Magics):
                     file=sys.stderr,
                     flush=True,
                 )
-        options = dict(session=session, timeout=args.timeout, kernel=args.kernel)
+        job = self.jobs.new(
+            session,
+            background=args.bg,
+            parent=_parent(self.shell),
+            limit=self.job_output_limit,
+            keep=self.jobs_kept,
+        )
+        options = dict(session=session, timeout=args.timeout, kernel=args.kernel, job=job)
         with _one_line():
             if args.bg:
                 kept, value = forwarding.run_background(pool, cell, **options), None
@@ -328,6 +380,12 @@ class PoolMagics(Magics):
         with _one_line():
             values = transfer.pull(self._ensure_pool(), args.names, session)
         self.shell.user_ns.update(values)
+
+
+def _parent(shell) -> dict | None:
+    """The request running this cell (its cell id, its client), if in a kernel."""
+    kernel = getattr(shell, "kernel", None)
+    return kernel.get_parent() if kernel is not None else None
 
 
 def _session(name: str | None) -> str:
@@ -398,7 +456,7 @@ def load_ipython_extension(shell) -> None:
     if _magics(shell) is None:
         magics = PoolMagics(shell)
         shell.register_magics(magics)
-        labcomm.register(shell, magics.get_pool)
+        labcomm.register(shell, magics.get_pool, magics.jobs)
 
 
 def unload_ipython_extension(shell) -> None:

@@ -123,13 +123,16 @@ class Kernel:
         while time.monotonic() < deadline:
             self._next_iopub(max(0.0, min(0.05, deadline - time.monotonic())))
 
-    def execute(self, code: str, *, stdin=None, during=None, timeout: float = 60) -> dict:
+    def execute(
+        self, code: str, *, stdin=None, during=None, timeout: float = 60, cell_id: str | None = None
+    ) -> dict:
         """Run ``code``; collect its outputs until idle; return reply and outputs.
 
         ``stdin(prompt)`` answers input requests; ``during(outputs)`` is called
-        as outputs arrive (it may, e.g., interrupt the kernel).
+        as outputs arrive (it may, e.g., interrupt the kernel). ``cell_id`` is
+        sent as ``metadata.cellId``, as JupyterLab and VS Code do.
         """
-        msg_id = self.kc.execute(code, allow_stdin=stdin is not None)
+        msg_id = self.send_execute(code, allow_stdin=stdin is not None, cell_id=cell_id)
         outputs: list[dict] = []
         deadline = time.monotonic() + timeout
         idle = False
@@ -156,6 +159,21 @@ class Kernel:
         while reply["parent_header"].get("msg_id") != msg_id:
             reply = self.kc.get_shell_msg(timeout=timeout)
         return {"reply": reply["content"], "outputs": outputs, "msg_id": msg_id}
+
+    def send_execute(self, code: str, *, allow_stdin: bool = False, cell_id=None) -> str:
+        """Send an ``execute_request`` as a frontend does; return its msg_id."""
+        content = {
+            "code": code,
+            "silent": False,
+            "store_history": True,
+            "user_expressions": {},
+            "allow_stdin": allow_stdin,
+            "stop_on_error": True,
+        }
+        metadata = {"cellId": cell_id} if cell_id is not None else {}
+        msg = self.kc.session.msg("execute_request", content, metadata=metadata)
+        self.kc.shell_channel.send(msg)
+        return msg["header"]["msg_id"]
 
     def shutdown(self) -> None:
         self.kc.stop_channels()

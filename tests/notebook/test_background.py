@@ -1,8 +1,9 @@
 """``%%pool_exec --bg`` in a real notebook kernel: handles, parallelism, ordering, cancel.
 
-nbclient drops output that arrives for a cell after it finished, so these
-tests look at results through the handle; tests/browser checks where the
-live output of a background cell lands.
+nbclient drops output that arrives for a cell after it finished, so most of
+these tests look at results through the handle (tests/notebook/test_jobs.py
+has the headless display that carries a bg cell's output there); tests/browser
+checks where the live output of a background cell lands.
 """
 
 from __future__ import annotations
@@ -104,11 +105,12 @@ def test_bg_failure_is_reported_by_the_handle(run_notebook):
 
 
 def test_a_bg_cell_says_its_session_was_reset_before_its_outputs(kernel):
-    """As in a foreground cell, the reset notice comes first in the bg cell's own output."""
+    """As in a foreground cell, the reset notice comes first in the bg cell's own output
+    (a cell with a cellId, as JupyterLab runs it: live stream messages)."""
     kernel.execute(LOAD)
     kernel.execute("%%pool_exec -s a\nx = 1")
     kernel.execute("%%pool_exec -s a\nimport os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
-    bg = kernel.execute("%%pool_exec --bg -s a -o job\nprint('after the reset')")
+    bg = kernel.execute("%%pool_exec --bg -s a -o job\nprint('after the reset')", cell_id="bg")
     assert kernel.execute("job.result(30).stdout")["reply"]["status"] == "ok"
     kernel.drain(0.5)
     streams = [
@@ -145,11 +147,12 @@ LATE_OUTPUT = (
 
 
 def test_bg_output_lands_in_its_cell_without_the_cells_context(kernel, tmp_path):
-    """Output of a --bg cell whose job thread has a fresh context still names its own cell."""
+    """Output of a --bg cell whose job thread has a fresh context still names its own cell
+    (a cell with a cellId, as JupyterLab runs it: live messages with the cell's parent)."""
     flag = str(tmp_path / "next-cell-runs")
     kernel.execute(LOAD)
     kernel.execute(FRESH_CONTEXT)
-    bg = kernel.execute(LATE_OUTPUT.format(flag=flag))
+    bg = kernel.execute(LATE_OUTPUT.format(flag=flag), cell_id="bg")
     later = kernel.execute(f"open({flag!r}, 'w').close()\njob.result(30).ok")
     assert later["outputs"][-1]["data"]["text/plain"] == "True"
     kernel.drain(0.5)

@@ -19,6 +19,7 @@ import pytest
 
 import nbpool
 from nbpool.notebook import labcomm as nbcomm
+from nbpool.notebook.jobs import Jobs
 from nbpool.render import STATE_COLOURS
 from tests.conftest import wait_for
 from tests.unit.fake import FakeBackend
@@ -360,3 +361,138 @@ def test_frontend_state_colours_match_the_python_ones():
     table = table[: table.index("};")]
     colours = dict(re.findall(r"(\w+): '(#[0-9a-f]{6})'", table))
     assert colours == STATE_COLOURS
+
+
+# -- jobs: cells, follow, unfollow, interrupt_job -------------------------------
+
+
+def bg_job(jobs, cell_id="cell-1", client="page-1"):
+    parent = {"header": {"session": client}, "metadata": {"cellId": cell_id}}
+    return jobs.new("a", background=True, parent=parent)
+
+
+def test_cells_are_pushed_on_open_and_when_they_change(shell, holder):
+    """A new comm gets the job list at once; a new job or more output is pushed again."""
+    jobs = Jobs()
+    nbcomm.register(shell, holder.get_pool, jobs)
+    c = open_comm(shell)
+
+    def cells():
+        with c._lock:
+            return [d["cells"] for d, _ in c.sent if d["kind"] == "cells"]
+
+    wait_for(lambda: cells() == [[]], what="the first (empty) job list")
+    job = bg_job(jobs)
+    wait_for(lambda: len(cells()) == 2, what="the new job")
+    (cell,) = cells()[-1]
+    assert cell["job"] == 1 and cell["cell_id"] == "cell-1" and cell["client"] == "page-1"
+    assert cell["state"] == "queued" and cell["position"] == 1 and cell["seq"] == 0
+    job.record.stream("stdout", "hello\n")
+    wait_for(lambda: cells()[-1][0]["seq"] == 1, what="the job's output size")
+    assert cells()[-1][0]["bytes"] == len("hello\n")
+
+
+def test_follow_replies_with_the_record_then_sends_later_events_in_order(shell, holder):
+    """follow: the reply has the outputs and their seq; then every event, with its seq,
+    in the comm_open's context, until end; unfollow stops them."""
+    jobs = Jobs()
+    nbcomm.register(shell, holder.get_pool, jobs)
+    job = bg_job(jobs)
+    job.record.stream("stdout", "a\n")
+    c = open_comm(shell, "open-A")
+    reply = c.request(action="follow", job=1)
+    assert reply["ok"] and reply["state"] == "queued" and reply["seq"] == 1
+    assert reply["outputs"] == [{"output_type": "stream", "name": "stdout", "text": "a\n"}]
+    job.record.stream("stdout", "b\n")
+    job.finish("done")
+
+    def events():
+        with c._lock:
+            return [(d, p) for d, p in c.sent if d["kind"] == "job"]
+
+    assert [d for d, _ in events()] == [
+        {"kind": "job", "job": 1, "seq": 2, "event": {"op": "stream", "index": 0, "text": "b\n"}},
+        {"kind": "job", "job": 1, "seq": 3, "event": {"op": "end", "state": "done"}},
+    ]
+    assert {p for _, p in events()} == {"open-A"}
+    again = bg_job(jobs)
+    c.request(action="follow", job=again.number)
+    assert c.request(action="unfollow", job=again.number)["ok"]
+    again.record.stream("stdout", "unseen\n")
+    assert all(d["job"] == 1 for d, _ in events())
+
+
+def test_a_closed_comm_stops_following(shell, holder):
+    """A page that goes away (comm_close) is no longer sent its jobs' events."""
+    jobs = Jobs()
+    nbcomm.register(shell, holder.get_pool, jobs)
+    job = bg_job(jobs)
+    c = open_comm(shell)
+    c.request(action="follow", job=1)
+    c._on_close({})
+    job.record.stream("stdout", "after\n")
+    assert not [d for d, _ in c.sent if d["kind"] == "job"]
+
+
+@pytest.mark.parametrize(
+    "request_, error",
+    [
+        ({"action": "follow", "job": 5}, r"^follow: no job 5 \(jobs: 1-2\)$"),
+        ({"action": "follow"}, r"^follow: no job None \(jobs: 1-2\)$"),
+        ({"action": "follow", "job": 2}, r"^job 2 ran in the foreground: it has no output"),
+        ({"action": "interrupt_job", "job": 7}, r"^interrupt_job: no job 7 \(jobs: 1-2\)$"),
+    ],
+)
+def test_bad_job_actions_get_a_one_line_error(shell, holder, request_, error):
+    """Unknown jobs and foreground jobs are refused with one line."""
+    jobs = Jobs()
+    nbcomm.register(shell, holder.get_pool, jobs)
+    start_pool(holder)
+    bg_job(jobs)
+    jobs.new("a", background=False, parent=None)
+    reply = open_comm(shell).request(**request_)
+    assert reply["ok"] is False and re.search(error, reply["error"]), reply
+
+
+def test_interrupt_job_withdraws_a_queued_job(shell, holder):
+    """interrupt_job on a job still waiting for its worker takes it out of the queue."""
+    from concurrent.futures import Future
+
+    jobs = Jobs()
+    nbcomm.register(shell, holder.get_pool, jobs)
+    start_pool(holder)
+    job = bg_job(jobs)
+    future = Future()
+    job.attach(future)
+    reply = open_comm(shell).request(action="interrupt_job", job=1)
+    assert reply == {
+        "kind": "reply",
+        "request": reply["request"],
+        "ok": True,
+        "message": "job 1 withdrawn",
+    }
+    assert future.cancelled()
+
+
+def test_job_events_go_out_while_a_push_is_being_sent(shell, holder):
+    """A job event sent while the same comm's status push is under way (another thread in
+    ipykernel; nested here, which is the same for a context) still reaches the page."""
+    jobs = Jobs()
+    nbcomm.register(shell, holder.get_pool, jobs)
+    job = bg_job(jobs)
+    c = open_comm(shell)
+    c.request(action="follow", job=1)
+    plain_send = c.send
+
+    def send_and_stream(data) -> None:
+        plain_send(data)
+        if data["kind"] == "status":
+            job.record.stream("stdout", "during a push\n")
+
+    c.send = send_and_stream
+    start_pool(holder)
+    wait_for(lambda: any(d["kind"] == "job" for d, _ in list(c.sent)), what="the job event")
+    job.record.stream("stdout", "later\n")
+    events = [d["event"] for d, _ in list(c.sent) if d["kind"] == "job"]
+    texts = [e.get("text") or e["output"]["text"] for e in events]
+    assert texts[:1] == ["during a push\n"] and texts[-1] == "later\n"
