@@ -131,23 +131,25 @@ def test_closed_tab_reopened_after_the_job_ended(app, tmp_path):
     assert nbpool_errors(again) == []
 
 
-def test_page_open_throughout_sees_each_line_once(app, tmp_path):
-    """A page that stayed open gets the output live through JupyterLab's own
-    routing and never reattaches: no line twice."""
+def test_page_open_throughout_sees_each_line_once(app, browser, tmp_path):
+    """A page that stays open gets the output live through JupyterLab's own
+    routing and never follows its own job, while a second page that opens
+    the notebook mid-run reattaches: each shows every line once."""
     kind, server, page = app
     name = f"open-{kind}.ipynb"
     open_notebook(page, server, name, [LOAD, twelve_lines(str(tmp_path / "ended"))], app=kind)
     run_cell(page, 0)
     run_cell(page, 1)
-    wait_complete(page, 1)
-    # A second comm (as after a network blip) lists the job again: still once.
-    page.evaluate(
-        "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.reconnect()"
-    )
-    wait_kernel_idle(page, name)
-    page.wait_for_function(
-        "() => document.querySelector('.jp-nbpool-badge[data-state=\"done\"]') !== null"
-    )
+    wait_cell_text(page, 1, "line 2")
+    second = browser.new_context(viewport={"width": 1400, "height": 900})
+    try:
+        other = second.new_page()
+        other.goto(url(server, name, kind))
+        wait_kernel_idle(other, name)
+        wait_complete(other, 1)
+        wait_complete(page, 1)
+    finally:
+        second.close()
     assert_complete(cell_text(page, 1))
 
 
@@ -180,6 +182,8 @@ def test_cell_deleted_while_away(app, tmp_path):
     )
     listed = run_and_read(page, 1, "%pool jobs")
     assert re.search(r"\bbg\b", listed) and "done" in listed, listed
+    page.evaluate("() => window.jupyterapp.commands.execute('nbpool:open-panel')")
+    page.locator("#nbpool-panel .jp-nbpool-job", has_text="cell not in this notebook").wait_for()
     assert "line" not in cell_text(page, 0)
     assert nbpool_errors(page) == []
 

@@ -152,23 +152,32 @@ def test_session_name_with_spaces_is_quoted(lab_page, lab_server):
 
 def test_background_returns_at_once_and_badge_goes_running_then_done(lab_page, lab_server):
     """``{background: true}`` returns at once; the next cell runs while the
-    background cell does; the badge shows the session, running, then done."""
+    background cell does; the badges show the session, running, queued with
+    its place, then done with the duration."""
     page = lab_page
     slow = "import time\nprint('begin')\ntime.sleep(6)\nprint('slept')"
-    open_notebook(page, lab_server, "bg.ipynb", [slow, "print('next', 6 * 7)"])
+    open_notebook(page, lab_server, "bg.ipynb", [slow, "print('second')", "print('next', 6 * 7)"])
     started = time.monotonic()
     run_command(page, "nbpool:run-on-session", {"session": "bg", "background": True}, index=0)
     assert source(page, 0).startswith("%%pool_exec -s bg --bg\n")
     running = wait_badge(page, 0, "running")
     assert running["session"] == "bg" and "running" in running["text"]
-    run_cell(page, 1)
-    wait_cell_text(page, 1, "next 42")
+    run_command(page, "nbpool:run-on-session", {"session": "bg", "background": True}, index=1)
+    queued = wait_badge(page, 1, "queued")
+    assert "queued #1" in queued["text"]
+    run_cell(page, 2)
+    wait_cell_text(page, 2, "next 42")
     assert time.monotonic() - started < 6, "the next cell waited for the background cell"
     assert "slept" not in cell_text(page, 0)
-    screenshot(page, "session-cells-running")
+    run_command(page, "nbpool:run-on-session", {"session": "etl"}, index=3)
+    wait_badge(page, 3, "done")
+    page.evaluate("() => window.jupyterapp.commands.execute('application:close-other-tabs')")
+    screenshot(page, "session-cells-badges")  # labextension/screenshot-cells.png
     done = wait_badge(page, 0, "done", timeout=60_000)
     assert re.search(r"done in \d", done["text"])
     wait_cell_text(page, 0, "slept")
+    wait_badge(page, 1, "done")
+    wait_cell_text(page, 1, "second")
 
 
 def test_interrupt_from_the_badge(lab_page, lab_server):
