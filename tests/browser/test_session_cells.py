@@ -10,8 +10,10 @@ Fixtures and helpers come from ``tests/browser/conftest.py``.
 
 from __future__ import annotations
 
+import json
 import re
 import time
+from contextlib import contextmanager
 
 from tests.browser.conftest import (
     cell_text,
@@ -19,6 +21,7 @@ from tests.browser.conftest import (
     run_cell,
     screenshot,
     wait_cell_text,
+    wait_kernel_idle,
 )
 
 #: A cell that prints the PID of the process it runs in.
@@ -156,7 +159,8 @@ def test_background_returns_at_once_and_badge_goes_running_then_done(lab_page, l
     its place, then done with the duration."""
     page = lab_page
     slow = "import time\nprint('begin')\ntime.sleep(6)\nprint('slept')"
-    open_notebook(page, lab_server, "bg.ipynb", [slow, "print('second')", "print('next', 6 * 7)"])
+    cells = [slow, "print('second')", "print('next', 6 * 7)", "print('on etl')"]
+    open_notebook(page, lab_server, "bg.ipynb", cells)
     started = time.monotonic()
     run_command(page, "nbpool:run-on-session", {"session": "bg", "background": True}, index=0)
     assert source(page, 0).startswith("%%pool_exec -s bg --bg\n")
@@ -262,8 +266,9 @@ def test_commands_in_palette_context_menu_and_cell_toolbar(lab_page, lab_server)
 
 
 def test_notebook7_summary_and_session_cell(notebook7_page, notebook7_server):
-    """In Notebook 7 the pool summary shows in the notebook's toolbar, and a
-    cell runs on a session through the command, with its badge."""
+    """In Notebook 7 the pool summary shows in the notebook's toolbar, a
+    cell runs on a session through the command, with its badge, and the
+    side panel opens from the View menu."""
     page = notebook7_page
     open_notebook(page, notebook7_server, "n7.ipynb", [PID, PID], app="notebook")
     run_cell(page, 0)
@@ -278,6 +283,82 @@ def test_notebook7_summary_and_session_cell(notebook7_page, notebook7_server):
             document.querySelector('.jp-NotebookPanel-toolbar .jp-nbpool-status').innerText)"""
     )
     assert badge(page, 1)["session"] == "n7"
-    summary.click()
-    page.locator("#nbpool-panel .jp-nbpool-session[data-session='n7']").wait_for()
     screenshot(page, "notebook7-session-cell")
+    page.locator(".lm-MenuBar-itemLabel", has_text="View").click()
+    page.locator(".lm-Menu-itemLabel", has_text="nbpool Panel").click()
+    page.locator("#nbpool-panel .jp-nbpool-session[data-session='n7']").wait_for()
+    # The right sidebar lists it by its short caption.
+    page.locator(".lm-MenuBar-itemLabel", has_text="View").click()
+    page.locator(".lm-Menu-itemLabel", has_text="Right Sidebar").hover()
+    page.locator(".lm-Menu-itemLabel", has_text="nbpool pool").wait_for()
+    page.keyboard.press("Escape")
+
+
+@contextmanager
+def lab_settings(server, plugin: str, values: dict):
+    """User settings of ``plugin`` (``package:name``) for pages loaded meanwhile."""
+    package, name = plugin.split(":")
+    path = server.base / "settings" / package / f"{name}.jupyterlab-settings"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(values))
+    try:
+        yield
+    finally:
+        path.unlink()
+
+
+def test_badges_survive_a_kernel_restart(lab_page, lab_server):
+    """After a kernel restart a bound cell keeps its badge (the session from
+    its line, not run yet) and gets live states again."""
+    page = lab_page
+    open_notebook(page, lab_server, "restart.ipynb", ["%%pool_exec -s r\nprint('ran', 1)"])
+    run_command(page, "nbpool:run-on-session", {"session": "r"}, index=0)
+    wait_badge(page, 0, "done")
+    page.evaluate(
+        "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.restart()"
+    )
+    unknown = wait_badge(page, 0, "unknown")
+    assert unknown["session"] == "r" and "not run yet" in unknown["text"]
+    wait_kernel_idle(page, "restart.ipynb")
+    run_command(page, "nbpool:run-on-session", {"session": "r"}, index=0)
+    wait_badge(page, 0, "done")
+    wait_cell_text(page, 0, "ran 1")
+
+
+def test_badges_in_a_windowed_notebook(lab_page, lab_server):
+    """With full windowing a bound cell out of view has its badge when it is
+    scrolled into view, and still after being scrolled out and in again
+    (the badges attach to cells as they are rendered, and follow
+    ``inViewportChanged``)."""
+    page = lab_page
+    filler = [f"# filler {i}" + "\n" * 8 for i in range(40)]
+    cells = ["%%pool_exec -s near\n1", *filler, "%%pool_exec -s far\n2"]
+    last = len(cells) - 1
+    scroll = """(i) => {
+        const nb = window.jupyterapp.shell.currentWidget.content;
+        return nb.scrollToCell(nb.widgets[i]);
+    }"""
+    with lab_settings(
+        lab_server, "@jupyterlab/notebook-extension:tracker", {"windowingMode": "full"}
+    ):
+        open_notebook(page, lab_server, "windowed.ipynb", cells)
+    assert wait_badge(page, 0, "unknown")["session"] == "near"
+    assert not page.evaluate(
+        "(i) => window.jupyterapp.shell.currentWidget.content.widgets[i].inViewport", last
+    ), "the last cell is in view already"
+    page.evaluate(scroll, last)
+    assert wait_badge(page, last, "unknown")["session"] == "far"
+    page.evaluate(scroll, 0)
+    page.evaluate(scroll, last)
+    assert wait_badge(page, last, "unknown")["session"] == "far"
+
+
+def test_badges_off_in_the_settings(lab_page, lab_server):
+    """The ``showBadges`` setting off: no badges; the commands still bind and run."""
+    page = lab_page
+    with lab_settings(lab_server, "nbpool:plugin", {"showBadges": False}):
+        open_notebook(page, lab_server, "nobadge.ipynb", [PID])
+        run_command(page, "nbpool:run-on-session", {"session": "quiet"}, index=0)
+    wait_cell_text(page, 0, "pid ")
+    assert source(page, 0).startswith("%%pool_exec -s quiet\n")
+    assert badge(page, 0) is None
