@@ -154,24 +154,6 @@ export class PoolChannel implements IDisposable {
     if (!kernel || kernel.isDisposed) {
       throw new Error('the notebook has no kernel');
     }
-    const served = new Promise<void>((resolve, reject) => {
-      const timer = window.setTimeout(() => {
-        this._changed.disconnect(check);
-        reject(
-          new Error(
-            `the kernel did not open the nbpool channel within ${LOAD_WAIT / 1000} s of %load_ext nbpool`
-          )
-        );
-      }, LOAD_WAIT);
-      const check = () => {
-        if (this.connected) {
-          window.clearTimeout(timer);
-          this._changed.disconnect(check);
-          resolve();
-        }
-      };
-      this._changed.connect(check);
-    });
     const reply = await kernel.requestExecute({
       code: '%load_ext nbpool',
       silent: true,
@@ -183,9 +165,27 @@ export class PoolChannel implements IDisposable {
         `%load_ext nbpool failed in the kernel: ${content.ename ?? 'error'}: ${content.evalue ?? ''}`.trim()
       );
     }
-    // The kernel's hello makes the channel open its comm now.
+    // The kernel's hello makes the channel open its comm; do not wait for it.
     this._onHello();
-    await served;
+    await new Promise<void>((resolve, reject) => {
+      const check = () => {
+        if (this.connected) {
+          window.clearTimeout(timer);
+          this._changed.disconnect(check);
+          resolve();
+        }
+      };
+      const timer = window.setTimeout(() => {
+        this._changed.disconnect(check);
+        reject(
+          new Error(
+            `the kernel did not open the nbpool channel within ${LOAD_WAIT / 1000} s of %load_ext nbpool`
+          )
+        );
+      }, LOAD_WAIT);
+      this._changed.connect(check);
+      check();
+    });
   }
 
   dispose(): void {

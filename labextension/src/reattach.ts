@@ -14,15 +14,15 @@
  * never followed.
  */
 
-import { ICodeCellModel } from '@jupyterlab/cells';
+import { Cell, ICodeCellModel } from '@jupyterlab/cells';
 import { IOutput, IStream, MultilineString } from '@jupyterlab/nbformat';
-import { NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
+import { Notebook, NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
 import { IOutputAreaModel } from '@jupyterlab/outputarea';
 import { IDisposable } from '@lumino/disposable';
 import { Signal } from '@lumino/signaling';
 
-import { IFollowReply, IJob, JobEvent } from './types';
 import { IJobEventArgs, PoolChannel } from './comm';
+import { IFollowReply, IJob, JobEvent } from './types';
 
 /**
  * States after which a job sends no more events.
@@ -156,7 +156,7 @@ export class Reattacher implements IDisposable {
    */
   private _onScheduled(
     _: unknown,
-    args: { notebook: unknown; cell: { model: { id: string } } }
+    args: { notebook: Notebook; cell: Cell }
   ): void {
     if (args.notebook !== this._panel.content) {
       return;

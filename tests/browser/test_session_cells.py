@@ -362,3 +362,16 @@ def test_badges_off_in_the_settings(lab_page, lab_server):
     wait_cell_text(page, 0, "pid ")
     assert source(page, 0).startswith("%%pool_exec -s quiet\n")
     assert badge(page, 0) is None
+
+
+def test_notification_when_a_long_background_cell_ends(lab_page, lab_server):
+    """A ``--bg`` cell that ran at least ``notifyAfter`` seconds ends with a
+    notification saying its session and state, with a link to the cell."""
+    page = lab_page
+    with lab_settings(lab_server, "nbpool:plugin", {"notifyAfter": 1}):
+        open_notebook(page, lab_server, "notify.ipynb", ["import time\ntime.sleep(1.5)"])
+        run_command(page, "nbpool:run-on-session", {"session": "n", "background": True}, index=0)
+    toast = page.locator(".Toastify__toast", has_text="background cell on n done in")
+    toast.wait_for(timeout=60_000)
+    assert "notify.ipynb" in toast.inner_text()
+    toast.get_by_role("button", name="Show cell").wait_for()
