@@ -127,6 +127,19 @@ def test_run_on_session_binds_runs_on_a_worker_and_is_saved(lab_page, lab_server
     assert saved[1].startswith("%%pool_exec -s x\nx = 41")
     assert saved[2] == "%%pool_exec -s x\nprint('x is', x + 1)"
 
+    # The panel lists the jobs, each with a link to its cell.
+    page.evaluate(
+        """() => {
+            const app = window.jupyterapp;
+            app.shell.currentWidget.content.activeCellIndex = 0;
+            return app.commands.execute('nbpool:open-panel');
+        }"""
+    )
+    page.locator("#nbpool-panel .jp-nbpool-job[data-job='1'] .jp-nbpool-job-show").click()
+    page.wait_for_function(
+        "() => window.jupyterapp.shell.currentWidget.content.activeCellIndex === 1"
+    )
+
     run_command(page, "nbpool:unbind-cell", index=2)
     assert source(page, 2) == "print('x is', x + 1)"
     page.wait_for_function(
