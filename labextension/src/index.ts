@@ -85,7 +85,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     app.shell.add(panel, 'right', { rank: 900 });
 
     app.commands.addCommand(CommandIDs.openPanel, {
-      label: trans.__('nbpool Panel'),
+      label: trans.__('Show the nbpool Panel'),
       caption: trans.__("The worker pool of the current notebook's kernel"),
       icon: poolIcon,
       execute: () => app.shell.activateById(panel.id)
