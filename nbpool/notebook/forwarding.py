@@ -138,7 +138,7 @@ class CellOutput:
             self._display(data, metadata, transient, update)
 
     def show(self, obj, display_id: str, update: bool = False) -> None:
-        """Show ``obj`` (a handle line) as IPython would, under ``display_id`` (``update``: in place)."""
+        """Show ``obj`` (the handle line) under ``display_id`` (``update``: in place)."""
         if self._shell is None:
             print(repr(obj))
             return

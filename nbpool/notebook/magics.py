@@ -26,9 +26,11 @@ Examples
     print(len(df))
 
     %%pool_exec -s train --bg -o job
-    fit()                            # output keeps arriving in this cell
+    fit()                            # output keeps arriving in this cell (job 3)
 
     job.result()                     # the ExecutionResult, once done
+    %pool jobs                       # this kernel's %%pool_exec runs
+    %pool reattach 3                 # job 3's output so far here, then live
     %pool_push params -s train       # notebook -> session
     %pool_pull model -s train        # session -> notebook
     %pool widget
@@ -72,10 +74,11 @@ class PoolMagics(Magics):
 
     job_output_limit = Int(
         jobs.OUTPUT_LIMIT,
+        min=0,
         help="Bytes of output a --bg job keeps for reattaching (the oldest go first).",
     ).tag(config=True)
     jobs_kept = Int(
-        jobs.JOBS_KEPT, help="How many of the latest %%pool_exec jobs this kernel keeps."
+        jobs.JOBS_KEPT, min=1, help="How many of the latest %%pool_exec jobs this kernel keeps."
     ).tag(config=True)
 
     def __init__(self, shell) -> None:
