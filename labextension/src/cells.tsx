@@ -21,18 +21,7 @@ import * as React from 'react';
 import { IBinding, parseBinding } from './binding';
 import { PoolChannel } from './comm';
 import { jobOfCell, PoolSettings } from './model';
-import { IJob } from './types';
-
-/**
- * Job states after which nothing changes any more.
- */
-export const ENDED_STATES = new Set([
-  'done',
-  'failed',
-  'died',
-  'interrupted',
-  'cancelled'
-]);
+import { ENDED_STATES, IJob } from './types';
 
 /**
  * Scroll the notebook to the cell `cellId` and make it the active cell.

@@ -22,12 +22,7 @@ import { IDisposable } from '@lumino/disposable';
 import { Signal } from '@lumino/signaling';
 
 import { IJobEventArgs, PoolChannel } from './comm';
-import { IFollowReply, IJob, JobEvent } from './types';
-
-/**
- * States after which a job sends no more events.
- */
-const ENDED = new Set(['done', 'failed', 'died', 'interrupted', 'cancelled']);
+import { ENDED_STATES, IFollowReply, IJob, JobEvent } from './types';
 
 /**
  * One notebook's followed jobs.
@@ -117,7 +112,7 @@ export class Reattacher implements IDisposable {
     follow.ready = true;
     const buffered = follow.buffer.sort((a, b) => a.seq - b.seq);
     follow.buffer = [];
-    let ended = ENDED.has(reply.state);
+    let ended = ENDED_STATES.has(reply.state);
     for (const item of buffered) {
       ended = this._apply(follow, item) || ended;
     }

@@ -90,6 +90,17 @@ export type JobState =
   | 'cancelled';
 
 /**
+ * Job states after which a job changes no more and sends no more events.
+ */
+export const ENDED_STATES: ReadonlySet<string> = new Set([
+  'done',
+  'failed',
+  'died',
+  'interrupted',
+  'cancelled'
+]);
+
+/**
  * One job of the notebook kernel (`{"kind": "cells"}`, protocol in
  * `nbpool/notebook/labcomm.py`): the last jobs, newest last.
  */
