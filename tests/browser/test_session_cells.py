@@ -388,3 +388,17 @@ def test_notification_when_a_long_background_cell_ends(lab_page, lab_server):
     toast.wait_for(timeout=60_000)
     assert "notify.ipynb" in toast.inner_text()
     toast.get_by_role("button", name="Show cell").wait_for()
+
+
+def test_bad_session_name_is_one_line_and_changes_nothing(lab_page, lab_server):
+    """A session name the magics would refuse (here: empty after stripping
+    quotes) gets a one-line error notification; the cell is left as it was
+    and nothing runs."""
+    page = lab_page
+    open_notebook(page, lab_server, "badname.ipynb", [PID])
+    run_command(page, "nbpool:run-on-session", {"session": " '' "}, index=0)
+    toast = page.locator(".Toastify__toast", has_text="session name is empty")
+    toast.wait_for()
+    assert "\n" not in toast.locator(".jp-toast-message").inner_text().strip()
+    assert source(page, 0) == PID
+    assert cell_text(page, 0) == ""
