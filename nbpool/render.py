@@ -14,7 +14,7 @@ from __future__ import annotations
 import html
 import time
 
-#: Colours of worker states, shared by every HTML view (and panel.ts).
+#: Colours of worker states, shared by every HTML view (and labextension/src/types.ts).
 STATE_COLOURS = {
     "starting": "#9e9e9e",
     "restarting": "#ff9800",

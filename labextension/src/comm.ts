@@ -1,6 +1,8 @@
 /**
  * The kernel I/O of the extension: one comm to the `nbpool.status` target of
- * one notebook's kernel (protocol in `nbpool/comm.py`).
+ * one notebook's kernel (protocol in `nbpool/notebook/labcomm.py`): pool
+ * snapshots, the kernel's jobs (`cells`), the live events of followed jobs,
+ * and actions with their replies.
  *
  * A comm opened by the kernel would not survive a page reload, so this side
  * opens the comm, on every kernel connection: at start, after a restart,
@@ -15,7 +17,7 @@ import { UUID } from '@lumino/coreutils';
 import { IDisposable } from '@lumino/disposable';
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { IPoolStatus, PoolAction } from './types';
+import { IJob, IPoolStatus, JobEvent, PoolAction } from './types';
 
 /**
  * The comm target name, shared with the kernel (`nbpool.comm.TARGET`).
@@ -26,6 +28,20 @@ export const TARGET = 'nbpool.status';
  * How long to wait for the comm's kernel subshell before using the main shell.
  */
 const SUBSHELL_WAIT = 5000;
+
+/**
+ * How long `%load_ext nbpool` may take to answer on the comm (ms).
+ */
+const LOAD_WAIT = 30000;
+
+/**
+ * A live event of a followed job.
+ */
+export interface IJobEventArgs {
+  job: number;
+  seq: number;
+  event: JobEvent;
+}
 
 /**
  * One notebook's channel to its kernel's pool.
@@ -48,6 +64,35 @@ export class PoolChannel implements IDisposable {
    */
   get status(): IPoolStatus | null {
     return this._status;
+  }
+
+  /**
+   * The kernel's last jobs, newest last (empty until the kernel sends them).
+   */
+  get jobs(): readonly IJob[] {
+    return this._jobs;
+  }
+
+  /**
+   * Emitted with the jobs the kernel lists first on each (re)opened comm:
+   * the moment to reattach to background jobs this page did not run.
+   */
+  get opened(): ISignal<this, readonly IJob[]> {
+    return this._opened;
+  }
+
+  /**
+   * Live events of the jobs this page follows, in the kernel's seq order.
+   */
+  get jobEvent(): ISignal<this, IJobEventArgs> {
+    return this._jobEvent;
+  }
+
+  /**
+   * This page's client id on the kernel (`CELL.client` of jobs it ran).
+   */
+  get clientId(): string | null {
+    return this._kernel?.clientId ?? null;
   }
 
   /**
@@ -74,6 +119,13 @@ export class PoolChannel implements IDisposable {
    * @returns the kernel's one-line answer; rejects with its one-line error.
    */
   request(action: PoolAction): Promise<string> {
+    return this.ask(action).then(reply => reply.message ?? 'done');
+  }
+
+  /**
+   * Ask the kernel to act; its whole reply (e.g. a followed job's record).
+   */
+  ask(action: PoolAction): Promise<IKernelMessage> {
     const comm = this._comm;
     if (!comm || comm.isDisposed || !this._served) {
       return Promise.reject(
@@ -81,9 +133,58 @@ export class PoolChannel implements IDisposable {
       );
     }
     const request = UUID.uuid4();
-    return new Promise<string>((resolve, reject) => {
+    return new Promise<IKernelMessage>((resolve, reject) => {
       this._pending.set(request, { resolve, reject });
       comm.send({ request, ...action });
+    });
+  }
+
+  /**
+   * Make sure the kernel serves nbpool: when it does not, run
+   * `%load_ext nbpool` in it (silently) and wait until it answers on the comm.
+   *
+   * @returns rejects with a one-line reason (no kernel, the import failed,
+   * no answer in time).
+   */
+  async ensureServed(): Promise<void> {
+    if (this.connected) {
+      return;
+    }
+    const kernel = this._kernel;
+    if (!kernel || kernel.isDisposed) {
+      throw new Error('the notebook has no kernel');
+    }
+    const reply = await kernel.requestExecute({
+      code: '%load_ext nbpool',
+      silent: true,
+      store_history: false
+    }).done;
+    if (reply.content.status !== 'ok') {
+      const content = reply.content as { ename?: string; evalue?: string };
+      throw new Error(
+        `%load_ext nbpool failed in the kernel: ${content.ename ?? 'error'}: ${content.evalue ?? ''}`.trim()
+      );
+    }
+    // The kernel's hello makes the channel open its comm; do not wait for it.
+    this._onHello();
+    await new Promise<void>((resolve, reject) => {
+      const check = () => {
+        if (this.connected) {
+          window.clearTimeout(timer);
+          this._changed.disconnect(check);
+          resolve();
+        }
+      };
+      const timer = window.setTimeout(() => {
+        this._changed.disconnect(check);
+        reject(
+          new Error(
+            `the kernel did not open the nbpool channel within ${LOAD_WAIT / 1000} s of %load_ext nbpool`
+          )
+        );
+      }, LOAD_WAIT);
+      this._changed.connect(check);
+      check();
     });
   }
 
@@ -140,6 +241,8 @@ export class PoolChannel implements IDisposable {
     this._comm = null;
     this._served = false;
     this._status = null;
+    this._jobs = [];
+    this._listed = false;
     for (const pending of this._pending.values()) {
       pending.reject(new Error(reason));
     }
@@ -179,18 +282,34 @@ export class PoolChannel implements IDisposable {
     if (comm !== this._comm) {
       return;
     }
-    const data = msg.content.data as Private.IKernelMessage;
+    const data = msg.content.data as IKernelMessage;
     if (data.kind === 'status') {
       this._served = true;
       this._status = data.status ?? null;
       this._receivedAt = Date.now();
       this._changed.emit();
+    } else if (data.kind === 'cells' && Array.isArray(data.cells)) {
+      this._served = true;
+      this._jobs = data.cells;
+      this._receivedAt = Date.now();
+      this._changed.emit();
+      if (!this._listed) {
+        this._listed = true;
+        this._opened.emit(this._jobs);
+      }
+    } else if (
+      data.kind === 'job' &&
+      typeof data.job === 'number' &&
+      typeof data.seq === 'number' &&
+      data.event
+    ) {
+      this._jobEvent.emit({ job: data.job, seq: data.seq, event: data.event });
     } else if (data.kind === 'reply' && typeof data.request === 'string') {
       const pending = this._pending.get(data.request);
       if (pending) {
         this._pending.delete(data.request);
         if (data.ok) {
-          pending.resolve(data.message ?? 'done');
+          pending.resolve(data);
         } else {
           pending.reject(new Error(data.error ?? 'the kernel refused'));
         }
@@ -251,25 +370,38 @@ export class PoolChannel implements IDisposable {
   private _served = false;
   private _wanted = false;
   private _status: IPoolStatus | null = null;
+  private _jobs: IJob[] = [];
+  /** Whether this comm's first job list was announced by `opened`. */
+  private _listed = false;
   private _receivedAt = 0;
   private _pending = new Map<string, Private.IPending>();
   private _changed = new Signal<this, void>(this);
+  private _opened = new Signal<this, readonly IJob[]>(this);
+  private _jobEvent = new Signal<this, IJobEventArgs>(this);
   private _isDisposed = false;
+}
+
+/**
+ * A comm message from the kernel (which keys are set depends on `kind`).
+ */
+export interface IKernelMessage {
+  kind?: string;
+  status?: IPoolStatus | null;
+  cells?: IJob[];
+  job?: number;
+  seq?: number;
+  event?: JobEvent;
+  request?: string;
+  ok?: boolean;
+  message?: string;
+  error?: string;
+  [key: string]: unknown;
 }
 
 namespace Private {
   export interface IPending {
-    resolve: (message: string) => void;
+    resolve: (reply: IKernelMessage) => void;
     reject: (error: Error) => void;
-  }
-
-  export interface IKernelMessage {
-    kind?: string;
-    status?: IPoolStatus | null;
-    request?: string;
-    ok?: boolean;
-    message?: string;
-    error?: string;
   }
 
   /**

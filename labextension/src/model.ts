@@ -1,9 +1,12 @@
 /**
- * The state the views show: the pool of the current notebook.
+ * The state the views show: the pool of the current notebook, and the
+ * extension's settings.
  *
  * One `PoolChannel` per open notebook (so switching notebooks shows the other
  * pool at once); the model follows the notebook tracker's current widget and
- * re-emits that channel's changes.
+ * re-emits that channel's changes. Per-notebook views (badges, the notebook
+ * toolbar summary, reattach) get that notebook's channel from `tracked` and
+ * `channelFor`.
  */
 
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
@@ -11,7 +14,75 @@ import { IDisposable } from '@lumino/disposable';
 import { ISignal, Signal } from '@lumino/signaling';
 
 import { PoolChannel } from './comm';
-import { IPoolStatus, IWorker, PoolAction } from './types';
+import { IJob, IPoolStatus, IWorker, PoolAction } from './types';
+
+/**
+ * The user's settings (`schema/plugin.json`).
+ */
+export interface ISettings {
+  /** Show a session badge on every `%%pool_exec` cell. */
+  showBadges: boolean;
+  /** Notify when a background job that ran at least this long ends (s); < 0: never. */
+  notifyAfter: number;
+  /** How often views age their clocks between pushes (s). */
+  refreshInterval: number;
+}
+
+export const DEFAULT_SETTINGS: ISettings = {
+  showBadges: true,
+  notifyAfter: 10,
+  refreshInterval: 1
+};
+
+/**
+ * The settings as the views read them, with a signal when they change.
+ */
+export class PoolSettings {
+  get current(): ISettings {
+    return this._current;
+  }
+
+  get changed(): ISignal<this, void> {
+    return this._changed;
+  }
+
+  /**
+   * Take the registry's composite values (unknown or mistyped keys keep
+   * their defaults).
+   */
+  update(values: Partial<Record<keyof ISettings, unknown>>): void {
+    const next = { ...DEFAULT_SETTINGS };
+    if (typeof values.showBadges === 'boolean') {
+      next.showBadges = values.showBadges;
+    }
+    if (typeof values.notifyAfter === 'number') {
+      next.notifyAfter = values.notifyAfter;
+    }
+    if (typeof values.refreshInterval === 'number' && values.refreshInterval > 0) {
+      next.refreshInterval = values.refreshInterval;
+    }
+    this._current = next;
+    this._changed.emit();
+  }
+
+  private _current: ISettings = { ...DEFAULT_SETTINGS };
+  private _changed = new Signal<this, void>(this);
+}
+
+/**
+ * The newest job that ran the cell `cellId`, or undefined.
+ */
+export function jobOfCell(
+  jobs: readonly IJob[],
+  cellId: string
+): IJob | undefined {
+  for (let i = jobs.length - 1; i >= 0; i--) {
+    if (jobs[i].cell_id === cellId) {
+      return jobs[i];
+    }
+  }
+  return undefined;
+}
 
 /**
  * What the status bar shows for a snapshot.
@@ -85,6 +156,37 @@ export class PoolModel implements IDisposable {
   }
 
   /**
+   * The current notebook's jobs (the kernel's last jobs, newest last).
+   */
+  get jobs(): readonly IJob[] {
+    return this._channel()?.jobs ?? [];
+  }
+
+  /**
+   * Emitted once for every notebook the model starts following, with its
+   * channel (also for those open when the model was made: see `forEach`).
+   */
+  get tracked(): ISignal<this, { panel: NotebookPanel; channel: PoolChannel }> {
+    return this._tracked;
+  }
+
+  /**
+   * The channel of a notebook; the model follows the notebook from now on
+   * (the notebook's toolbar asks before the tracker has it).
+   */
+  channelFor(panel: NotebookPanel): PoolChannel {
+    this._track(panel);
+    return this._channels.get(panel)!;
+  }
+
+  /**
+   * Call `fn` for each notebook followed now, with its channel.
+   */
+  forEach(fn: (panel: NotebookPanel, channel: PoolChannel) => void): void {
+    this._channels.forEach((channel, panel) => fn(panel, channel));
+  }
+
+  /**
    * When the snapshot arrived (`Date.now()`).
    */
   get receivedAt(): number {
@@ -137,11 +239,12 @@ export class PoolModel implements IDisposable {
   }
 
   private _track(panel: NotebookPanel): void {
-    if (this._channels.has(panel)) {
+    if (this._channels.has(panel) || panel.isDisposed) {
       return;
     }
     const channel = new PoolChannel(panel.sessionContext);
     this._channels.set(panel, channel);
+    this._tracked.emit({ panel, channel });
     channel.changed.connect(() => {
       if (panel === this._current) {
         this._changed.emit();
@@ -170,5 +273,9 @@ export class PoolModel implements IDisposable {
   private _channels = new Map<NotebookPanel, PoolChannel>();
   private _current: NotebookPanel | null = null;
   private _changed = new Signal<this, void>(this);
+  private _tracked = new Signal<
+    this,
+    { panel: NotebookPanel; channel: PoolChannel }
+  >(this);
   private _isDisposed = false;
 }

@@ -6,6 +6,8 @@
  * by the frontend except what `model.ts` derives for display.
  */
 
+import { IOutput } from '@jupyterlab/nbformat';
+
 export type WorkerState =
   | 'starting'
   | 'restarting'
@@ -76,6 +78,79 @@ export interface IPoolStatus {
 }
 
 /**
+ * The state of one job (a `%%pool_exec` cell run) in the `cells` push.
+ */
+export type JobState =
+  | 'queued'
+  | 'running'
+  | 'done'
+  | 'failed'
+  | 'died'
+  | 'interrupted'
+  | 'cancelled';
+
+/**
+ * Job states after which a job changes no more and sends no more events.
+ */
+export const ENDED_STATES: ReadonlySet<string> = new Set([
+  'done',
+  'failed',
+  'died',
+  'interrupted',
+  'cancelled'
+]);
+
+/**
+ * One job of the notebook kernel (`{"kind": "cells"}`, protocol in
+ * `nbpool/notebook/labcomm.py`): the last jobs, newest last.
+ */
+export interface IJob {
+  /** Job number, per notebook kernel, from 1 (the `--bg` handle says "job 7"). */
+  job: number;
+  /** The `cellId` of the execute request that ran it; null when none was sent. */
+  cell_id: string | null;
+  /** The session id of the client that sent that request (`kernel.clientId`). */
+  client: string;
+  session: string;
+  worker: string | null;
+  background: boolean;
+  state: JobState;
+  /** Place in the session's queue while queued. */
+  position: number | null;
+  /** Epoch seconds: submitted, began running, ended. */
+  started: number;
+  began: number | null;
+  ended: number | null;
+  /** What happened, for failed and died jobs. */
+  error: string | null;
+  outputs: number;
+  bytes: number;
+  seq: number;
+  /** A later run of the same cell exists. */
+  superseded: boolean;
+}
+
+/**
+ * One change to a followed job's output list (`{"kind": "job"}`).
+ */
+export type JobEvent =
+  | { op: 'append'; output: IOutput }
+  | { op: 'stream'; index: number; text: string }
+  | { op: 'set'; index: number; output: IOutput }
+  | { op: 'clear' }
+  | { op: 'end'; state: JobState };
+
+/**
+ * The kernel's answer to "follow": the job's record so far.
+ */
+export interface IFollowReply {
+  outputs: IOutput[];
+  seq: number;
+  /** The job's state (named so in the reply; never a top-level comm key). */
+  state: JobState;
+}
+
+/**
  * An action request; the kernel answers with a one-line message or error.
  */
 export type PoolAction =
@@ -85,7 +160,10 @@ export type PoolAction =
   | { action: 'resize'; size: string | number }
   | { action: 'detach' }
   | { action: 'stop' }
-  | { action: 'refresh' };
+  | { action: 'refresh' }
+  | { action: 'follow'; job: number }
+  | { action: 'unfollow'; job: number }
+  | { action: 'interrupt_job'; job: number };
 
 /**
  * Colours of worker states: the same table as `STATE_COLOURS` in

@@ -303,7 +303,8 @@ def test_resize_from_the_panel_and_bad_input(lab_page, lab_server):
     assert message == "no session 'etl': it was already ended (sessions now: none)"
     kernel_eval(
         page,
-        "__import__('nbpool.notebook.labcomm').comm._services[id(get_ipython())]._lock.release()",
+        "__import__('nbpool.notebook.labcomm').notebook.labcomm._services[id(get_ipython())]"
+        "._lock.release()",
     )
     page.locator(f"{PANEL} .jp-nbpool-session[data-session='etl']").wait_for(state="detached")
     run_cell(page, 2)
