@@ -5,6 +5,9 @@ that holds the lease (never by the coordinator): send ``execute_request`` on
 shell, collect iopub outputs in order until both the ``execute_reply`` and the
 iopub ``status: idle`` for the request arrived, answer ``input_request`` on
 stdin. A per-output callback lets the notebook layer re-publish outputs live.
+A request of a private type that a worker registered a shell handler for
+(``pool.map``'s chunks, :mod:`nbpool.mapping.wire`) goes the same way, its
+reply carrying the result.
 
 The socket wait is sliced (:data:`SLICE`) so that a worker the coordinator
 declared dead is noticed by its lease holder at once, not at its timeout.
@@ -31,11 +34,6 @@ RESEND = 1.0
 
 #: Seconds an interrupted request's reply may trail its iopub idle.
 REPLY_WAIT = 0.1
-
-#: iopub message types that are outputs of an execution (see ``_Outputs.add``).
-_OUTPUT_TYPES = frozenset(
-    ("stream", "display_data", "update_display_data", "execute_result", "error", "clear_output")
-)
 
 OutputHook = Callable[[dict], None]
 StdinHandler = Callable[[str, bool], str]
@@ -151,7 +149,8 @@ class _Outputs:
 
 
 class Execution:
-    """One ``execute_request`` and the collection of everything it produced.
+    """One shell request (:meth:`run`: an ``execute_request``; :meth:`call`: a private
+    one) and the collection of everything it produced.
 
     Parameters
     ----------
@@ -183,7 +182,6 @@ class Execution:
         self._grace = interrupt_grace
         self.finished = True
         self._outputs: _Outputs | None = None
-        self._on_message: Callable[[dict], None] | None = None
         self._interrupt_wanted = False
 
     def request_interrupt(self) -> None:
@@ -210,15 +208,8 @@ class Execution:
         on_output: OutputHook | None = None,
         stdin: StdinHandler | None = None,
         silent: bool = False,
-        buffers: list | None = None,
-        on_message: Callable[[dict], None] | None = None,
     ) -> ExecutionResult:
         """Execute ``code`` and block until its reply and idle status arrived.
-
-        ``buffers`` travel with the request as binary frames (the code reads
-        them from its kernel's parent message); ``on_message`` receives every
-        iopub message of this request that is no output (e.g. a private
-        message type), whole, with its binary ``buffers``.
 
         Raises
         ------
@@ -230,24 +221,67 @@ class Execution:
             The calling thread was interrupted; the worker was interrupted too.
         """
         started = time.monotonic()
+        content = {
+            "code": code,
+            "silent": silent,
+            "store_history": not silent,
+            "user_expressions": {},
+            "allow_stdin": stdin is not None,
+            "stop_on_error": False,
+        }
+        self._request("execute_request", content, None, timeout, on_output, stdin)
+        out = self._outputs
+        reply = self._reply["content"] if self._reply else {}
+        return ExecutionResult(
+            status=reply.get("status", "error"),
+            outputs=out.finished(),
+            stdout="".join(out.stdout),
+            stderr="".join(out.stderr),
+            result=out.result,
+            error=out.error,
+            execution_count=reply.get("execution_count"),
+            duration=time.monotonic() - started,
+        )
+
+    def call(self, msg_type: str, content: dict, buffers: list) -> dict | None:
+        """Send a shell request of a type the worker registered a handler for; wait for it.
+
+        The reply is the ``*_reply`` of ``msg_type``, and it ends the request
+        with the iopub idle, as for an execution (interrupts alike). Outputs
+        on iopub are not kept.
+
+        Returns
+        -------
+        dict or None
+            The reply message, whole (its ``content`` and its binary
+            ``buffers``); None when an interrupt ended the request before the
+            handler replied.
+
+        Raises
+        ------
+        WorkerDied, KeyboardInterrupt
+            As :meth:`run`.
+        """
+        self._request(msg_type, content, buffers, None, None, None)
+        return self._reply
+
+    def _request(
+        self,
+        msg_type: str,
+        content: dict,
+        buffers: list | None,
+        timeout: float | None,
+        on_output: OutputHook | None,
+        stdin: StdinHandler | None,
+    ) -> None:
+        """Send one shell request and collect until it ended; map the ways it can fail."""
+        started = time.monotonic()
         self._outputs = _Outputs(on_output)
         self._stdin = stdin
-        self._on_message = on_message
         self.finished = False
-        msg = self._ch.session.send(
-            self._ch.shell,
-            "execute_request",
-            {
-                "code": code,
-                "silent": silent,
-                "store_history": not silent,
-                "user_expressions": {},
-                "allow_stdin": stdin is not None,
-                "stop_on_error": False,
-            },
-            buffers=buffers,
-        )
+        msg = self._ch.session.send(self._ch.shell, msg_type, content, buffers=buffers)
         self._msg_id = msg["header"]["msg_id"]
+        self._reply_type = msg_type.removesuffix("_request") + "_reply"
         self._reply: dict | None = None
         self._idle = self._started = False
         self._idle_at = 0.0
@@ -282,18 +316,6 @@ class Execution:
         except WorkerDied as exc:
             exc.outputs = self._outputs.finished()
             raise
-        out = self._outputs
-        reply = self._reply or {}
-        return ExecutionResult(
-            status=reply.get("status", "error"),
-            outputs=out.finished(),
-            stdout="".join(out.stdout),
-            stderr="".join(out.stderr),
-            result=out.result,
-            error=out.error,
-            execution_count=reply.get("execution_count"),
-            duration=time.monotonic() - started,
-        )
 
     def _collect(self, deadline: float | None) -> None:
         ch = self._ch
@@ -366,14 +388,12 @@ class Execution:
             if self._idle:
                 self._idle_at = time.monotonic()
             self._started = self._started or state == "busy"
-        elif msg_type not in _OUTPUT_TYPES and self._on_message is not None:
-            self._on_message(msg)
         else:
             self._outputs.add(msg_type, msg["content"])
 
     def _on_shell(self, msg: dict) -> None:
-        if msg["header"]["msg_type"] == "execute_reply":
-            self._reply = msg["content"]
+        if msg["header"]["msg_type"] == self._reply_type:
+            self._reply = msg
 
     def _on_stdin(self, msg: dict) -> None:
         if msg["header"]["msg_type"] != "input_request" or self._stdin is None:

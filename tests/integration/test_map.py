@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import signal
+import sys
 import threading
 import time
 
@@ -10,13 +12,24 @@ import numpy as np
 import pytest
 
 import nbpool
-from tests.conftest import wait_for
+from tests.conftest import extra_jupyter_path, wait_for
+
+#: How the workers start: forked from the template, or spawned (the task
+#: handler must serve both alike).
+STARTS = {"fork": "auto", "spawn": "never"}
+
+
+@pytest.fixture(scope="module", params=sorted(STARTS))
+def start(request):
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def mpool():
-    """A warm pool whose workers the tests here do not break."""
-    with nbpool.Pool(size=2, max_size=4) as p:
+def mpool(start):
+    """A warm pool whose workers the tests here do not break, forked or spawned."""
+    with nbpool.Pool(size=2, max_size=4, fork_server=STARTS[start]) as p:
+        p.start()
+        assert {w["started"] for w in p.status()["workers"]} == {start}
         yield p
 
 
@@ -171,7 +184,61 @@ def test_ctrl_c_cancels_the_map_and_interrupts_the_workers(mpool):
     assert mpool.map(abs, [-3]) == [3]
 
 
-def test_a_worker_killed_mid_map_costs_no_result(tmp_path):
+def test_a_task_raising_keyboardinterrupt_or_systemexit_is_a_clear_task_failure(mpool):
+    """The handler replies whatever a task raises: KeyboardInterrupt and SystemExit raised by a
+    task itself are TaskFailed with its index and traceback, the results before it are kept, and
+    the worker serves the next map."""
+
+    def stop(x):
+        if x == 6:
+            raise KeyboardInterrupt("task gave up")
+        if x == 9:
+            raise SystemExit(3)
+        return x
+
+    for items, index, ename, evalue in (
+        (range(8), 6, "KeyboardInterrupt", "task gave up"),
+        (range(7, 12), 2, "SystemExit", "3"),  # item 9 is the third
+    ):
+        seen = []
+        with pytest.raises(nbpool.TaskFailed) as info:
+            for value in mpool.imap(stop, items, chunksize=4):
+                seen.append(value)
+        failed = info.value
+        assert (failed.index, failed.error.ename, failed.error.evalue) == (index, ename, evalue)
+        assert f"item {index} raised {ename}" in str(failed)
+        assert "in stop" in "\n".join(failed.error.traceback)
+        assert seen == list(items)[:index]
+        assert _busy(mpool) == []
+    assert mpool.map(abs, [-4, -5], chunksize=1) == [4, 5]
+
+
+def test_the_worker_needs_no_nbpool(tmp_path):
+    """The runner travels as source: a worker whose Python cannot import nbpool maps, and a
+    failing task there still reports its traceback."""
+    spec = tmp_path / "kernels" / "no-nbpool"
+    spec.mkdir(parents=True)
+    launch = (
+        "import runpy, sys; sys.modules['nbpool'] = None; "
+        "sys.argv = ['ipykernel', '-f', sys.argv[1]]; "
+        "runpy.run_module('ipykernel_launcher', run_name='__main__')"
+    )
+    argv = [sys.executable, "-c", launch, "{connection_file}"]
+    (spec / "kernel.json").write_text(
+        json.dumps({"argv": argv, "display_name": "no nbpool", "language": "python"})
+    )
+    with extra_jupyter_path(tmp_path), nbpool.Pool(size=1, kernel_name="no-nbpool") as pool:
+        probe = pool.execute("import nbpool", session="probe")
+        assert probe.error is not None and probe.error.ename == "ModuleNotFoundError"
+        pool.end_session("probe")
+        assert pool.map(lambda x: x * 3, range(10), chunksize=3) == [x * 3 for x in range(10)]
+        with pytest.raises(nbpool.TaskFailed) as info:
+            pool.map(lambda x: 1 // (x - 2), range(4), chunksize=2)
+        assert info.value.index == 2 and info.value.error.ename == "ZeroDivisionError"
+
+
+@pytest.mark.parametrize("start", sorted(STARTS))
+def test_a_worker_killed_mid_map_costs_no_result(tmp_path, start):
     """A worker that dies mid-map has its chunk retried once on another worker: every result
     comes back once; a chunk that kills its worker twice fails the map with WorkerDied."""
     marker = str(tmp_path / "killed-once")
@@ -185,7 +252,7 @@ def test_a_worker_killed_mid_map_costs_no_result(tmp_path):
             os.kill(os.getpid(), signal.SIGKILL)
         return x * 10
 
-    with nbpool.Pool(size=2, max_size=3) as pool:
+    with nbpool.Pool(size=2, max_size=3, fork_server=STARTS[start]) as pool:
         assert pool.map(die_once, range(12), chunksize=2) == [x * 10 for x in range(12)]
 
         def die_always(x):
