@@ -139,7 +139,28 @@ def handle(stream, ident, parent):
     )
 
 
+def _quick(stream):
+    # ipykernel's OutStream.flush from the main thread is a blocking round
+    # trip to the IOPub thread even when nothing was written, and
+    # dispatch_shell flushes stdout and stderr after every request. After a
+    # task request with nothing buffered, that round trip has nothing to carry.
+    flush = stream.flush
+
+    def quick_flush():
+        if stream._buffers or _kernel.get_parent()["header"].get("msg_type") != (
+            "nbpool_task_request"
+        ):
+            flush()
+
+    quick_flush.nbpool = True
+    stream.flush = quick_flush
+
+
 _kernel.shell_handlers["nbpool_task_request"] = handle
+# OutStream's buffers (ipykernel 6.29 and 7); another stream keeps its flush.
+for _stream in (sys.stdout, sys.stderr):
+    if hasattr(_stream, "_buffers") and not hasattr(_stream.flush, "nbpool"):
+        _quick(_stream)
 """
 
 #: Installs the runner and its shell handler (a silent execution; assigns

@@ -213,6 +213,27 @@ def test_a_task_raising_keyboardinterrupt_or_systemexit_is_a_clear_task_failure(
     assert mpool.map(abs, [-4, -5], chunksize=1) == [4, 5]
 
 
+@pytest.mark.parametrize("start", sorted(STARTS))
+def test_cells_on_a_worker_that_ran_tasks_keep_all_their_output(tmp_path, monkeypatch, start):
+    """The runner's quick flush applies to task requests only: session cells on workers that
+    ran tasks still get their print, their stderr and their C-level output (os.write on fd 1)."""
+    # ipykernel captures fd 1 and 2 only outside pytest (it looks for this variable).
+    monkeypatch.delenv("PYTEST_CURRENT_TEST")
+    code = (
+        "import os, sys\n"
+        "print('py out')\n"
+        "sys.stderr.write('py err\\n')\n"
+        "os.write(1, b'c-level out\\n')\n"
+        "os.getpid()"
+    )
+    with nbpool.Pool(size=2, max_size=2, fork_server=STARTS[start]) as pool:
+        pids = set(pool.map(_barrier(str(tmp_path), 2), range(2), chunksize=1))
+        for n in range(10):
+            res = pool.execute(code, session=f"s{n % 2}")
+            assert int(res.result) in pids  # a worker that ran tasks
+            assert res.stdout == "py out\nc-level out\n" and res.stderr == "py err\n", res
+
+
 def test_the_worker_needs_no_nbpool(tmp_path):
     """The runner travels as source: a worker whose Python cannot import nbpool maps, and a
     failing task there still reports its traceback."""
