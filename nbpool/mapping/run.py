@@ -304,6 +304,8 @@ class MapRun:
                 )
             return
         values, error, index = wire.decode(reply)
+        if error is not None and error.ename == "KeyboardInterrupt" and self._error is not None:
+            return  # our interrupt of a stopping map: the chunk did not complete
         if error is not None:
             error = replace(error, traceback=wire.with_sources(error.traceback, self._fn))
         with self._cond:

@@ -202,7 +202,8 @@ def test_a_task_raising_keyboardinterrupt_or_systemexit_is_a_clear_task_failure(
     ):
         seen = []
         with pytest.raises(nbpool.TaskFailed) as info:
-            for value in mpool.imap(stop, items, chunksize=4):
+            # One chunk: no other chunk is interrupted by the stop (its results would be lost).
+            for value in mpool.imap(stop, items, chunksize=len(items)):
                 seen.append(value)
         failed = info.value
         assert (failed.index, failed.error.ename, failed.error.evalue) == (index, ename, evalue)
@@ -211,6 +212,28 @@ def test_a_task_raising_keyboardinterrupt_or_systemexit_is_a_clear_task_failure(
         assert seen == list(items)[:index]
         assert _busy(mpool) == []
     assert mpool.map(abs, [-4, -5], chunksize=1) == [4, 5]
+
+
+@pytest.mark.parametrize("start", sorted(STARTS))
+def test_a_failure_interrupts_the_other_chunks_and_stays_the_error(start):
+    """A task that raises stops the map: a slow chunk at a lower index is interrupted, and its
+    KeyboardInterrupt neither replaces the failure nor counts as results."""
+
+    def slow_or_failing(x):
+        import time
+
+        if x == 0:
+            time.sleep(30)
+        raise ValueError(f"item {x} is bad")
+
+    with nbpool.Pool(size=2, max_size=2, fork_server=STARTS[start]) as pool:
+        pool.start()  # both chunks run at once
+        t0 = time.monotonic()
+        with pytest.raises(nbpool.TaskFailed) as info:
+            list(pool.imap(slow_or_failing, range(2), chunksize=1))
+        assert time.monotonic() - t0 < 10
+        assert (info.value.index, info.value.error.ename) == (1, "ValueError")
+        assert _busy(pool) == []
 
 
 @pytest.mark.parametrize("start", sorted(STARTS))
