@@ -9,6 +9,7 @@ real forked and spawned kernels is in ``tests/integration/test_map.py``.
 
 from __future__ import annotations
 
+import sys
 import types
 import uuid
 
@@ -52,8 +53,6 @@ def wire_pair(monkeypatch):
     try:
         yield kernel, worker_sock, client_sock, client
     finally:
-        import sys
-
         sys.modules.pop("_nbpool_map", None)
         worker_sock.close(linger=0)
         client_sock.close(linger=0)
@@ -158,3 +157,42 @@ def test_receive_checks_the_signature_and_refuses_replays(wire_pair):
     assert client_sock.poll(5000)
     with pytest.raises(ValueError, match="Invalid Signature"):
         receive(client, client_sock)
+
+
+class StandInStream:
+    """ipykernel's OutStream as the runner sees it: per-parent buffers and a flush."""
+
+    def __init__(self) -> None:
+        self._buffers: dict = {}
+        self.flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+        self._buffers.clear()
+
+
+def test_the_quick_flush_skips_only_an_empty_flush_after_a_task_request(monkeypatch):
+    """BOOT wraps stdout's and stderr's flush: after a task request with nothing buffered it
+    is skipped (no round trip to the IOPub thread); with output buffered, or during any other
+    request (a cell), it flushes as before; booting twice does not wrap twice."""
+    kernel = StandInKernel(Session(key=b"k"))
+    monkeypatch.setattr(IPython, "get_ipython", lambda: types.SimpleNamespace(kernel=kernel))
+    out, err = StandInStream(), StandInStream()
+    monkeypatch.setattr("sys.stdout", out)
+    monkeypatch.setattr("sys.stderr", err)
+    monkeypatch.delitem(sys.modules, "_nbpool_map", raising=False)
+    exec(wire.BOOT, {})
+    exec(wire.BOOT, {})
+    task, cell = Session().msg(wire.REQUEST, {}), Session().msg("execute_request", {})
+    try:
+        kernel.parent = task
+        out.flush(), err.flush()
+        assert (out.flushes, err.flushes) == (0, 0)
+        out._buffers["parent"] = "printed"
+        out.flush()
+        assert (out.flushes, out._buffers) == (1, {})
+        kernel.parent = cell
+        out.flush(), err.flush()
+        assert (out.flushes, err.flushes) == (2, 1)
+    finally:
+        sys.modules.pop("_nbpool_map", None)
