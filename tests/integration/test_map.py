@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -288,6 +289,44 @@ def test_the_worker_needs_no_nbpool(tmp_path):
         with pytest.raises(nbpool.TaskFailed) as info:
             pool.map(lambda x: 1 // (x - 2), range(4), chunksize=2)
         assert info.value.index == 2 and info.value.error.ename == "ZeroDivisionError"
+
+
+@pytest.mark.parametrize("start", sorted(STARTS))
+def test_map_on_another_ipykernel(tmp_path, start):
+    """The task handler on the ipykernel of another Python (e.g. 6.29 beside this 7.x), forked
+    and spawned: results, a task's KeyboardInterrupt, and a timeout's interrupt.
+
+    Runs when NBPOOL_TEST_OTHER_PYTHON names a python with ipykernel and cloudpickle
+    (``python -m venv v && v/bin/pip install ipykernel==6.29.5 cloudpickle``).
+    """
+    python = os.environ.get("NBPOOL_TEST_OTHER_PYTHON")
+    if not python:
+        pytest.skip("set NBPOOL_TEST_OTHER_PYTHON to a python with another ipykernel")
+    spec = tmp_path / "kernels" / "other-ipykernel"
+    spec.mkdir(parents=True)
+    argv = [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(
+        json.dumps({"argv": argv, "display_name": "other", "language": "python"})
+    )
+
+    def stop_at_3(x):
+        if x == 3:
+            raise KeyboardInterrupt
+        return x
+
+    with (
+        extra_jupyter_path(tmp_path),
+        nbpool.Pool(size=2, kernel_name="other-ipykernel", fork_server=STARTS[start]) as pool,
+    ):
+        pool.start()
+        assert {w["started"] for w in pool.status()["workers"]} == {start}
+        assert pool.map(abs, range(-5, 5), chunksize=3) == [abs(x) for x in range(-5, 5)]
+        with pytest.raises(nbpool.TaskFailed) as info:
+            pool.map(stop_at_3, range(6), chunksize=6)
+        assert (info.value.index, info.value.error.ename) == (3, "KeyboardInterrupt")
+        with pytest.raises(nbpool.ExecutionTimeout):
+            pool.map(lambda s: __import__("time").sleep(s), [30] * 2, chunksize=1, timeout=1)
+        assert pool.map(abs, [-1, -2]) == [1, 2] and _busy(pool) == []
 
 
 @pytest.mark.parametrize("start", sorted(STARTS))
