@@ -13,9 +13,9 @@ a recent replacement is part of the real scenario.
 
 Baseline
 --------
-The target is absolute (<= 20 ms). The baseline column is, measured in the
-same run, ``pool.execute("1+1")`` in a session that already has its worker,
-so the ratio is what being new costs. The note gives the cold alternative (a
+The baseline column is, measured in the same run, ``pool.execute("1+1")``
+in a session that already has its worker, so the ratio is what being new
+costs (issue 21's target: <= 1.5x). The note gives the cold alternative (a
 pool started on demand) for perspective. A second, informational row times
 the first and the second round trip of freshly started raw kernels (same
 launch settings): the difference is ipykernel's own first-execution cost,
@@ -70,13 +70,13 @@ def run(quick: bool = False) -> list[Row]:
         new_med, old_med = median(new_t) * ms, median(old_t) * ms
         return [
             Row(
-                "d. first result in a new session, warm pool with spares",
+                "d. first result of a new session on a warm pool vs warm execute('1+1')",
                 new_med,
                 old_med,
                 "ms",
                 new_med / old_med,
-                "<= 20 ms",
-                new_med <= 20,
+                "<= 1.5x",
+                new_med / old_med <= 1.5,
                 f"{trials} trials, max {max(new_t) * ms:.1f} ms; baseline: execute in an "
                 f"existing session; cold pool start was {cold:.2f} s",
             ),

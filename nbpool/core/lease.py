@@ -102,8 +102,6 @@ class Lease:
         on_output: OutputHook | None = None,
         stdin: StdinHandler | None = None,
         silent: bool = False,
-        buffers: list | None = None,
-        on_message: Callable[[dict], None] | None = None,
     ) -> ExecutionResult:
         """Run ``code`` on the leased worker and wait for it (in this thread).
 
@@ -119,11 +117,7 @@ class Lease:
             worker; without it ``input()`` raises there at once.
         silent : bool
             Jupyter's ``silent``: no displayed result, no history, no
-            execution count (the task path of :mod:`nbpool.mapping.run`).
-        buffers : list, optional
-            Binary frames sent with the request (see :meth:`Execution.run`).
-        on_message : callable, optional
-            Called with each non-output iopub message of the execution.
+            execution count (how :mod:`nbpool.mapping.run` boots a worker).
 
         Raises
         ------
@@ -132,6 +126,44 @@ class Lease:
         if not isinstance(code, str):
             raise TypeError(f"code must be a str, not {type(code).__name__}")
         timeout = checks.timeout(timeout)
+        execution = self._start_execution()
+        try:
+            result = execution.run(
+                code, timeout=timeout, on_output=on_output, stdin=stdin, silent=silent
+            )
+        except ExecutionTimeout as exc:
+            self._note("timed out", self.worker, str(exc), "timeouts")
+            raise
+        finally:
+            self._end_execution(execution)
+        result.worker_id, result.session = self.worker_id, self.session
+        result.session_reset, self.session_reset = self.session_reset, None
+        return result
+
+    def call(self, msg_type: str, content: dict, buffers: list) -> dict | None:
+        """Send a private shell request to the leased worker and wait for its reply.
+
+        The worker must have a handler for ``msg_type`` (registered by code
+        it ran, e.g. :data:`nbpool.mapping.wire.BOOT`); see
+        :meth:`Execution.call`. Interrupts and worker deaths are handled as
+        for :meth:`execute`.
+
+        Returns
+        -------
+        dict or None
+            The reply message, or None when an interrupt ended the request first.
+
+        Raises
+        ------
+        WorkerDied, LeaseReleased, PoolClosed
+        """
+        execution = self._start_execution()
+        try:
+            return execution.call(msg_type, content, buffers)
+        finally:
+            self._end_execution(execution)
+
+    def _start_execution(self) -> Execution:
         if self.released:
             raise LeaseReleased(
                 f"this lease of worker {self.worker_id} was released; "
@@ -148,27 +180,13 @@ class Lease:
         )
         self._execution = execution
         self.busy = True
-        try:
-            result = execution.run(
-                code,
-                timeout=timeout,
-                on_output=on_output,
-                stdin=stdin,
-                silent=silent,
-                buffers=buffers,
-                on_message=on_message,
-            )
-        except ExecutionTimeout as exc:
-            self._note("timed out", self.worker, str(exc), "timeouts")
-            raise
-        finally:
-            self.busy = False
-            self.executions += 1
-            if not execution.finished:
-                self.dirty = self.dirty or "an execution was abandoned before it finished"
-        result.worker_id, result.session = self.worker_id, self.session
-        result.session_reset, self.session_reset = self.session_reset, None
-        return result
+        return execution
+
+    def _end_execution(self, execution: Execution) -> None:
+        self.busy = False
+        self.executions += 1
+        if not execution.finished:
+            self.dirty = self.dirty or "an execution was abandoned before it finished"
 
     def _check_alive(self) -> None:
         if self._detached(self.worker.id):

@@ -6,8 +6,9 @@ Inside:
   jupyter_client ``AsyncKernelManager``) and ``AttachedKernel`` (someone else's).
   How a ``LocalKernel`` is launched (forked or spawned: its ``Origin``) is up to
   the ``Provisioning`` its launcher passes in; this package knows no fork server.
-- :mod:`.execution`: one ``execute_request`` on a worker's own sockets, run
-  by the thread that holds the lease.
+- :mod:`.execution`: one ``execute_request`` (or a private shell request
+  such as ``pool.map``'s chunks) on a worker's own sockets, run by the thread
+  that holds the lease.
 - :mod:`.processes`: the provisioner event loop, process groups, the reaper
   client and memory readings; :mod:`._reaper` is the reaper program itself.
 - :mod:`.ssh`: the SSH tunnel to an attached kernel only SSH can reach.

@@ -5,6 +5,9 @@ that holds the lease (never by the coordinator): send ``execute_request`` on
 shell, collect iopub outputs in order until both the ``execute_reply`` and the
 iopub ``status: idle`` for the request arrived, answer ``input_request`` on
 stdin. A per-output callback lets the notebook layer re-publish outputs live.
+A request of a private type that a worker registered a shell handler for
+(``pool.map``'s chunks, :mod:`nbpool.mapping.wire`) goes the same way, its
+reply carrying the result.
 
 The socket wait is sliced (:data:`SLICE`) so that a worker the coordinator
 declared dead is noticed by its lease holder at once, not at its timeout.
@@ -12,11 +15,13 @@ declared dead is noticed by its lease holder at once, not at its timeout.
 
 from __future__ import annotations
 
+import hmac
 import time
 from dataclasses import dataclass
 from typing import Callable
 
 import zmq
+from jupyter_client.adapter import adapt
 from jupyter_client.session import Session
 
 from ..errors import ExecutionTimeout, WorkerDied
@@ -31,11 +36,6 @@ RESEND = 1.0
 
 #: Seconds an interrupted request's reply may trail its iopub idle.
 REPLY_WAIT = 0.1
-
-#: iopub message types that are outputs of an execution (see ``_Outputs.add``).
-_OUTPUT_TYPES = frozenset(
-    ("stream", "display_data", "update_display_data", "execute_result", "error", "clear_output")
-)
 
 OutputHook = Callable[[dict], None]
 StdinHandler = Callable[[str, bool], str]
@@ -57,6 +57,57 @@ class Channels:
     def close(self) -> None:
         for sock in (self.shell, self.iopub, self.stdin):
             sock.close(linger=0)
+
+
+def receive(session: Session, sock: zmq.Socket) -> dict | None:
+    """The next message on ``sock`` (None if there is none), checked as ``Session.recv`` does.
+
+    The signature is verified and recorded against replays, and the parts
+    are parsed with ``session.unpack`` (orjson when it is installed), as in
+    ``Session.deserialize``, which this skips for its ``extract_dates``: it
+    parses every date of header and parent with dateutil, about a third of
+    the client's CPU per execution, and nbpool reads no date. ``buffers``
+    are bytes.
+
+    Raises
+    ------
+    ValueError
+        The message is unsigned, wrongly signed, or a replay.
+    """
+    try:
+        frames = sock.recv_multipart(zmq.NOBLOCK)
+    except zmq.Again:
+        return None
+    _, frames = session.feed_identities(frames)
+    if len(frames) < 5:
+        raise ValueError(f"malformed message: {len(frames)} parts, not at least 5")
+    signature = frames[0]
+    if session.auth is not None:
+        if not signature:
+            raise ValueError("Unsigned Message")
+        history = session.digest_history
+        if signature in history:
+            raise ValueError(f"Duplicate Signature: {signature!r}")
+        if not hmac.compare_digest(signature, session.sign(frames[1:5])):
+            raise ValueError(f"Invalid Signature: {signature!r}")
+        if session.digest_history_size:
+            history.add(signature)
+            if len(history) > session.digest_history_size:
+                for _ in range(len(history) // 10):  # Session culls 10 % too
+                    history.pop()
+    unpack = session.unpack
+    header = unpack(frames[1])
+    msg = {
+        "header": header,
+        "msg_id": header.get("msg_id"),
+        "msg_type": header.get("msg_type"),
+        "parent_header": unpack(frames[2]),
+        "metadata": unpack(frames[3]),
+        "content": unpack(frames[4]),
+        "buffers": frames[5:],
+    }
+    # A kernel of another protocol major version gets Session's adaptation.
+    return msg if str(header.get("version", "5")).startswith("5") else adapt(msg)
 
 
 def to_output(msg_type: str, content: dict) -> dict | None:
@@ -151,7 +202,8 @@ class _Outputs:
 
 
 class Execution:
-    """One ``execute_request`` and the collection of everything it produced.
+    """One shell request (:meth:`run`: an ``execute_request``; :meth:`call`: a private
+    one) and the collection of everything it produced.
 
     Parameters
     ----------
@@ -183,7 +235,6 @@ class Execution:
         self._grace = interrupt_grace
         self.finished = True
         self._outputs: _Outputs | None = None
-        self._on_message: Callable[[dict], None] | None = None
         self._interrupt_wanted = False
 
     def request_interrupt(self) -> None:
@@ -210,15 +261,8 @@ class Execution:
         on_output: OutputHook | None = None,
         stdin: StdinHandler | None = None,
         silent: bool = False,
-        buffers: list | None = None,
-        on_message: Callable[[dict], None] | None = None,
     ) -> ExecutionResult:
         """Execute ``code`` and block until its reply and idle status arrived.
-
-        ``buffers`` travel with the request as binary frames (the code reads
-        them from its kernel's parent message); ``on_message`` receives every
-        iopub message of this request that is no output (e.g. a private
-        message type), whole, with its binary ``buffers``.
 
         Raises
         ------
@@ -230,24 +274,67 @@ class Execution:
             The calling thread was interrupted; the worker was interrupted too.
         """
         started = time.monotonic()
+        content = {
+            "code": code,
+            "silent": silent,
+            "store_history": not silent,
+            "user_expressions": {},
+            "allow_stdin": stdin is not None,
+            "stop_on_error": False,
+        }
+        self._request("execute_request", content, None, timeout, on_output, stdin)
+        out = self._outputs
+        reply = self._reply["content"] if self._reply else {}
+        return ExecutionResult(
+            status=reply.get("status", "error"),
+            outputs=out.finished(),
+            stdout="".join(out.stdout),
+            stderr="".join(out.stderr),
+            result=out.result,
+            error=out.error,
+            execution_count=reply.get("execution_count"),
+            duration=time.monotonic() - started,
+        )
+
+    def call(self, msg_type: str, content: dict, buffers: list) -> dict | None:
+        """Send a shell request of a type the worker registered a handler for; wait for it.
+
+        The reply is the ``*_reply`` of ``msg_type``, and it ends the request
+        with the iopub idle, as for an execution (interrupts alike). Outputs
+        on iopub are not kept.
+
+        Returns
+        -------
+        dict or None
+            The reply message, whole (its ``content`` and its binary
+            ``buffers``); None when an interrupt ended the request before the
+            handler replied.
+
+        Raises
+        ------
+        WorkerDied, KeyboardInterrupt
+            As :meth:`run`.
+        """
+        self._request(msg_type, content, buffers, None, None, None)
+        return self._reply
+
+    def _request(
+        self,
+        msg_type: str,
+        content: dict,
+        buffers: list | None,
+        timeout: float | None,
+        on_output: OutputHook | None,
+        stdin: StdinHandler | None,
+    ) -> None:
+        """Send one shell request and collect until it ended; map the ways it can fail."""
+        started = time.monotonic()
         self._outputs = _Outputs(on_output)
         self._stdin = stdin
-        self._on_message = on_message
         self.finished = False
-        msg = self._ch.session.send(
-            self._ch.shell,
-            "execute_request",
-            {
-                "code": code,
-                "silent": silent,
-                "store_history": not silent,
-                "user_expressions": {},
-                "allow_stdin": stdin is not None,
-                "stop_on_error": False,
-            },
-            buffers=buffers,
-        )
+        msg = self._ch.session.send(self._ch.shell, msg_type, content, buffers=buffers)
         self._msg_id = msg["header"]["msg_id"]
+        self._reply_type = msg_type.removesuffix("_request") + "_reply"
         self._reply: dict | None = None
         self._idle = self._started = False
         self._idle_at = 0.0
@@ -282,18 +369,6 @@ class Execution:
         except WorkerDied as exc:
             exc.outputs = self._outputs.finished()
             raise
-        out = self._outputs
-        reply = self._reply or {}
-        return ExecutionResult(
-            status=reply.get("status", "error"),
-            outputs=out.finished(),
-            stdout="".join(out.stdout),
-            stderr="".join(out.stderr),
-            result=out.result,
-            error=out.error,
-            execution_count=reply.get("execution_count"),
-            duration=time.monotonic() - started,
-        )
 
     def _collect(self, deadline: float | None) -> None:
         ch = self._ch
@@ -352,7 +427,7 @@ class Execution:
 
     def _drain(self, sock: zmq.Socket, handle: Callable[[dict], None]) -> None:
         while True:
-            _, msg = self._ch.session.recv(sock, mode=zmq.NOBLOCK)
+            msg = receive(self._ch.session, sock)
             if msg is None:
                 return
             if msg["parent_header"].get("msg_id") == self._msg_id:
@@ -366,14 +441,12 @@ class Execution:
             if self._idle:
                 self._idle_at = time.monotonic()
             self._started = self._started or state == "busy"
-        elif msg_type not in _OUTPUT_TYPES and self._on_message is not None:
-            self._on_message(msg)
         else:
             self._outputs.add(msg_type, msg["content"])
 
     def _on_shell(self, msg: dict) -> None:
-        if msg["header"]["msg_type"] == "execute_reply":
-            self._reply = msg["content"]
+        if msg["header"]["msg_type"] == self._reply_type:
+            self._reply = msg
 
     def _on_stdin(self, msg: dict) -> None:
         if msg["header"]["msg_type"] != "input_request" or self._stdin is None:

@@ -6,8 +6,8 @@ The items are cut into chunks (:func:`chunk_size`). The map asks the
 coordinator for up to ``size`` *task leases* (:meth:`Coordinator.request_tasks`:
 workers that hold no session; more are started up to ``max_size`` when the
 sessions hold the rest). Each granted lease gets a job thread, its *holder*,
-which takes chunks from the shared queue and runs each as one silent
-execution on its worker (:mod:`nbpool.mapping.wire`), until the queue is empty.
+which takes chunks from the shared queue and runs each as one private shell
+request on its worker (:mod:`nbpool.mapping.wire`), until the queue is empty.
 Workers that come late find nothing to do and go back at once. The calling
 thread only waits: for the next chunk in order, the timeout, and
 ``KeyboardInterrupt``, and it updates the progress bar (:mod:`nbpool.mapping.progress`).
@@ -45,6 +45,7 @@ from ..core.coordinator import Coordinator
 from ..core.lease import Lease
 from ..core.records import Waiter
 from ..errors import ExecutionTimeout, NbpoolError, TaskFailed, TransferError, WorkerDied
+from ..result import RemoteError
 from . import wire
 
 #: How long the calling thread waits at most between looks at deadline and progress.
@@ -311,26 +312,22 @@ class MapRun:
 
     def _run_chunk(self, lease: Lease, c: int, fn_frame: bytes) -> None:
         start, stop = self._bounds[c]
-        code, frames = wire.chunk_request(self._token, start, self._items[start:stop], fn_frame)
-        got: list[dict] = []
-
-        def on_message(msg: dict) -> None:
-            if msg["header"]["msg_type"] == wire.MSG_TYPE:
-                got.append(msg)
-
-        res = lease.execute(code, silent=True, buffers=frames, on_message=on_message)
-        if not got:
-            if self._error is None and res.error is not None:  # not our interrupt
+        content, frames = wire.chunk_request(self._token, start, self._items[start:stop], fn_frame)
+        reply = lease.call(wire.REQUEST, content, frames)
+        if reply is None:  # an interrupt ended it before the handler replied
+            if self._error is None:  # not our interrupt
                 self._stop(
                     TaskFailed(
-                        f"pool.map: items {start}-{stop - 1} were stopped on worker "
-                        f"{lease.worker_id}: {res.error}",
+                        f"pool.map: items {start}-{stop - 1} were interrupted on worker "
+                        f"{lease.worker_id} before they could report",
                         start,
-                        res.error,
+                        RemoteError("KeyboardInterrupt", "", []),
                     )
                 )
             return
-        values, error, index = wire.decode(got[0])
+        values, error, index = wire.decode(reply)
+        if error is not None and error.ename == "KeyboardInterrupt" and self._error is not None:
+            return  # our interrupt of a stopping map: the chunk did not complete
         if error is not None:
             error = replace(error, traceback=wire.with_sources(error.traceback, self._fn))
         with self._cond:

@@ -1,10 +1,15 @@
 """The task path of ``pool.map``: what one chunk of tasks looks like on the wire.
 
-A chunk is **one** ``execute_request`` with ``silent=True`` (no
-``execute_input`` echo, no displayhook, no history, no execution count).
-Its code is one short line that calls the task runner; the function and
-the items travel as the request's binary frames (Jupyter messages carry
-``buffers`` beside their JSON), so nothing is base64-encoded or put in JSON:
+A chunk is **one** private shell request, ``nbpool_task_request``, served by
+a handler that :data:`BOOT` registers in the worker kernel's
+``shell_handlers`` (as ipyparallel's engine serves ``apply_request``). It
+skips IPython's ``run_cell`` (input transformers, compilation, the
+execution's events, the linecache entry that a code cell leaves) and the
+extra iopub message of a result: the outcome rides on the reply,
+``nbpool_task_reply``. The request's content is ``{"token", "start"}`` (the
+map and the index of the chunk's first item); the function and the items
+travel as its binary frames (Jupyter messages carry ``buffers`` beside their
+JSON), so nothing is base64-encoded or put in JSON:
 
 ========== ==================================================================
 frame      content
@@ -16,17 +21,23 @@ frame      content
            band: each is a frame of its own, sent without a copy
 ========== ==================================================================
 
-The runner answers on iopub with one private ``nbpool_task`` message, before
-the request's ``idle`` status: ``{"ok": true}`` and the results, pickled the
-same way (frame 0 the pickle, the rest out-of-band buffers), or
-``{"ok": false, "index": i, "ename", "evalue", "traceback"}`` for the first
-task that raised, with the results before it. A ``KeyboardInterrupt`` (the
-map was cancelled) is not caught: the execution ends with it.
+The reply's content is ``{"ok": true, "count": n}`` and its frames the
+results, pickled the same way (frame 0 the pickle, the rest out-of-band
+buffers), or ``{"ok": false, "index": i, "ename", "evalue", "traceback",
+"done"}`` for the first task that raised, with the ``done`` results before
+it. The handler **always** replies, whatever the task raised
+(``KeyboardInterrupt`` from an interrupt of the map and ``SystemExit``
+included): ipykernel's ``dispatch_shell`` only logs what escapes a handler,
+which would leave the client waiting. Only an interrupt that lands in
+ipykernel's own code around the handler ends a request without a reply
+(:meth:`nbpool.kernels.execution.Execution.call` says how that ends).
 
 The runner is a module, ``_nbpool_map``, installed once per worker by a
 silent execution (:data:`BOOT`): it lives in ``sys.modules``, not in the
 user namespace, so the variables of a session that later gets that worker
-are untouched, and nothing of a task is left in its globals.
+are untouched, and nothing of a task is left in its globals. Its source
+travels as code, so the worker's Python needs only ipykernel (6.29 or 7)
+and cloudpickle, not nbpool.
 """
 
 from __future__ import annotations
@@ -41,8 +52,8 @@ import cloudpickle
 
 from ..result import RemoteError
 
-#: The private iopub message type that carries a chunk's outcome.
-MSG_TYPE = "nbpool_task"
+#: The private shell message type of a chunk (its reply: ``nbpool_task_reply``).
+REQUEST = "nbpool_task_request"
 
 # Runs once per worker, in the namespace of a fresh module `_nbpool_map`.
 _RUNNER = """
@@ -58,13 +69,6 @@ except ImportError:
 
 _kernel = get_ipython().kernel
 _token = _fn = None
-
-
-def _send(content, buffers=()):
-    _kernel.session.send(
-        _kernel.iopub_socket, "nbpool_task", content, parent=_kernel.get_parent(),
-        buffers=list(buffers),
-    )
 
 
 def _frames(values):
@@ -90,12 +94,11 @@ def _failed(index, exc, tb, done):
         content["done"], frames = 0, _frames([])
     else:
         content["done"] = len(done)
-    _send(content, frames)
+    return content, frames
 
 
-def run(token, start):
+def _run(token, start, buffers):
     global _token, _fn
-    buffers = _kernel.get_parent()["buffers"]
     try:
         if len(buffers[0]):
             _token, _fn = token, pickle.loads(buffers[0])
@@ -109,10 +112,10 @@ def run(token, start):
     for item in items:
         try:
             results.append(fn(item))
-        except Exception as exc:
+        except BaseException as exc:  # KeyboardInterrupt and SystemExit are the task's too
             return _failed(start + len(results), exc, exc.__traceback__.tb_next, results)
     try:
-        frames = _frames(results)
+        return {"ok": True, "count": len(results)}, _frames(results)
     except Exception:
         for i, value in enumerate(results):
             try:
@@ -121,10 +124,47 @@ def run(token, start):
                 exc = TypeError(f"the result cannot be pickled: {type(exc).__name__}: {exc}")
                 return _failed(start + i, exc, None, results[:i])
         raise
-    _send({"ok": True, "count": len(results)}, frames)
+
+
+def handle(stream, ident, parent):
+    # Always reply (see nbpool.mapping.wire), and on `stream`: with subshells
+    # (ipykernel 7) it is the subshell's socket, not the kernel's shell stream.
+    start = parent["content"]["start"]
+    try:
+        content, frames = _run(parent["content"]["token"], start, parent["buffers"])
+    except BaseException as exc:  # an interrupt outside the task, or a result that broke
+        content, frames = _failed(start, exc, exc.__traceback__, [])
+    _kernel.session.send(
+        stream, "nbpool_task_reply", content, parent, ident=ident, buffers=frames
+    )
+
+
+def _quick(stream):
+    # ipykernel's OutStream.flush from the main thread is a blocking round
+    # trip to the IOPub thread even when nothing was written, and
+    # dispatch_shell flushes stdout and stderr after every request. After a
+    # task request with nothing buffered, that round trip has nothing to carry.
+    flush = stream.flush
+
+    def quick_flush():
+        if stream._buffers or _kernel.get_parent()["header"].get("msg_type") != (
+            "nbpool_task_request"
+        ):
+            flush()
+
+    quick_flush.nbpool = True
+    stream.flush = quick_flush
+
+
+_kernel.shell_handlers["nbpool_task_request"] = handle
+# OutStream's buffers (ipykernel 6.29 and 7); another stream keeps its flush.
+for _stream in (sys.stdout, sys.stderr):
+    if hasattr(_stream, "_buffers") and not hasattr(_stream.flush, "nbpool"):
+        _quick(_stream)
 """
 
-#: Installs the runner (a silent execution; assigns nothing in the user namespace).
+#: Installs the runner and its shell handler (a silent execution; assigns
+#: nothing in the user namespace).
 BOOT = (
     "exec({src!r}, __import__('sys').modules.setdefault('_nbpool_map', "
     "__import__('types').ModuleType('_nbpool_map')).__dict__)"
@@ -147,18 +187,17 @@ def function_frame(fn) -> bytes:
     return cloudpickle.dumps(fn)
 
 
-def chunk_request(token: str, start: int, items: list, fn_frame: bytes) -> tuple[str, list]:
-    """The code and frames of one chunk (``fn_frame`` empty once the lease has it)."""
+def chunk_request(token: str, start: int, items: list, fn_frame: bytes) -> tuple[dict, list]:
+    """The content and frames of one chunk (``fn_frame`` empty once the lease has it)."""
     oob: list[pickle.PickleBuffer] = []
     head = cloudpickle.dumps(items, protocol=5, buffer_callback=oob.append)
-    code = f"__import__('sys').modules['_nbpool_map'].run({token!r}, {start})"
-    return code, [fn_frame, head, *(b.raw() for b in oob)]
+    return {"token": token, "start": start}, [fn_frame, head, *(b.raw() for b in oob)]
 
 
-def decode(msg: dict) -> tuple[list, RemoteError | None, int | None]:
-    """A chunk's ``nbpool_task`` message: (results, error, index of the failed task)."""
-    content = msg["content"]
-    frames = msg.get("buffers") or []
+def decode(reply: dict) -> tuple[list, RemoteError | None, int | None]:
+    """A chunk's ``nbpool_task_reply``: (results, error, index of the failed task)."""
+    content = reply["content"]
+    frames = reply.get("buffers") or []
     # Received frames are read-only bytes; arrays built on them would be too.
     oob = [bytearray(b) for b in frames[1:]]
     values = pickle.loads(frames[0], buffers=oob) if frames else []

@@ -14,14 +14,14 @@ import re
 
 import pytest
 
-from tests.browser.conftest import (
+from tests.browser.helpers import (
     cell_text,
     open_notebook,
     run_cell,
     wait_cell_text,
     wait_kernel_idle,
 )
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 
 LOAD = "%load_ext nbpool"
 LINES = 12

@@ -15,7 +15,7 @@ import re
 import time
 from contextlib import contextmanager
 
-from tests.browser.conftest import (
+from tests.browser.helpers import (
     cell_text,
     open_notebook,
     run_cell,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
+import sys
 import threading
 import time
 
@@ -10,13 +13,24 @@ import numpy as np
 import pytest
 
 import nbpool
-from tests.helpers import wait_for
+from tests.helpers import extra_jupyter_path, wait_for
+
+#: How the workers start: forked from the template, or spawned (the task
+#: handler must serve both alike).
+STARTS = {"fork": "auto", "spawn": "never"}
+
+
+@pytest.fixture(scope="module", params=sorted(STARTS))
+def start(request):
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def mpool():
-    """A warm pool whose workers the tests here do not break."""
-    with nbpool.Pool(size=2, max_size=4) as p:
+def mpool(start):
+    """A warm pool whose workers the tests here do not break, forked or spawned."""
+    with nbpool.Pool(size=2, max_size=4, fork_server=STARTS[start]) as p:
+        p.start()
+        assert {w["started"] for w in p.status()["workers"]} == {start}
         yield p
 
 
@@ -171,7 +185,152 @@ def test_ctrl_c_cancels_the_map_and_interrupts_the_workers(mpool):
     assert mpool.map(abs, [-3]) == [3]
 
 
-def test_a_worker_killed_mid_map_costs_no_result(tmp_path):
+def test_a_task_raising_keyboardinterrupt_or_systemexit_is_a_clear_task_failure(mpool):
+    """The handler replies whatever a task raises: KeyboardInterrupt and SystemExit raised by a
+    task itself are TaskFailed with its index and traceback, the results before it are kept, and
+    the worker serves the next map."""
+
+    def stop(x):
+        if x == 6:
+            raise KeyboardInterrupt("task gave up")
+        if x == 9:
+            raise SystemExit(3)
+        return x
+
+    for items, index, ename, evalue in (
+        (range(8), 6, "KeyboardInterrupt", "task gave up"),
+        (range(7, 12), 2, "SystemExit", "3"),  # item 9 is the third
+    ):
+        seen = []
+        with pytest.raises(nbpool.TaskFailed) as info:
+            # One chunk: no other chunk is interrupted by the stop (its results would be lost).
+            for value in mpool.imap(stop, items, chunksize=len(items)):
+                seen.append(value)
+        failed = info.value
+        assert (failed.index, failed.error.ename, failed.error.evalue) == (index, ename, evalue)
+        assert f"item {index} raised {ename}" in str(failed)
+        assert "in stop" in "\n".join(failed.error.traceback)
+        assert seen == list(items)[:index]
+        assert _busy(mpool) == []
+    assert mpool.map(abs, [-4, -5], chunksize=1) == [4, 5]
+
+
+@pytest.mark.parametrize("start", sorted(STARTS))
+def test_a_failure_interrupts_the_other_chunks_and_stays_the_error(start):
+    """A task that raises stops the map: a slow chunk at a lower index is interrupted, and its
+    KeyboardInterrupt neither replaces the failure nor counts as results."""
+
+    def slow_or_failing(x):
+        import time
+
+        if x == 0:
+            time.sleep(30)
+        raise ValueError(f"item {x} is bad")
+
+    with nbpool.Pool(size=2, max_size=2, fork_server=STARTS[start]) as pool:
+        pool.start()  # both chunks run at once
+        t0 = time.monotonic()
+        with pytest.raises(nbpool.TaskFailed) as info:
+            list(pool.imap(slow_or_failing, range(2), chunksize=1))
+        assert time.monotonic() - t0 < 10
+        assert (info.value.index, info.value.error.ename) == (1, "ValueError")
+        assert _busy(pool) == []
+
+
+@pytest.mark.parametrize("start", sorted(STARTS))
+def test_cells_on_a_worker_that_ran_tasks_keep_all_their_output(tmp_path, monkeypatch, start):
+    """The runner's quick flush applies to task requests only: session cells on workers that
+    ran tasks still get their print and their stderr, every time, and C-level output (os.write
+    on fd 1) reaches them too.
+
+    C-level output written at the very end of a cell races in ipykernel itself (its pipe
+    reader thread against the cell's end: 3-8 % of such cells lost it on spawned workers
+    under load, before this runner existed), so it is asserted over the cells, not per cell.
+    """
+    # ipykernel captures fd 1 and 2 only outside pytest (it looks for this variable).
+    monkeypatch.delenv("PYTEST_CURRENT_TEST")
+    code = (
+        "import os, sys\n"
+        "print('py out')\n"
+        "sys.stderr.write('py err\\n')\n"
+        "os.write(1, b'c-level out\\n')\n"
+        "os.getpid()"
+    )
+    c_level = 0
+    with nbpool.Pool(size=2, max_size=2, fork_server=STARTS[start]) as pool:
+        pids = set(pool.map(_barrier(str(tmp_path), 2), range(2), chunksize=1))
+        for n in range(10):
+            res = pool.execute(code, session=f"s{n % 2}")
+            assert int(res.result) in pids  # a worker that ran tasks
+            assert res.stdout.startswith("py out\n") and res.stderr == "py err\n", res
+            c_level += res.stdout == "py out\nc-level out\n"
+    assert c_level > 0, "no cell got its C-level output"
+
+
+def test_the_worker_needs_no_nbpool(tmp_path):
+    """The runner travels as source: a worker whose Python cannot import nbpool maps, and a
+    failing task there still reports its traceback."""
+    spec = tmp_path / "kernels" / "no-nbpool"
+    spec.mkdir(parents=True)
+    launch = (
+        "import runpy, sys; sys.modules['nbpool'] = None; "
+        "sys.argv = ['ipykernel', '-f', sys.argv[1]]; "
+        "runpy.run_module('ipykernel_launcher', run_name='__main__')"
+    )
+    argv = [sys.executable, "-c", launch, "{connection_file}"]
+    (spec / "kernel.json").write_text(
+        json.dumps({"argv": argv, "display_name": "no nbpool", "language": "python"})
+    )
+    with extra_jupyter_path(tmp_path), nbpool.Pool(size=1, kernel_name="no-nbpool") as pool:
+        probe = pool.execute("import nbpool", session="probe")
+        assert probe.error is not None and probe.error.ename == "ModuleNotFoundError"
+        pool.end_session("probe")
+        assert pool.map(lambda x: x * 3, range(10), chunksize=3) == [x * 3 for x in range(10)]
+        with pytest.raises(nbpool.TaskFailed) as info:
+            pool.map(lambda x: 1 // (x - 2), range(4), chunksize=2)
+        assert info.value.index == 2 and info.value.error.ename == "ZeroDivisionError"
+
+
+@pytest.mark.parametrize("start", sorted(STARTS))
+def test_map_on_another_ipykernel(tmp_path, start):
+    """The task handler on the ipykernel of another Python (e.g. 6.29 beside this 7.x), forked
+    and spawned: results, a task's KeyboardInterrupt, and a timeout's interrupt.
+
+    Runs when NBPOOL_TEST_OTHER_PYTHON names a python with ipykernel and cloudpickle
+    (``python -m venv v && v/bin/pip install ipykernel==6.29.5 cloudpickle``).
+    """
+    python = os.environ.get("NBPOOL_TEST_OTHER_PYTHON")
+    if not python:
+        pytest.skip("set NBPOOL_TEST_OTHER_PYTHON to a python with another ipykernel")
+    spec = tmp_path / "kernels" / "other-ipykernel"
+    spec.mkdir(parents=True)
+    argv = [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(
+        json.dumps({"argv": argv, "display_name": "other", "language": "python"})
+    )
+
+    def stop_at_3(x):
+        if x == 3:
+            raise KeyboardInterrupt
+        return x
+
+    with (
+        extra_jupyter_path(tmp_path),
+        nbpool.Pool(size=2, kernel_name="other-ipykernel", fork_server=STARTS[start]) as pool,
+    ):
+        pool.start()
+        assert {w["started"] for w in pool.status()["workers"]} == {start}
+        assert pool.map(abs, range(-5, 5), chunksize=3) == [abs(x) for x in range(-5, 5)]
+        with pytest.raises(nbpool.TaskFailed) as info:
+            pool.map(stop_at_3, range(6), chunksize=6)
+        assert (info.value.index, info.value.error.ename) == (3, "KeyboardInterrupt")
+        with pytest.raises(nbpool.ExecutionTimeout):
+            pool.map(lambda s: __import__("time").sleep(s), [30] * 2, chunksize=1, timeout=1)
+        assert pool.map(abs, [-1, -2]) == [1, 2] and _busy(pool) == []
+
+
+@pytest.mark.parametrize("start", sorted(STARTS))
+def test_a_worker_killed_mid_map_costs_no_result(tmp_path, start):
     """A worker that dies mid-map has its chunk retried once on another worker: every result
     comes back once; a chunk that kills its worker twice fails the map with WorkerDied."""
     marker = str(tmp_path / "killed-once")
@@ -185,7 +344,7 @@ def test_a_worker_killed_mid_map_costs_no_result(tmp_path):
             os.kill(os.getpid(), signal.SIGKILL)
         return x * 10
 
-    with nbpool.Pool(size=2, max_size=3) as pool:
+    with nbpool.Pool(size=2, max_size=3, fork_server=STARTS[start]) as pool:
         assert pool.map(die_once, range(12), chunksize=2) == [x * 10 for x in range(12)]
 
         def die_always(x):
