@@ -17,14 +17,21 @@ EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.ipynb"))
 
 
 def test_there_are_examples():
-    """The examples folder holds the nine narrated notebooks."""
-    assert len(EXAMPLES) == 9
+    """The examples folder holds the ten narrated notebooks."""
+    assert len(EXAMPLES) == 10
 
 
 #: What each example's outputs must show (in the stored outputs and in a fresh run).
 EXPECTED = {
     "01-quickstart": ["step 2 on worker pid", "loaded 3 rows", "[1, 2, 3]", "False"],
-    "02-background-and-parallel": ["speed-up on 4 workers", "['first', 'second']"],
+    "02-background-and-parallel": [
+        "speed-up on 4 workers",
+        "['first', 'second']",
+        # A headless run shows each --bg cell's output in its handle display (issue 20.4).
+        "session='a', job 1: done after",
+        "a done",
+        "d done",
+    ],
     "03-fault-tolerance": [
         "WorkerDied: worker",
         "still here",
@@ -63,6 +70,13 @@ EXPECTED = {
         "model weights: [0.25, 0.5]",
         "epoch 2 done\ntraining finished",
         "no kept sessions",
+    ],
+    "10-notebook-ui": [
+        "loaded 3 rows on the etl session",
+        "session='etl', job 2: done after",
+        "step 2 of 3",
+        "2 (bg)  etl",
+        "nbpool: stopped the pool",
     ],
 }
 
