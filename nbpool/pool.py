@@ -816,8 +816,8 @@ class ExecutionFuture(Future):
 
     @property
     def session_reset(self) -> str | None:
-        """Why the session's state was reset before this ran (None: it was not,
-        or no worker was granted yet)."""
+        """Why the session's state was reset before this ran, or None when it
+        was not (or no worker was granted yet)."""
         lease = self._lease
         return lease.session_reset if lease is not None else None
 
