@@ -11,6 +11,9 @@ package does not break the docs:
 ``nbpool-magics``
     Every magic that ``%load_ext nbpool`` registers, from the help text
     IPython's ``magic_arguments`` builds (what ``%pool?`` shows).
+``nbpool-magics-config``
+    Every ``config=True`` trait of those magics' classes (``PoolMagics.jobs_kept``),
+    as ``confval`` entries.
 ``nbpool-cli``
     ``python -m nbpool`` and each of its subcommands, from argparse's
     ``--help`` (found by following the subcommand choices).
@@ -83,6 +86,26 @@ def _trait_type(trait) -> str:
     return f"{type(trait).__name__} ({info})" if info else type(trait).__name__
 
 
+class MagicsConfigDirective(SphinxDirective):
+    """One ``confval`` (``PoolMagics.jobs_kept``) per config trait of nbpool's magics."""
+
+    def run(self) -> list[nodes.Node]:
+        lines: list[str] = []
+        for name, trait in magics_config_traits().items():
+            lines += [
+                f".. confval:: {name}",
+                f"   :type: {_trait_type(trait)}",
+                f"   :default: ``{trait.default_value_repr()}``",
+                "",
+                *_indent(trait.help or "(no help text)"),
+                "",
+                f"   ``c.{name} = ...`` in ``ipython_config.py``, or ``%config {name} = ...``"
+                " (taken by the next ``%%pool_exec``).",
+                "",
+            ]
+        return _parse(self, lines)
+
+
 class ConfigDirective(SphinxDirective):
     """The configuration reference, one ``confval`` per config trait of ``Pool``."""
 
@@ -109,17 +132,39 @@ class ConfigDirective(SphinxDirective):
 _ARG_SECTION = re.compile(r"^(positional arguments|options|optional arguments):$", re.M)
 
 
-def magic_docs() -> dict[str, tuple[str, str]]:
-    """``{name: (kind, help)}`` of the magics ``%load_ext nbpool`` adds."""
+def _shell_with_nbpool():
+    """The process's IPython shell with the nbpool extension loaded (idempotent)."""
     from IPython.core.interactiveshell import InteractiveShell
 
     shell = InteractiveShell.instance()
-    before = {kind: set(m) for kind, m in shell.magics_manager.magics.items()}
     shell.extension_manager.load_extension("nbpool")
+    return shell
+
+
+def magic_docs() -> dict[str, tuple[str, str]]:
+    """``{name: (kind, help)}`` of the magics ``%load_ext nbpool`` adds."""
     found = {}
-    for kind, magics in shell.magics_manager.magics.items():
-        for name in sorted(set(magics) - before[kind]):
-            found[name] = (kind, magics[name].__doc__ or "")
+    for kind, magics in _shell_with_nbpool().magics_manager.magics.items():
+        for name, fn in sorted(magics.items()):
+            owner = getattr(fn, "__self__", None)
+            if type(owner).__module__.startswith("nbpool."):
+                found[name] = (kind, fn.__doc__ or "")
+    return found
+
+
+def magics_config_traits() -> dict:
+    """``{"Class.trait": trait}``: the config traits of the magics classes nbpool registers
+    (those of IPython's ``Magics`` base left out)."""
+    from IPython.core.magic import Magics
+
+    found = {}
+    for name, magics in sorted(_shell_with_nbpool().magics_manager.registry.items()):
+        if type(magics).__module__.startswith("nbpool."):
+            own = set(type(magics).class_traits(config=True)) - set(
+                Magics.class_traits(config=True)
+            )
+            for trait in sorted(own):
+                found[f"{name}.{trait}"] = type(magics).class_traits()[trait]
     return found
 
 
@@ -325,6 +370,7 @@ def copy_examples(app, config) -> None:
 def setup(app):
     app.add_directive("nbpool-config", ConfigDirective)
     app.add_directive("nbpool-magics", MagicsDirective)
+    app.add_directive("nbpool-magics-config", MagicsConfigDirective)
     app.add_directive("nbpool-cli", CliDirective)
     app.add_directive("nbpool-docstring", DocstringDirective)
     app.connect("config-inited", copy_examples)
