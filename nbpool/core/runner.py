@@ -8,6 +8,10 @@ calling thread. When an I/O action ends it reports back through the
 callables it was given (the coordinator's ``started``, ``start_failed``,
 ``stopped``), which take the lock again. Waiters are settled under the lock
 already: a runner never sees a :class:`~nbpool.core.records.Grant`.
+
+At close, :meth:`Runner.stop_all` waits for every start in flight, and a start
+that reaches the runner after it (decided before the close) is dropped: no
+kernel starts once the pool closed, so the backend may then close.
 """
 
 from __future__ import annotations
