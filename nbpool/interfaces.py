@@ -117,7 +117,9 @@ class Backend(Protocol):
         """Start a kernel and wait until it is ready; blocking, any thread.
 
         Raises :class:`~nbpool.errors.WorkerStartFailed` (with the kernel's
-        stderr) when it cannot, within ``start_timeout`` for the whole start.
+        stderr) when it cannot, within ``start_timeout`` for the whole start,
+        and, starting nothing, once ``closing`` is set. A start in flight
+        when ``closing`` is set ends what it started before it raises.
         """
 
     def attach(
@@ -138,4 +140,5 @@ class Backend(Protocol):
         """Why a kernel being started is not running yet (a batch queue's word), or None."""
 
     def close(self) -> None:
-        """Free what the backend owns; every kernel was stopped before."""
+        """Free what the backend owns, once the starts in flight ended; every kernel
+        was stopped before."""

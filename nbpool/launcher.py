@@ -70,6 +70,8 @@ CONNECTION_KEYS = (
 )
 #: Provisioner names that mean "a local process" (the ones a fork server may stand in for).
 LOCAL_PROVISIONERS = ("local-provisioner",)
+#: Seconds :meth:`Launcher.close` waits for starts in flight (they give up on ``closing``).
+START_DRAIN = 10.0
 
 
 def _loopback(ip: str) -> bool:
@@ -130,8 +132,10 @@ class Launcher:
         self.closing = threading.Event()
         #: worker id -> KernelManager, while its provisioner launches the kernel
         self.launching: dict = {}
-        self._lock = threading.Lock()  # open() against close(): never one half-done
+        self._lock = threading.Lock()  # open() against close() and start(): never one half-done
         self._closed = False  # close() ran: the runtime is given back once
+        self._starts = 0  # start() calls in flight: close() gives nothing back before they end
+        self._no_starts = threading.Condition(self._lock)  # notified as _starts drops
 
     def open(self) -> None:
         """Make the runtime directory, ZMQ context, reaper and fork server; idempotent.
@@ -164,12 +168,29 @@ class Launcher:
         template), the kernel becoming ready and its preload, and a relaunch
         after a port race.
 
+        A start in flight when :meth:`close` runs ends its kernel before it
+        returns (``closing`` cancels the launch and the wait for readiness), and
+        :meth:`close` waits for it: no kernel outlives the runtime it was started in.
+
         Raises
         ------
         WorkerStartFailed
             The kernel exited, or was not ready within ``start_timeout``;
-            the message carries the tail of its stderr.
+            the message carries the tail of its stderr. Or the pool was shut
+            down (:attr:`closing` is set): nothing is started.
         """
+        with self._lock:
+            if self.closing.is_set():
+                raise WorkerStartFailed("the pool was shut down; no worker is started")
+            self._starts += 1
+        try:
+            return self._start(worker_id, kernel_name, start_timeout)
+        finally:
+            with self._lock:
+                self._starts -= 1
+                self._no_starts.notify_all()
+
+    def _start(self, worker_id: str, kernel_name: str, start_timeout: float) -> LocalKernel:
         deadline = time.monotonic() + start_timeout
 
         def left() -> float:
@@ -315,15 +336,22 @@ class Launcher:
         """Stop the reaper, remove the runtime directory, free the ZMQ context.
 
         Called after all kernels stopped; idempotent. It sets :attr:`closing`
-        (no open() after it) and does nothing more if :meth:`open` never ran. The
-        context is terminated on a daemon thread: ``term()`` waits for every
-        socket to close, and a lease holder that never returned may still
-        own some.
+        (no open() or start() after it) and does nothing more if :meth:`open`
+        never ran. It first waits (up to :data:`START_DRAIN` seconds) for the
+        starts in flight: each ends its kernel, which needs the context, and
+        a kernel launched but not yet watched by the reaper would outlive it.
+        Past that wait (a preload that does not finish), the reaper's end
+        still kills every kernel it watches. The context is terminated on a
+        daemon thread: ``term()`` waits for every socket to close, and a
+        lease holder that never returned may still own some.
         """
         with self._lock:
             self.closing.set()
             runtime = None if self._closed else self.runtime
             self._closed = True
+            deadline = time.monotonic() + START_DRAIN
+            while self._starts and (left := deadline - time.monotonic()) > 0:
+                self._no_starts.wait(left)
         if runtime is None:
             return
         if self.fork_server is not None:

@@ -127,7 +127,11 @@ class FakeBackend:
         self.opens += 1
 
     def start(self, worker_id: str, kernel_name: str, start_timeout: float) -> FakeKernel:
+        if self.closing.is_set():
+            raise WorkerStartFailed("the pool was shut down; no worker is started")
         self.gate.wait(start_timeout)
+        if self.closing.is_set():  # as a real launch, given up when the pool closes
+            raise WorkerStartFailed("the pool was shut down while this kernel started")
         if self.fail_with is not None:
             raise WorkerStartFailed(
                 f"kernel {kernel_name!r} exited with code 1 while starting", self.fail_with

@@ -8,6 +8,10 @@ calling thread. When an I/O action ends it reports back through the
 callables it was given (the coordinator's ``started``, ``start_failed``,
 ``stopped``), which take the lock again. Waiters are settled under the lock
 already: a runner never sees a :class:`~nbpool.core.records.Grant`.
+
+At close, :meth:`Runner.stop_all` waits for every start in flight, and a start
+that reaches the runner after it (decided before the close) is dropped: no
+kernel starts once the pool closed, so the backend may then close.
 """
 
 from __future__ import annotations
@@ -59,9 +63,11 @@ class Runner:
         self._start_kernel = start_kernel
         self._started, self._start_failed, self._stopped = started, start_failed, stopped
         self._release, self._pool_closing = release, closed
-        self._lock = threading.Lock()  # guards _io and _done
+        self._lock = threading.Lock()  # guards _io, _done and _starting
         self._io: ThreadPoolExecutor | None = None  # made by the first start or stop
-        self._done = False  # stop_all ran: no executor any more
+        self._done = False  # stop_all ran: no executor any more, no start begins
+        self._starting = 0  # starts in flight, on the executor or on exit threads
+        self._no_starts = threading.Condition(self._lock)  # notified as _starting drops
 
     def run(self, actions: Iterable[Action]) -> None:
         """Run actions decided under the lock; one failing never drops the rest."""
@@ -93,6 +99,25 @@ class Runner:
         threading.Thread(target=fn, args=(w,), name="nbpool-io-exit").start()
 
     def _start(self, w: Worker) -> None:
+        with self._lock:
+            if self._done:
+                # Decided before the close but run after stop_all (actions are run
+                # off the coordinator's lock): its backend is closing or closed, and
+                # nothing would stop a kernel started now. The record just goes.
+                refused = True
+            else:
+                refused, self._starting = False, self._starting + 1
+        if refused:
+            self._stopped(w)
+            return
+        try:
+            self._start_and_report(w)
+        finally:
+            with self._lock:
+                self._starting -= 1
+                self._no_starts.notify_all()
+
+    def _start_and_report(self, w: Worker) -> None:
         try:
             kernel = self._start_kernel(w.id, w.kernel_name)
         except WorkerStartFailed as exc:
@@ -118,7 +143,13 @@ class Runner:
 
     def stop_all(self, workers: list[Worker]) -> None:
         """Stop ``workers`` concurrently and wait (at close; plain threads, not the
-        executor: at interpreter exit Python's executors already refuse new work)."""
+        executor: at interpreter exit Python's executors already refuse new work).
+
+        It returns only once every start in flight has ended (its kernel stopped
+        by :meth:`_start`: the pool is closed, so ``started`` says False), and no
+        start begins after it: the backend may then give back what kernels need
+        (its reaper, its ZMQ context) with no kernel left to outlive it.
+        """
         stoppers = [threading.Thread(target=self.stop, args=(w,)) for w in workers]
         for thread in stoppers:
             thread.start()
@@ -126,5 +157,9 @@ class Runner:
             thread.join()
         with self._lock:
             self._done, io = True, self._io
+            # Starts on exit threads are no executor's: wait for them here. A
+            # start gives up at once on the backend's ``closing`` (set before).
+            while self._starting:
+                self._no_starts.wait()
         if io is not None:
             io.shutdown(wait=True)

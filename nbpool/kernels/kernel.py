@@ -430,8 +430,22 @@ class LocalKernel(Kernel):
                 ) from None
             finally:
                 launching.pop(worker_id, None)
-        origin = Origin() if provisioning is None else provisioning.origin(km)
-        return cls(runtime, worker_id, km, log_path, origin)
+        # From here the process runs and only ``km`` knows it (the reaper learns of
+        # it in __init__): whatever ends this start ends that process first.
+        if closing is not None and closing.is_set():
+            # The launch finished as the pool closed: its context and reaper may be
+            # going, so this kernel is not made usable.
+            _end_late_launch(km)
+            raise WorkerStartFailed("the pool was shut down while this kernel started")
+        try:
+            origin = Origin() if provisioning is None else provisioning.origin(km)
+            return cls(runtime, worker_id, km, log_path, origin)
+        except Exception as exc:  # its sockets could not be made (a context being terminated)
+            _end_late_launch(km)
+            raise WorkerStartFailed(
+                f"kernel {kernel_name!r} was launched but could not be connected to: {exc}",
+                _tail(log_path),
+            ) from None
 
     def _start_failure(self, message: str) -> WorkerStartFailed:
         tail = _tail(self._log_path)
@@ -554,9 +568,10 @@ class AttachedKernel(Kernel):
 
 
 def _end_late_launch(km: AsyncKernelManager) -> None:
-    """Stop the kernel a cancelled start launched all the same.
+    """Stop the kernel a start launched but does not hand over (its launch was
+    cancelled, the pool closed as it finished, or its sockets could not be made).
 
-    The cancel can land after the provisioner's ``launch_kernel`` returned:
+    A cancel can land after the provisioner's ``launch_kernel`` returned:
     jupyter_client's ``start_kernel`` awaits once more after the launch
     (``in_pending_state``: ``asyncio.sleep(0.01)``), where no provisioner
     cleanup runs. The kernel is then up and known to nothing but ``km``; a

@@ -14,7 +14,9 @@ import textwrap
 import pytest
 
 import nbpool
-from tests.helpers import gone, wait_for
+from nbpool.kernels.kernel import LaunchSettings
+from nbpool.launcher import Launcher
+from tests.helpers import gone, pids_with, wait_for
 
 
 def test_connection_files_are_private_loopback_and_unique(tmp_path):
@@ -80,6 +82,37 @@ def test_shutdown_is_idempotent_and_stops_every_kernel():
     with pytest.raises(nbpool.PoolClosed):
         pool.execute("1")
     assert repr(pool) == "<nbpool.Pool closed>"
+
+
+def test_a_start_in_flight_while_shutdown_runs_leaves_no_process():
+    """A worker still starting when shutdown() runs is ended by it: afterwards no
+    process of the pool's runtime dir (kernel, template, reaper) is left."""
+    pool = nbpool.Pool(size=1, kernel_name="nbpool-test-slow").start(wait=False)
+    runtime = pool._launcher.runtime.runtime_dir.encode()
+    wait_for(lambda: len(pids_with(runtime)) >= 2, 15, "the reaper and the kernel to run")
+    assert pool.status()["workers"][0]["state"] == "starting"
+    pool.shutdown()
+    assert pids_with(runtime) == [], "a process outlived shutdown()"
+
+
+@pytest.mark.parametrize("fork_server", ["auto", "never"])
+def test_a_launcher_refuses_to_start_once_closed_and_ends_a_kernel_it_cannot_connect(
+    fork_server,
+):
+    """A launched kernel whose sockets cannot be made (its ZMQ context terminated,
+    as at close) is ended before the start fails; after close() a start launches
+    nothing and says the pool was shut down."""
+    launcher = Launcher(LaunchSettings(fork_server=fork_server))
+    launcher.open()
+    runtime = launcher.runtime.runtime_dir.encode()
+    launcher.runtime.context.term()  # no socket yet: returns at once
+    with pytest.raises(nbpool.WorkerStartFailed, match="could not be connected to"):
+        launcher.start("w1", "python3", 30)
+    launcher.close()  # the reaper never learnt of that kernel: its end would not kill it
+    assert pids_with(runtime) == [], "the kernel was left running"
+    with pytest.raises(nbpool.WorkerStartFailed, match="the pool was shut down"):
+        launcher.start("w2", "python3", 30)
+    assert pids_with(runtime) == []
 
 
 UNSTARTED = textwrap.dedent(
