@@ -172,6 +172,7 @@ class _Outputs:
             collections.deque()
         )
         self._emptied = 0  # stream items the bound emptied, still in ``items``
+        self._join_cache: tuple[tuple, str] = ((), "")
 
     def _append(self, out: dict) -> collections.deque | None:
         """Add ``out`` to the items; for a stream, the chunk deque its text went to."""
@@ -256,9 +257,23 @@ class _Outputs:
 
     def text(self, name: str) -> str:
         """All the kept text of stream ``name``; stderr starts with the :meth:`notice`."""
-        if name == "stdout":
-            return "".join(self.stdout)
-        return self.notice() + "".join(self.stderr)
+        return self._joined(name) if name == "stdout" else self.notice() + self._joined(name)
+
+    def _joined(self, name: str, chunks: collections.deque | None = None) -> str:
+        """The text of ``chunks`` (default: all of stream ``name``), joined once.
+
+        A stream output that holds every chunk of its stream (the usual case:
+        one output per stream) shares the string with ``stdout``/``stderr``
+        instead of a second copy of the whole text.
+        """
+        named = self.stdout if name == "stdout" else self.stderr
+        if chunks is not None and len(chunks) != len(named):
+            return "".join(chunks)  # an output's chunks are a subsequence of its stream's
+        # Same length, first and last chunk: the same chunks (a trim replaces the first).
+        key = (name, len(named), id(named[0]) if named else 0, id(named[-1]) if named else 0)
+        if self._join_cache[0] != key:
+            self._join_cache = (key, "".join(named))
+        return self._join_cache[1]
 
     def finished(self) -> list[dict]:
         """The outputs as nbformat stores them (no transient keys, stream text joined),
@@ -268,7 +283,7 @@ class _Outputs:
         for item in self.items:
             if item["output_type"] == "stream":
                 if item["text"]:
-                    outputs.append({**item, "text": "".join(item["text"])})
+                    outputs.append({**item, "text": self._joined(item["name"], item["text"])})
             else:
                 outputs.append({k: v for k, v in item.items() if k != "transient"})
         return outputs

@@ -510,7 +510,8 @@ def test_interleaved_streams_under_a_limit_keep_only_the_newest_outputs():
 
 def test_no_limit_or_a_limit_not_reached_keeps_everything():
     """``None`` keeps every character; a limit that the text only reaches drops
-    nothing and adds no notice. Adjacent text of one stream is one output."""
+    nothing and adds no notice. Adjacent text of one stream is one output, whose
+    text is the very string of ``stdout``."""
     chunks = [f"line {i}\n" for i in range(1000)]
     whole = "".join(chunks)
     for limit in (None, len(whole)):
@@ -523,3 +524,5 @@ def test_no_limit_or_a_limit_not_reached_keeps_everything():
             {"output_type": "stream", "name": "stderr", "text": ""},
         ]
         assert out.text("stdout") == whole and out.text("stderr") == "" and out.dropped == 0
+        # The one stdout output and ``stdout`` share the text: one copy, not two.
+        assert out.finished()[0]["text"] is out.text("stdout")
