@@ -172,7 +172,7 @@ class _Outputs:
             collections.deque()
         )
         self._emptied = 0  # stream items the bound emptied, still in ``items``
-        self._join_cache: tuple[tuple, str] = ((), "")
+        self._joins: dict[str, tuple[tuple, str]] = {}  # per stream: (its state, its text)
 
     def _append(self, out: dict) -> collections.deque | None:
         """Add ``out`` to the items; for a stream, the chunk deque its text went to."""
@@ -270,10 +270,11 @@ class _Outputs:
         if chunks is not None and len(chunks) != len(named):
             return "".join(chunks)  # an output's chunks are a subsequence of its stream's
         # Same length, first and last chunk: the same chunks (a trim replaces the first).
-        key = (name, len(named), id(named[0]) if named else 0, id(named[-1]) if named else 0)
-        if self._join_cache[0] != key:
-            self._join_cache = (key, "".join(named))
-        return self._join_cache[1]
+        key = (len(named), id(named[0]) if named else 0, id(named[-1]) if named else 0)
+        cached = self._joins.get(name)
+        if cached is None or cached[0] != key:
+            cached = self._joins[name] = (key, "".join(named))
+        return cached[1]
 
     def finished(self) -> list[dict]:
         """The outputs as nbformat stores them (no transient keys, stream text joined),
