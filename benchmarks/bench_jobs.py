@@ -11,12 +11,16 @@ is the same run in a fresh kernel whose job keeps almost nothing
 (``%config PoolMagics.job_output_limit = 1``): the difference is what
 the record and the result cost.
 
-Two ways to print it. ``lines``: ``print(line, flush=True)``, one 1 MiB
-iopub message per line, as a long job's output arrives. ``burst``: plain
-``print``, which the worker's ipykernel sends as one message per 0.2 s
-flush interval, here one of 200 MB: the notebook kernel then holds that
-message whole (the received frame, its decoded text, the copy it
-re-publishes to the notebook), whatever the bound. Not a timed test.
+Three ways to print it. ``paced``: ``print(line, flush=True)`` every
+20 ms, one 1 MiB iopub message at a time, slower than the notebook kernel
+forwards them (a long job's output). ``lines``: the same without the
+pause: the worker sends faster than the notebook kernel forwards, and the
+messages it has not read yet wait in its receive queue (iopub has no flow
+control). ``burst``: plain ``print``, which the worker's ipykernel sends as
+one message per 0.2 s flush interval, here one of 200 MB: the notebook
+kernel then holds that message whole (the received frame, its decoded
+text, the copy it re-publishes to the notebook), whatever the bound. Not a
+timed test.
 """
 
 from __future__ import annotations
@@ -40,7 +44,11 @@ JOB = (
     "    print(line{flush})\n"
 )
 #: How each variant prints: one message per line, or all in one flush interval.
-PRINTS = {"lines": ", flush=True", "burst": ""}
+PRINTS = {
+    "paced": ", flush=True); __import__('time').sleep(0.02",
+    "lines": ", flush=True",
+    "burst": "",
+}
 WAIT = "job.result(600).ok"
 
 
