@@ -459,16 +459,30 @@ class Pool(LoggingConfigurable):
         kernel: str | None = None,
         on_output: OutputHook | None = None,
         stdin: StdinHandler | None = None,
+        output_limit: int | None = None,
     ) -> ExecutionResult:
         """Run ``code`` in ``session`` and wait for the result.
 
         ``timeout`` is the exec timeout (default ``exec_timeout``);
         ``lease_timeout`` covers only the wait for a worker.
+
+        Parameters
+        ----------
+        output_limit : int, optional
+            Characters of stream text the result keeps (``stdout``,
+            ``stderr`` and the stream outputs); the oldest text is dropped
+            first, and the result starts with a line saying how much went.
+            None (the default) keeps everything; ``on_output`` gets every
+            output either way. See :meth:`~nbpool.core.lease.Lease.execute`.
         """
         _check_code(code)
         with self.lease(session, lease_timeout, kernel=kernel) as lease:
             return lease.execute(
-                code, self._exec_timeout(timeout), on_output=on_output, stdin=stdin
+                code,
+                self._exec_timeout(timeout),
+                on_output=on_output,
+                stdin=stdin,
+                output_limit=output_limit,
             )
 
     def submit(
@@ -480,6 +494,7 @@ class Pool(LoggingConfigurable):
         lease_timeout: float | None = None,
         kernel: str | None = None,
         on_output: OutputHook | None = None,
+        output_limit: int | None = None,
     ) -> "ExecutionFuture":
         """Queue ``code`` for ``session`` and return a Future of its result.
 
@@ -489,15 +504,18 @@ class Pool(LoggingConfigurable):
         by context variables keeps working) once a worker is granted.
         ``lease_timeout`` (default: the pool's) bounds only the wait of a
         session that has no worker yet; queueing behind earlier work of the
-        same session is never cut short.
+        same session is never cut short. ``output_limit`` bounds the stream
+        text the result keeps, as for :meth:`execute`.
         """
         _check_code(code)
         session, kernel = self._request_args(session, kernel, lease_timeout)
         timeout = self._exec_timeout(timeout)
+        if output_limit is not None:  # a bad one fails here, not in the future
+            output_limit = checks.size(output_limit, "output_limit")
 
         def run(lease: Lease) -> ExecutionResult:
             self._leased(lease)
-            return lease.execute(code, timeout, on_output=on_output)
+            return lease.execute(code, timeout, on_output=on_output, output_limit=output_limit)
 
         return ExecutionFuture(
             functools.partial(

@@ -102,6 +102,7 @@ class Lease:
         on_output: OutputHook | None = None,
         stdin: StdinHandler | None = None,
         silent: bool = False,
+        output_limit: int | None = None,
     ) -> ExecutionResult:
         """Run ``code`` on the leased worker and wait for it (in this thread).
 
@@ -118,6 +119,12 @@ class Lease:
         silent : bool
             Jupyter's ``silent``: no displayed result, no history, no
             execution count (how :mod:`nbpool.mapping.run` boots a worker).
+        output_limit : int, optional
+            Characters of stream text the result keeps (its ``stdout``,
+            ``stderr`` and stream outputs); beyond it the oldest text is
+            dropped and the result starts with a line saying how much (first
+            in ``stderr`` and as the first output). None (the default) keeps
+            everything. ``on_output`` gets every output either way.
 
         Raises
         ------
@@ -126,10 +133,17 @@ class Lease:
         if not isinstance(code, str):
             raise TypeError(f"code must be a str, not {type(code).__name__}")
         timeout = checks.timeout(timeout)
+        if output_limit is not None:
+            output_limit = checks.size(output_limit, "output_limit")
         execution = self._start_execution()
         try:
             result = execution.run(
-                code, timeout=timeout, on_output=on_output, stdin=stdin, silent=silent
+                code,
+                timeout=timeout,
+                on_output=on_output,
+                stdin=stdin,
+                silent=silent,
+                output_limit=output_limit,
             )
         except ExecutionTimeout as exc:
             self._note("timed out", self.worker, str(exc), "timeouts")

@@ -15,6 +15,7 @@ declared dead is noticed by its lease holder at once, not at its timeout.
 
 from __future__ import annotations
 
+import collections
 import hmac
 import time
 from dataclasses import dataclass
@@ -142,38 +143,60 @@ def to_output(msg_type: str, content: dict) -> dict | None:
 
 
 class _Outputs:
-    """Accumulates iopub content into nbformat outputs, applying clears/updates."""
+    """Accumulates iopub content into nbformat outputs, applying clears/updates.
 
-    def __init__(self, hook: OutputHook | None) -> None:
+    Stream text is kept as chunks (``stdout``, ``stderr`` and each stream
+    item's ``text`` are deques of the strings the kernel sent, shared between
+    them) and joined once, by :meth:`finished` and :meth:`text`: appending
+    to one growing string would copy it at every chunk.
+
+    ``limit`` bounds the characters of stream text kept (None: no bound).
+    Beyond it the oldest text goes first, from ``stdout``/``stderr`` and the
+    stream items alike (they hold the same chunks), and :attr:`dropped`
+    counts it; :meth:`notice` is the line the result then starts with.
+    """
+
+    def __init__(self, hook: OutputHook | None, limit: int | None = None) -> None:
         self.items: list[dict] = []
-        self.stdout: list[str] = []
-        self.stderr: list[str] = []
+        self.stdout: collections.deque[str] = collections.deque()
+        self.stderr: collections.deque[str] = collections.deque()
         self.result: str | None = None
         self.error: RemoteError | None = None
+        self.dropped = 0
         self._hook = hook
         self._clear_pending = False
+        self._limit = limit
+        self._kept = 0
+        # Per kept chunk, oldest first: the stream deque and the item deque holding it.
+        self._order: collections.deque[tuple[collections.deque, collections.deque]] = (
+            collections.deque()
+        )
+        self._emptied = 0  # stream items the bound emptied, still in ``items``
+        self._joins: dict[str, tuple[tuple, str]] = {}  # per stream: (its state, its text)
 
-    def _append(self, out: dict) -> None:
+    def _append(self, out: dict) -> collections.deque | None:
+        """Add ``out`` to the items; for a stream, the chunk deque its text went to."""
         if self._clear_pending:
             self.items.clear()
             self._clear_pending = False
-        last = self.items[-1] if self.items else None
-        if (
-            out["output_type"] == "stream"
-            and last is not None
-            and last["output_type"] == "stream"
-            and last["name"] == out["name"]
-        ):
-            last["text"] += out["text"]
-        else:
+        if out["output_type"] != "stream":
             self.items.append(dict(out))
+            return None
+        last = self.items[-1] if self.items else None
+        if last is not None and last["output_type"] == "stream" and last["name"] == out["name"]:
+            last["text"].append(out["text"])
+        else:
+            self.items.append({**out, "text": collections.deque([out["text"]])})
+        return self.items[-1]["text"]
 
     def add(self, msg_type: str, content: dict) -> None:
         out = to_output(msg_type, content)
         if out is None:
             return
+        named = None
         if msg_type == "stream":
-            (self.stdout if content["name"] == "stdout" else self.stderr).append(content["text"])
+            named = self.stdout if content["name"] == "stdout" else self.stderr
+            named.append(out["text"])
         elif msg_type == "execute_result":
             self.result = out["data"].get("text/plain")
         elif msg_type == "error":
@@ -186,9 +209,36 @@ class _Outputs:
         if msg_type == "update_display_data":
             self._update(out)
         elif msg_type != "clear_output":
-            self._append(out)
+            chunks = self._append(out)
+            if named is not None and self._limit is not None:
+                self._order.append((named, chunks))
+                self._kept += len(out["text"])
+                self._trim()
         if self._hook is not None:
             self._hook(out)
+
+    def _trim(self) -> None:
+        """Drop the oldest stream text until at most ``limit`` characters are kept."""
+        excess = self._kept - self._limit
+        while excess > 0:
+            named, chunks = self._order[0]
+            size = len(named[0])
+            if size <= excess:
+                self._order.popleft()
+                named.popleft()
+                chunks.popleft()
+                self._emptied += not chunks
+            else:  # the oldest kept chunk loses its head: the same string in both deques
+                named[0] = chunks[0] = named[0][excess:]
+                size = excess
+            excess -= size
+            self._kept -= size
+            self.dropped += size
+        if self._emptied > 16 and 2 * self._emptied > len(self.items):
+            # Interleaved streams make many small items; the emptied ones go at
+            # once, not one list.remove each.
+            self.items = [i for i in self.items if i["output_type"] != "stream" or i["text"]]
+            self._emptied = 0
 
     def _update(self, out: dict) -> None:
         display_id = out.get("transient", {}).get("display_id")
@@ -196,9 +246,57 @@ class _Outputs:
             if display_id and item.get("transient", {}).get("display_id") == display_id:
                 item["data"], item["metadata"] = out["data"], out["metadata"]
 
+    def notice(self) -> str:
+        """The line saying how much stream text the bound dropped ("" if none)."""
+        if not self.dropped:
+            return ""
+        return (
+            f"[nbpool: {_amount(self.dropped)} of earlier output were dropped "
+            f"(output limit {_amount(self._limit)})]\n"
+        )
+
+    def text(self, name: str) -> str:
+        """All the kept text of stream ``name``; stderr starts with the :meth:`notice`."""
+        return self._joined(name) if name == "stdout" else self.notice() + self._joined(name)
+
+    def _joined(self, name: str, chunks: collections.deque | None = None) -> str:
+        """The text of ``chunks`` (default: all of stream ``name``), joined once.
+
+        A stream output that holds every chunk of its stream (the usual case:
+        one output per stream) shares the string with ``stdout``/``stderr``
+        instead of a second copy of the whole text.
+        """
+        named = self.stdout if name == "stdout" else self.stderr
+        if chunks is not None and len(chunks) != len(named):
+            return "".join(chunks)  # an output's chunks are a subsequence of its stream's
+        # Same length, first and last chunk: the same chunks (a trim replaces the first).
+        key = (len(named), id(named[0]) if named else 0, id(named[-1]) if named else 0)
+        cached = self._joins.get(name)
+        if cached is None or cached[0] != key:
+            cached = self._joins[name] = (key, "".join(named))
+        return cached[1]
+
     def finished(self) -> list[dict]:
-        """The outputs as nbformat stores them (no transient keys)."""
-        return [{k: v for k, v in item.items() if k != "transient"} for item in self.items]
+        """The outputs as nbformat stores them (no transient keys, stream text joined),
+        after the :meth:`notice` as a first stderr output when text was dropped."""
+        notice = self.notice()
+        outputs = [{"output_type": "stream", "name": "stderr", "text": notice}] if notice else []
+        for item in self.items:
+            if item["output_type"] == "stream":
+                if item["text"]:
+                    outputs.append({**item, "text": self._joined(item["name"], item["text"])})
+            else:
+                outputs.append({k: v for k, v in item.items() if k != "transient"})
+        return outputs
+
+
+def _amount(chars: int) -> str:
+    """A number of characters as the notice shows it (MB/kB count 1 character as a byte)."""
+    if chars >= 1_000_000:
+        return f"{chars / 1e6:.1f} MB"
+    if chars >= 10_000:
+        return f"{chars / 1e3:.1f} kB"
+    return f"{chars} characters"
 
 
 class Execution:
@@ -261,8 +359,13 @@ class Execution:
         on_output: OutputHook | None = None,
         stdin: StdinHandler | None = None,
         silent: bool = False,
+        output_limit: int | None = None,
     ) -> ExecutionResult:
         """Execute ``code`` and block until its reply and idle status arrived.
+
+        ``output_limit`` bounds the characters of stream text the result
+        keeps (see :meth:`nbpool.core.lease.Lease.execute`); ``on_output``
+        still gets every output.
 
         Raises
         ------
@@ -282,14 +385,14 @@ class Execution:
             "allow_stdin": stdin is not None,
             "stop_on_error": False,
         }
-        self._request("execute_request", content, None, timeout, on_output, stdin)
+        self._request("execute_request", content, None, timeout, on_output, stdin, output_limit)
         out = self._outputs
         reply = self._reply["content"] if self._reply else {}
         return ExecutionResult(
             status=reply.get("status", "error"),
             outputs=out.finished(),
-            stdout="".join(out.stdout),
-            stderr="".join(out.stderr),
+            stdout=out.text("stdout"),
+            stderr=out.text("stderr"),
             result=out.result,
             error=out.error,
             execution_count=reply.get("execution_count"),
@@ -326,10 +429,11 @@ class Execution:
         timeout: float | None,
         on_output: OutputHook | None,
         stdin: StdinHandler | None,
+        output_limit: int | None = None,
     ) -> None:
         """Send one shell request and collect until it ended; map the ways it can fail."""
         started = time.monotonic()
-        self._outputs = _Outputs(on_output)
+        self._outputs = _Outputs(on_output, output_limit)
         self._stdin = stdin
         self.finished = False
         msg = self._ch.session.send(self._ch.shell, msg_type, content, buffers=buffers)

@@ -362,12 +362,22 @@ class Forwarder:
 
 
 def run_foreground(
-    pool, code: str, *, session: str, timeout: float | None, kernel: str | None, job: Job
+    pool,
+    code: str,
+    *,
+    session: str,
+    timeout: float | None,
+    kernel: str | None,
+    job: Job,
+    output_limit: int | None,
 ) -> tuple[ExecutionResult, RemoteValue | None]:
     """Run a ``%%pool_exec`` cell, forwarding outputs live; fail the cell on error.
 
     Returns the result and the value to show as ``Out[n]`` (or None).
     ``job`` follows it: running once it has a worker, then how it ended.
+    ``output_limit`` bounds the stream text the result keeps (the cell
+    shows all of it, live), as ``PoolMagics.job_output_limit`` bounds the job's
+    record.
 
     Raises
     ------
@@ -385,7 +395,13 @@ def run_foreground(
             job.running(lease.worker_id)
             if lease.session_reset:  # before the outputs it explains
                 forward.out.stream("stderr", reset_notice(session, lease.session_reset) + "\n")
-            res = lease.execute(code, timeout, on_output=forward, stdin=stdin_handler())
+            res = lease.execute(
+                code,
+                timeout,
+                on_output=forward,
+                stdin=stdin_handler(),
+                output_limit=output_limit,
+            )
     except BaseException as exc:
         job.finish(*exception_state(exc))
         if isinstance(exc, KeyboardInterrupt):
@@ -411,9 +427,20 @@ def run_foreground(
 
 
 def run_background(
-    pool, code: str, *, session: str, timeout: float | None, kernel: str | None, job: Job
+    pool,
+    code: str,
+    *,
+    session: str,
+    timeout: float | None,
+    kernel: str | None,
+    job: Job,
+    output_limit: int | None,
 ) -> "BackgroundCell":
-    """Start a ``%%pool_exec --bg`` cell as ``job``; return its handle at once."""
+    """Start a ``%%pool_exec --bg`` cell as ``job``; return its handle at once.
+
+    ``output_limit`` bounds the stream text its result keeps, as for
+    :func:`run_foreground`: a long job's result must not hold all it printed.
+    """
     shell = get_ipython()
     cell = BackgroundCell(session, CellOutput(job.record), job)
     cell._show()
@@ -422,7 +449,9 @@ def run_background(
     )
     forward.before_first = cell._announce_reset  # as in a foreground cell: before the outputs
     try:
-        future = pool.submit(code, session, timeout, kernel=kernel, on_output=forward)
+        future = pool.submit(
+            code, session, timeout, kernel=kernel, on_output=forward, output_limit=output_limit
+        )
     except BaseException as exc:
         cell._failed_to_submit(exc)
         raise

@@ -384,7 +384,7 @@ class Job:
     def settle(self, future) -> None:
         """The ``--bg`` job's future is done: its end state (last: followers get ``end``).
 
-        The future is let go: its result holds the whole output, the record a bounded part.
+        The future is let go: its result holds as much output again as the record.
         """
         if future.cancelled():  # withdrawn while queued
             self.finish("cancelled")

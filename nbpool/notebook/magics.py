@@ -131,7 +131,8 @@ class PoolMagics(Magics):
     job_output_limit = Int(
         jobs.OUTPUT_LIMIT,
         min=0,
-        help="Bytes of output a --bg job keeps for reattaching (the oldest go first).",
+        help="Bytes of output a --bg job keeps for reattaching, and characters of stream "
+        "text a %%pool_exec result keeps (the oldest go first).",
     ).tag(config=True)
     jobs_kept = Int(
         jobs.JOBS_KEPT, min=1, help="How many of the latest %%pool_exec jobs this kernel keeps."
@@ -407,7 +408,14 @@ class PoolMagics(Magics):
             limit=self.job_output_limit,
             keep=self.jobs_kept,
         )
-        options = dict(session=session, timeout=args.timeout, kernel=args.kernel, job=job)
+        # One bound for the job's record and the execution's result.
+        options = dict(
+            session=session,
+            timeout=args.timeout,
+            kernel=args.kernel,
+            job=job,
+            output_limit=self.job_output_limit,
+        )
         with _one_line():
             if args.bg:
                 kept, value = forwarding.run_background(pool, cell, **options), None

@@ -62,6 +62,41 @@ def test_four_megabytes_of_output_arrive_whole(shared_pool):
     assert [int(line[:7]) for line in lines] == list(range(4096))
 
 
+def test_an_output_limit_keeps_the_newest_text_and_says_what_went(shared_pool):
+    """``output_limit`` keeps the last characters a worker printed and starts the
+    result with one line on what was dropped; the callback still gets every
+    line. Without it (the default) the result holds all 100 kB."""
+    code = "for i in range(1000): print(f'{i:05d}' + 'x' * 94)"
+    whole = "".join(f"{i:05d}" + "x" * 94 + "\n" for i in range(1000))
+    seen: list[str] = []
+    res = shared_pool.execute(
+        code,
+        session="limit",
+        timeout=60,
+        output_limit=1000,
+        on_output=lambda out: seen.append(out.get("text", "")),
+    )
+    told = "[nbpool: 99.0 kB of earlier output were dropped (output limit 1000 characters)]\n"
+    assert res.ok and res.stdout == whole[-1000:] and res.stderr == told
+    assert res.outputs == [
+        {"output_type": "stream", "name": "stderr", "text": told},
+        {"output_type": "stream", "name": "stdout", "text": whole[-1000:]},
+    ]
+    assert "".join(seen) == whole
+    res = shared_pool.execute(code, session="limit", timeout=60)
+    assert res.stdout == whole and res.stderr == ""
+    assert res.outputs == [{"output_type": "stream", "name": "stdout", "text": whole}]
+
+
+def test_a_bad_output_limit_is_one_clear_error(shared_pool):
+    """A negative or non-integer limit fails at the call, for execute and submit."""
+    for bad in (-1, 2.5, "10"):
+        with pytest.raises(nbpool.InvalidConfig, match="output_limit must be a whole number"):
+            shared_pool.execute("pass", session="limit", output_limit=bad)
+        with pytest.raises(nbpool.InvalidConfig, match="output_limit must be a whole number"):
+            shared_pool.submit("pass", session="limit", output_limit=bad)
+
+
 def test_rich_outputs_clear_output_and_display_updates(shared_pool):
     """display_data, update_display (by id) and clear_output are applied in order."""
     code = (

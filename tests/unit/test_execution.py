@@ -19,7 +19,7 @@ import zmq
 from jupyter_client.session import Session
 
 from nbpool.errors import ExecutionTimeout, WorkerDied
-from nbpool.kernels.execution import Channels, Execution
+from nbpool.kernels.execution import Channels, Execution, _Outputs
 
 KEY = b"nbpool-test-key"
 
@@ -420,3 +420,109 @@ def test_a_worker_declared_dead_ends_the_run_with_what_it_sent(play):
         {"output_type": "stream", "name": "stdout", "text": "early\nlast words\n"}
     ]
     assert not execution.finished
+
+
+def streams(outputs: list[dict]) -> list[tuple[str, str]]:
+    """(name, text) of each output; a display's text/plain under its type."""
+    return [
+        (o.get("name") or o["output_type"], o.get("text") or o["data"]["text/plain"])
+        for o in outputs
+    ]
+
+
+def notice(dropped: str, limit: str) -> str:
+    return f"[nbpool: {dropped} of earlier output were dropped (output limit {limit})]\n"
+
+
+def test_an_output_limit_keeps_the_newest_stream_text_and_says_what_went(play):
+    """Beyond ``output_limit`` characters the oldest stream text goes first, across
+    stdout and stderr (a chunk partly): outputs keep their order, an emptied stream
+    output disappears, a display keeps its place and takes its update, and the result
+    starts with the notice (in stderr and as the first output). The hook still gets
+    every output whole."""
+
+    def script(k):
+        k.status("busy")
+        k.stream("stdout", "aaaa")
+        k.display("display_data", "v1", "d")
+        k.stream("stderr", "bbbb")
+        k.stream("stdout", "cccc")
+        k.display("update_display_data", "v2", "d")
+        k.reply()
+        k.status("idle")
+
+    seen: list[dict] = []
+    execution, _ = play(script)
+    res = execution.run("...", on_output=seen.append, output_limit=6)
+    told = notice("6 characters", "6 characters")
+    assert streams(res.outputs) == [
+        ("stderr", told),
+        ("display_data", "v2"),
+        ("stderr", "bb"),
+        ("stdout", "cccc"),
+    ]
+    assert res.stdout == "cccc" and res.stderr == told + "bb"
+    assert [o.get("text") for o in seen if o["output_type"] == "stream"] == ["aaaa", "bbbb", "cccc"]
+
+
+def test_the_limit_counts_cleared_text_and_keeps_the_clear():
+    """Text a clear_output removed from the outputs is still in ``stdout`` and still
+    counts; the clear (also wait=True, at the next output) applies as without a limit."""
+    out = _Outputs(None, 6)
+    out.add("stream", {"name": "stdout", "text": "one\n"})
+    out.add("clear_output", {"wait": True})
+    out.add("stream", {"name": "stdout", "text": "two\n"})
+    told = notice("2 characters", "6 characters")
+    assert streams(out.finished()) == [("stderr", told), ("stdout", "two\n")]
+    assert out.text("stdout") == "e\ntwo\n" and out.text("stderr") == told
+    out.add("clear_output", {"wait": False})
+    assert out.finished() == [{"output_type": "stream", "name": "stderr", "text": told}]
+
+
+def test_one_chunk_larger_than_the_limit_keeps_its_tail():
+    """A single chunk over the limit keeps its last ``limit`` characters; the notice
+    counts in kB and MB once the amounts are large."""
+    out = _Outputs(None, 3)
+    out.add("stream", {"name": "stdout", "text": "0123456789"})
+    assert out.text("stdout") == "789" and out.dropped == 7
+    big = _Outputs(None, 1_000_000)
+    big.add("stream", {"name": "stderr", "text": "x" * 3_000_000 + "end"})
+    told = notice("2.0 MB", "1.0 MB")
+    assert big.text("stderr") == told + "x" * 999_997 + "end"
+    small = _Outputs(None, 20_000)
+    small.add("stream", {"name": "stdout", "text": "y" * 32_500})
+    assert small.notice() == notice("12.5 kB", "20.0 kB")
+
+
+def test_interleaved_streams_under_a_limit_keep_only_the_newest_outputs():
+    """Alternating stdout and stderr make one output per chunk; under a limit the
+    outputs whose text went are gone, the newest stay in order, and what each stream
+    keeps is its share of the newest text."""
+    out = _Outputs(None, 10)
+    for i in range(200):
+        out.add("stream", {"name": "stdout" if i % 2 == 0 else "stderr", "text": f"{i % 10}\n"})
+    told = notice("390 characters", "10 characters")
+    newest = [("stderr", "5\n"), ("stdout", "6\n"), ("stderr", "7\n"), ("stdout", "8\n")]
+    assert streams(out.finished()) == [("stderr", told), *newest, ("stderr", "9\n")]
+    assert out.text("stdout") == "6\n8\n" and out.text("stderr") == told + "5\n7\n9\n"
+    assert len(out.items) < 30  # emptied outputs do not pile up
+
+
+def test_no_limit_or_a_limit_not_reached_keeps_everything():
+    """``None`` keeps every character; a limit that the text only reaches drops
+    nothing and adds no notice. Adjacent text of one stream is one output, whose
+    text is the very string of ``stdout``."""
+    chunks = [f"line {i}\n" for i in range(1000)]
+    whole = "".join(chunks)
+    for limit in (None, len(whole)):
+        out = _Outputs(None, limit)
+        for chunk in chunks:
+            out.add("stream", {"name": "stdout", "text": chunk})
+        out.add("stream", {"name": "stderr", "text": ""})
+        assert out.finished() == [
+            {"output_type": "stream", "name": "stdout", "text": whole},
+            {"output_type": "stream", "name": "stderr", "text": ""},
+        ]
+        assert out.text("stdout") == whole and out.text("stderr") == "" and out.dropped == 0
+        # The one stdout output and ``stdout`` share the text: one copy, not two.
+        assert out.finished()[0]["text"] is out.text("stdout")
