@@ -28,6 +28,7 @@ import zmq
 import zmq.asyncio
 from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.manager import AsyncKernelManager
+from jupyter_client.provisioning import LocalProvisioner
 from jupyter_client.session import Session
 
 from ..errors import ExecutionTimeout, WorkerDied, WorkerStartFailed
@@ -581,7 +582,10 @@ def _end_late_launch(km: AsyncKernelManager) -> None:
     provisioner = km.provisioner
     if provisioner is None or not provisioner.has_process:
         return
-    pid = provisioner.pid  # cleanup_resources may drop the provisioner
+    # A local (or forking) provisioner's process group; other provisioners (a
+    # Slurm job) are ended by their own shutdown. Read before: cleanup_resources
+    # may drop the provisioner.
+    pid = provisioner.pid if isinstance(provisioner, LocalProvisioner) else None
     try:
         run_provisioner(km.shutdown_kernel(now=True))
     except Exception:  # going away either way; the group kill makes sure of it
