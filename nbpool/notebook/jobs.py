@@ -340,8 +340,10 @@ class Job:
         background: bool,
         parent: dict | None,
         limit: int = OUTPUT_LIMIT,
+        changed: Callable[[], None] | None = None,
     ) -> None:
         parent = parent or {}
+        self._changed = changed
         self.number = number
         self.session = session
         self.background = background
@@ -367,6 +369,7 @@ class Job:
                 if self.record is not None:
                     self.record.state = "running"
             self.worker = worker or self.worker
+        self._tell()
 
     def finish(self, state: str, error: str | None = None, worker: str | None = None) -> None:
         with self._lock:
@@ -376,6 +379,12 @@ class Job:
             self.worker = worker or self.worker
         if self.record is not None:
             self.record.end(state)
+        self._tell()
+
+    def _tell(self) -> None:
+        """Tell the status comm a state changed, so badges follow at once, not a push later."""
+        if self._changed is not None:
+            self._changed()
 
     def attach(self, future) -> None:
         """The ``--bg`` job's :class:`~nbpool.pool.ExecutionFuture` (for its state, interrupts)."""
@@ -457,6 +466,9 @@ class Jobs:
 
     def __init__(self, keep: int = JOBS_KEPT) -> None:
         self.keep = keep
+        #: Called (no arguments, no lock held) when a job is new, starts running or ends;
+        #: the status comm sets it to push ``cells`` at once.
+        self.changed: Callable[[], None] | None = None
         self._lock = threading.Lock()  # guards _jobs and _count; no I/O under it
         self._jobs: dict[int, Job] = {}
         self._count = 0
@@ -478,7 +490,12 @@ class Jobs:
             self.keep = keep if keep is not None else self.keep
             self._count += 1
             job = Job(
-                self._count, session=session, background=background, parent=parent, limit=limit
+                self._count,
+                session=session,
+                background=background,
+                parent=parent,
+                limit=limit,
+                changed=self._tell,
             )
             for old in self._jobs.values():
                 if job.cell_id is not None and old.cell_id == job.cell_id:
@@ -486,7 +503,13 @@ class Jobs:
             self._jobs[job.number] = job
             for number in list(self._jobs)[: max(0, len(self._jobs) - self.keep)]:
                 del self._jobs[number]
-            return job
+        self._tell()
+        return job
+
+    def _tell(self) -> None:
+        changed = self.changed
+        if changed is not None:
+            changed()
 
     def get(self, number: object) -> Job:
         """The job numbered ``number``; KeyError with a one-line reason if none."""

@@ -155,9 +155,11 @@ class StatusService:
         self._lock = threading.Lock()
         self._clients: dict[str, _Client] = {}
         self._wake = threading.Event()
+        self._urgent = False  # a job changed state: push without waiting out the interval
         self._stop = threading.Event()
         self._failed = False
         self._deaths = DeathsShown()  # the push thread's alone
+        jobs.changed = self._job_changed
         manager.register_target(TARGET, self._on_open)
         self._thread = threading.Thread(target=self._loop, name="nbpool-status", daemon=True)
         self._thread.start()
@@ -308,6 +310,11 @@ class StatusService:
 
     # -- pushes (the nbpool-status thread) -------------------------------------
 
+    def _job_changed(self) -> None:
+        """A job started or ended (any thread): its badge should not wait for the next tick."""
+        self._urgent = True
+        self._wake.set()
+
     def _loop(self) -> None:
         last = 0.0
         while not self._stop.is_set():
@@ -315,7 +322,10 @@ class StatusService:
                 idle = not self._clients
             self._wake.wait(None if idle else PUSH_INTERVAL)
             self._wake.clear()
-            delay = last + PUSH_INTERVAL - time.monotonic()
+            # A job's start or end goes out at once (a few per job); anything
+            # else at most once per interval.
+            urgent, self._urgent = self._urgent, False
+            delay = 0 if urgent else last + PUSH_INTERVAL - time.monotonic()
             if self._stop.wait(max(delay, 0)):
                 return
             self._publish()

@@ -463,6 +463,27 @@ def test_cells_are_pushed_on_open_and_when_they_change(shell, holder):
     assert cells()[-1][0]["bytes"] == len("hello\n")
 
 
+def test_a_job_state_change_is_pushed_without_waiting_for_the_interval(shell, holder, monkeypatch):
+    """A badge must not show "queued" after its cell's output: a job that is
+    new, starts running or ends is pushed at once, not at the next tick."""
+    monkeypatch.setattr(nbcomm, "PUSH_INTERVAL", 60.0)  # the tick alone would never come
+    jobs = Jobs()
+    nbcomm.register(shell, holder.get_pool, jobs)
+    c = open_comm(shell)
+
+    def states():
+        with c._lock:
+            return [[x["state"] for x in d["cells"]] for d, _ in c.sent if d["kind"] == "cells"]
+
+    wait_for(lambda: states() == [[]], what="the first (empty) job list")
+    job = bg_job(jobs)
+    wait_for(lambda: states()[-1:] == [["queued"]], what="the new job")
+    job.running("w1")
+    wait_for(lambda: states()[-1:] == [["running"]], what="the running job")
+    job.finish("done")
+    wait_for(lambda: states()[-1:] == [["done"]], what="the ended job")
+
+
 def test_follow_replies_with_the_record_then_sends_later_events_in_order(shell, holder):
     """follow: the reply has the outputs and their seq; then every event, with its seq,
     in the comm_open's context, until end; unfollow stops them."""
